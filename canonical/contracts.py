@@ -1,0 +1,153 @@
+"""Versioned canonical contracts: the one typed definition of each business document.
+
+Connectors map vendor payloads to these classes and back (pure functions); the
+published JSON Schemas under ``canonical/schemas/`` are generated from them with
+``manage.py contracts_publish``, and a test keeps the published files in sync.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from canonical.money import currency_normalize
+
+
+class Contract(BaseModel):
+    """Base of every contract: immutable, strict about unknown fields, versioned."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: ClassVar[str]
+    version: ClassVar[int]
+
+    @classmethod
+    def schema_id(cls) -> str:
+        return f"{cls.name}.v{cls.version}"
+
+
+class SourceRef(BaseModel):
+    """Where a record came from: the system and that system's own id."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    system: str = Field(min_length=1, examples=["stripe"])
+    external_id: str = Field(min_length=1, examples=["in_1MtHbELkdIwHu7ix"])
+
+
+class Address(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    line1: str | None = None
+    line2: str | None = None
+    city: str | None = None
+    postal_code: str | None = None
+    state: str | None = None
+    country: str | None = Field(default=None, description="ISO 3166-1 alpha-2", pattern=r"^[A-Z]{2}$")
+
+
+class TaxId(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: str = Field(examples=["eu_vat"])
+    value: str
+
+
+class CustomerV1(Contract):
+    name: ClassVar[str] = "customer"
+    version: ClassVar[int] = 1
+
+    source: SourceRef
+    canonical_id: int | None = Field(default=None, description="The hub's id, once known")
+    display_name: str = Field(min_length=1)
+    email: str | None = None
+    address: Address | None = None
+    tax_ids: tuple[TaxId, ...] = ()
+    currency: str | None = None
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str | None) -> str | None:
+        return currency_normalize(value) if value else None
+
+
+class InvoiceLineV1(BaseModel):
+    """One invoice line. Amounts are integers in the invoice currency's minor units."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source_line_id: str | None = None
+    description: str = Field(min_length=1)
+    quantity: Decimal = Field(ge=0)
+    amount: int = Field(description="Line amount excluding tax, minor units")
+    tax_amount: int = Field(default=0, description="Tax on this line, minor units")
+    tax_rate: Decimal | None = Field(default=None, description="Percent, e.g. 10 for 10 %, when known")
+    product_ref: str | None = Field(default=None, description="Source system's product id")
+    price_ref: str | None = Field(default=None, description="Source system's price id")
+    period_start: dt.date | None = None
+    period_end: dt.date | None = None
+
+
+InvoiceStatus = Literal["open", "paid", "void", "uncollectible"]
+
+
+class InvoiceV1(Contract):
+    """A finalized customer invoice as issued by the billing system."""
+
+    name: ClassVar[str] = "invoice"
+    version: ClassVar[int] = 1
+
+    source: SourceRef
+    number: str | None = None
+    customer: CustomerV1
+    currency: str = Field(description="ISO 4217, upper case")
+    status: InvoiceStatus
+    issued_on: dt.date
+    due_on: dt.date | None = None
+    subtotal: int = Field(description="Sum of line amounts excluding tax, minor units")
+    tax: int = Field(description="Total tax, minor units")
+    total: int = Field(description="subtotal + tax, minor units")
+    amount_paid: int = 0
+    paid_at: dt.datetime | None = None
+    voided_at: dt.datetime | None = None
+    subscription_ref: str | None = None
+    lines: tuple[InvoiceLineV1, ...] = Field(min_length=1)
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        return currency_normalize(value)
+
+    @model_validator(mode="after")
+    def _totals_add_up(self) -> InvoiceV1:
+        if self.subtotal + self.tax != self.total:
+            raise ValueError(f"subtotal {self.subtotal} + tax {self.tax} != total {self.total}")
+        if sum(line.amount for line in self.lines) != self.subtotal:
+            raise ValueError("line amounts do not add up to the subtotal")
+        if sum(line.tax_amount for line in self.lines) != self.tax:
+            raise ValueError("line taxes do not add up to the invoice tax")
+        return self
+
+
+class PaymentV1(Contract):
+    """Money received against one invoice."""
+
+    name: ClassVar[str] = "payment"
+    version: ClassVar[int] = 1
+
+    source: SourceRef
+    invoice: SourceRef
+    currency: str
+    amount: int = Field(gt=0, description="Minor units")
+    paid_at: dt.datetime
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        return currency_normalize(value)
+
+
+CONTRACTS: tuple[type[Contract], ...] = (CustomerV1, InvoiceV1, PaymentV1)

@@ -1,0 +1,90 @@
+"""Capability interfaces that connectors implement, and the values they exchange.
+
+Workflows ask the registry for a connector with a capability; they never import a
+vendor package.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from canonical.contracts import InvoiceV1, PaymentV1
+
+
+@dataclass(frozen=True)
+class ExternalDocument:
+    """What a target system answered: its id for the document, and more if known.
+
+    ``related`` carries ids of records the connector created or found on the way
+    (e.g. ``{"customer": "42"}`` for the ERP party), so the hub can record them as
+    cross-references.
+    """
+
+    external_id: str
+    number: str | None = None
+    state: str | None = None
+    related: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReceivedEvent:
+    """One vendor event, verified and parsed, ready for the inbox."""
+
+    external_id: str
+    type: str
+    subject: str  # the business object it is about, e.g. "invoice:in_123"
+    payload: Mapping[str, Any]
+    occurred_at: dt.datetime | None = None
+
+
+class Connector:
+    """Base of every connector: built from a Connection's config and credentials.
+
+    ``secret_fields`` names the credential keys that must never be shown or logged.
+    """
+
+    vendor: str = ""
+    secret_fields: tuple[str, ...] = ()
+
+    def __init__(self, *, config: Mapping[str, Any], credentials: Mapping[str, Any]):
+        self.config = dict(config)
+        self.credentials = dict(credentials)
+
+    def close(self) -> None:
+        """Release network resources. Safe to call more than once."""
+
+
+@runtime_checkable
+class InvoicePoster(Protocol):
+    """A ledger (ERP) that receives customer invoices and their payments.
+
+    Every method is idempotent for the same document: it looks the document up by
+    its source reference before creating anything, so a retry after an unknown
+    outcome never creates a second one.
+    """
+
+    def post_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
+        """Create (if absent) and post the invoice in the company that books for
+        ``legal_entity``; return the ERP's id and number. Raises Retryable when the
+        outcome is unknown, Permanent when the ERP rejects the document."""
+
+    def record_payment(self, payment: PaymentV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
+        """Record the payment against the posted invoice it references (no-op if the
+        ERP already shows the invoice as paid). Raises Retryable if the invoice is
+        not in the ERP yet."""
+
+    def void_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
+        """Cancel a draft, or credit a posted invoice; no-op if already done."""
+
+
+class WebhookReceiver(Protocol):
+    """Authenticates and parses a vendor's webhook requests."""
+
+    def verify(self, *, body: bytes, headers: Mapping[str, str], secrets: Sequence[str]) -> None:
+        """Raise InvalidSignature unless the request is signed by one of ``secrets``."""
+
+    def parse(self, body: bytes) -> list[ReceivedEvent]:
+        """Raise MalformedPayload unless the body is a well-formed vendor event (or batch)."""

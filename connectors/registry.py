@@ -1,0 +1,52 @@
+"""Connectors and webhook receivers, registered by a stable vendor name.
+
+Vendor packages register themselves when their ``connector`` module is imported;
+``ConnectorsConfig.ready`` imports every package listed in ``HUB_CONNECTOR_PACKAGES``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from connectors.base import Connector, WebhookReceiver
+
+C = TypeVar("C", bound=type[Connector])
+
+_connectors: dict[str, type[Connector]] = {}
+_receivers: dict[str, WebhookReceiver] = {}
+
+
+class UnknownVendor(LookupError):
+    pass
+
+
+def register(vendor: str) -> Callable[[C], C]:
+    def decorate(cls: C) -> C:
+        cls.vendor = vendor
+        _connectors[vendor] = cls
+        return cls
+
+    return decorate
+
+
+def register_webhook(source: str, receiver: WebhookReceiver) -> None:
+    _receivers[source] = receiver
+
+
+def connector_class(vendor: str) -> type[Connector]:
+    try:
+        return _connectors[vendor]
+    except KeyError:
+        raise UnknownVendor(f"no connector registered for {vendor!r}") from None
+
+
+def webhook_receiver(source: str) -> WebhookReceiver:
+    try:
+        return _receivers[source]
+    except KeyError:
+        raise UnknownVendor(f"no webhook receiver registered for {source!r}") from None
+
+
+def vendors() -> list[str]:
+    return sorted(_connectors)
