@@ -48,5 +48,22 @@ def webhook_receiver(source: str) -> WebhookReceiver:
         raise UnknownVendor(f"no webhook receiver registered for {source!r}") from None
 
 
-def vendors() -> list[str]:
-    return sorted(_connectors)
+def is_known(vendor: str) -> bool:
+    return vendor in _connectors or vendor in _receivers
+
+
+Translator = Callable[[str, dict], list]
+_translators: dict[str, Translator] = {}
+
+
+def register_translator(source: str, translate: Translator) -> None:
+    """``translate(event_type, payload)`` returns the canonical facts (``canonical.events``)
+    a vendor event means; it raises MappingError when the payload cannot be mapped."""
+    _translators[source] = translate
+
+
+def event_translator(source: str) -> Translator:
+    try:
+        return _translators[source]
+    except KeyError:
+        raise UnknownVendor(f"no event translator registered for {source!r}") from None

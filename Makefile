@@ -1,0 +1,42 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install migrate worker beat web schemas clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[erp,test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+migrate: $(STAMP)
+	$(BIN)/python manage.py migrate --no-input
+
+## Run the whole hub on the embedded defaults: worker, beat, web, a real Tryton ERP
+## and the Stripe sandbox sending signed invoice events.
+demo: migrate
+	$(BIN)/python manage.py hub_demo
+
+## The whole test suite (unit, integration with a real worker, end-to-end with Tryton).
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+worker: migrate
+	$(BIN)/celery -A integration_hub worker --loglevel=INFO --concurrency=2
+
+beat: migrate
+	$(BIN)/celery -A integration_hub beat --loglevel=INFO
+
+web: migrate
+	$(BIN)/python manage.py runserver
+
+schemas: $(STAMP)
+	$(BIN)/python manage.py contracts_publish
+
+clean:
+	rm -rf var

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class CanonicalConfig(AppConfig):
+    name = "canonical"
+    verbose_name = "Canonical data"

@@ -1,0 +1,168 @@
+"""The hub's canonical copy of master data and transactions.
+
+Amounts are integers in the currency's minor units (see ``canonical.money``).
+``transaction_id`` links a record to the business transaction that last touched it
+(a plain UUID: the canonical layer depends on nothing else of ours).
+"""
+
+from __future__ import annotations
+
+from django.core.validators import RegexValidator
+from django.db import models
+
+currency_code = RegexValidator(r"^[A-Z]{3}$", "ISO 4217 code, upper case")
+country_code = RegexValidator(r"^[A-Z]{2}$", "ISO 3166-1 alpha-2, upper case")
+
+
+class LegalEntity(models.Model):
+    """A company of the group that books revenue. Invoices in ``currency`` are
+    booked by the legal entity whose functional currency it is."""
+
+    code = models.SlugField(max_length=20, unique=True)
+    name = models.CharField(max_length=200)
+    currency = models.CharField(max_length=3, unique=True, validators=[currency_code])
+    country = models.CharField(max_length=2, validators=[country_code])
+
+    class Meta:
+        verbose_name_plural = "legal entities"
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return f"{self.code} – {self.name}"
+
+
+class Customer(models.Model):
+    display_name = models.CharField(max_length=300)
+    email = models.EmailField(blank=True)
+    address = models.JSONField(default=dict, blank=True)
+    country = models.CharField(max_length=2, blank=True)
+    tax_ids = models.JSONField(default=list, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    version = models.PositiveIntegerField(default=1)
+    transaction_id = models.UUIDField(null=True, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.display_name
+
+
+class Product(models.Model):
+    sku = models.CharField(max_length=100, unique=True)
+    name = models.CharField(max_length=300)
+    is_active = models.BooleanField(default=True)
+
+    def __str__(self) -> str:
+        return f"{self.sku} – {self.name}"
+
+
+class Price(models.Model):
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="prices")
+    currency = models.CharField(max_length=3, validators=[currency_code])
+    unit_amount = models.BigIntegerField(help_text="Minor units")
+    valid_from = models.DateField()
+    version = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["product", "currency", "valid_from"], name="price_unique_per_day")
+        ]
+
+
+class Invoice(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "open"
+        PAID = "paid"
+        VOID = "void"
+        UNCOLLECTIBLE = "uncollectible"
+
+    # A later status never goes back to an earlier one, whatever order events arrive in.
+    STATUS_RANK = {Status.OPEN: 0, Status.UNCOLLECTIBLE: 1, Status.PAID: 2, Status.VOID: 2}
+
+    source_system = models.CharField(max_length=50)
+    source_id = models.CharField(max_length=255)
+    number = models.CharField(max_length=100, blank=True)
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="invoices")
+    legal_entity = models.ForeignKey(LegalEntity, on_delete=models.PROTECT, related_name="invoices")
+    currency = models.CharField(max_length=3, validators=[currency_code])
+    status = models.CharField(max_length=20, choices=Status.choices)
+    issued_on = models.DateField()
+    due_on = models.DateField(null=True, blank=True)
+    subtotal = models.BigIntegerField()
+    tax = models.BigIntegerField()
+    total = models.BigIntegerField()
+    amount_paid = models.BigIntegerField(default=0)
+    paid_at = models.DateTimeField(null=True, blank=True)
+    voided_at = models.DateTimeField(null=True, blank=True)
+    subscription_ref = models.CharField(max_length=255, blank=True)
+    version = models.PositiveIntegerField(default=1)
+    transaction_id = models.UUIDField(null=True, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source_system", "source_id"], name="invoice_unique_source")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.number or self.source_id} ({self.currency})"
+
+
+class InvoiceLine(models.Model):
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
+    position = models.PositiveIntegerField()
+    source_line_id = models.CharField(max_length=255, blank=True)
+    description = models.CharField(max_length=500)
+    quantity = models.DecimalField(max_digits=18, decimal_places=6)
+    amount = models.BigIntegerField(help_text="Excluding tax, minor units")
+    tax_amount = models.BigIntegerField(default=0)
+    tax_rate = models.DecimalField(max_digits=9, decimal_places=4, null=True, blank=True)
+    product_ref = models.CharField(max_length=255, blank=True)
+    price_ref = models.CharField(max_length=255, blank=True)
+    period_start = models.DateField(null=True, blank=True)
+    period_end = models.DateField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["invoice", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["invoice", "position"], name="invoice_line_unique_position")
+        ]
+
+
+class Payment(models.Model):
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="payments")
+    source_system = models.CharField(max_length=50)
+    source_id = models.CharField(max_length=255)
+    currency = models.CharField(max_length=3, validators=[currency_code])
+    amount = models.BigIntegerField(help_text="Minor units")
+    paid_at = models.DateTimeField()
+    transaction_id = models.UUIDField(null=True, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source_system", "source_id"], name="payment_unique_source")
+        ]
+
+
+class CrossReference(models.Model):
+    """An external id of a canonical record in one system, unique both ways:
+    one external id maps to one record, and one record has one id per system."""
+
+    system = models.CharField(max_length=50, help_text="Connection name, e.g. 'stripe' or 'tryton'")
+    object_type = models.CharField(max_length=50)
+    canonical_id = models.BigIntegerField()
+    external_id = models.CharField(max_length=255)
+    external_number = models.CharField(max_length=255, blank=True, help_text="Human-facing number, if any")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["system", "object_type", "external_id"], name="xref_unique_external"),
+            models.UniqueConstraint(fields=["system", "object_type", "canonical_id"], name="xref_unique_canonical"),
+        ]
+        indexes = [models.Index(fields=["object_type", "canonical_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.object_type} {self.canonical_id} = {self.system}:{self.external_id}"

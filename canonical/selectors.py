@@ -1,0 +1,67 @@
+"""Reads from the canonical store, as the contracts connectors consume."""
+
+from __future__ import annotations
+
+from canonical.contracts import Address, CustomerV1, InvoiceLineV1, InvoiceV1, PaymentV1, SourceRef, TaxId
+from canonical.models import CrossReference, Customer, Invoice, Payment
+
+
+def customer_contract(customer: Customer) -> CustomerV1:
+    xref = CrossReference.objects.filter(object_type="customer", canonical_id=customer.pk).order_by("pk").first()
+    source = SourceRef(system=xref.system, external_id=xref.external_id) if xref else SourceRef(
+        system="hub", external_id=str(customer.pk)
+    )
+    return CustomerV1(
+        source=source,
+        canonical_id=customer.pk,
+        display_name=customer.display_name,
+        email=customer.email or None,
+        address=Address(**customer.address) if customer.address else None,
+        tax_ids=tuple(TaxId(**tax_id) for tax_id in customer.tax_ids),
+        currency=customer.currency or None,
+    )
+
+
+def invoice_contract(invoice: Invoice) -> InvoiceV1:
+    return InvoiceV1(
+        source=SourceRef(system=invoice.source_system, external_id=invoice.source_id),
+        number=invoice.number or None,
+        customer=customer_contract(invoice.customer),
+        currency=invoice.currency,
+        status=invoice.status,
+        issued_on=invoice.issued_on,
+        due_on=invoice.due_on,
+        subtotal=invoice.subtotal,
+        tax=invoice.tax,
+        total=invoice.total,
+        amount_paid=invoice.amount_paid,
+        paid_at=invoice.paid_at,
+        voided_at=invoice.voided_at,
+        subscription_ref=invoice.subscription_ref or None,
+        lines=tuple(
+            InvoiceLineV1(
+                source_line_id=line.source_line_id or None,
+                description=line.description,
+                quantity=line.quantity.normalize(),
+                amount=line.amount,
+                tax_amount=line.tax_amount,
+                tax_rate=line.tax_rate,
+                product_ref=line.product_ref or None,
+                price_ref=line.price_ref or None,
+                period_start=line.period_start,
+                period_end=line.period_end,
+            )
+            for line in invoice.lines.all()
+        ),
+    )
+
+
+def payment_contract(payment: Payment) -> PaymentV1:
+    invoice = payment.invoice
+    return PaymentV1(
+        source=SourceRef(system=payment.source_system, external_id=payment.source_id),
+        invoice=SourceRef(system=invoice.source_system, external_id=invoice.source_id),
+        currency=payment.currency,
+        amount=payment.amount,
+        paid_at=payment.paid_at,
+    )

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+
+from connectors import secrets
+
+
+class Connection(models.Model):
+    """One configured external system: which connector speaks to it, and how.
+
+    ``name`` is also the ``system`` of every cross-reference into that system.
+    Credentials are stored encrypted and never shown back in full.
+    """
+
+    class Role(models.TextChoices):
+        BILLING = "billing"
+        ERP = "erp"
+        CRM = "crm"
+        PRODUCT = "product"
+
+    name = models.SlugField(max_length=50, unique=True)
+    vendor = models.CharField(max_length=50, help_text="Registered connector name, e.g. 'tryton'")
+    role = models.CharField(max_length=20, choices=Role.choices)
+    is_active = models.BooleanField(default=True)
+    config = models.JSONField(default=dict, blank=True, help_text="Non-secret settings (URL, database, ...)")
+    encrypted_credentials = models.TextField(blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.vendor})"
+
+    @property
+    def credentials(self) -> dict[str, Any]:
+        return secrets.decrypt(self.encrypted_credentials)
+
+    def set_credentials(self, values: dict[str, Any]) -> None:
+        self.encrypted_credentials = secrets.encrypt(values)
+
+    def webhook_secrets(self) -> list[str]:
+        value = self.credentials.get("webhook_secrets", [])
+        return [value] if isinstance(value, str) else list(value)

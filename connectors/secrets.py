@@ -1,0 +1,43 @@
+"""Credentials at rest: Fernet tokens, keys from settings (newest first, for rotation)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from functools import cache
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+
+@cache
+def _fernet() -> MultiFernet:
+    keys = list(settings.HUB_ENCRYPTION_KEYS)
+    if not keys:
+        # Development default: derived from SECRET_KEY so a fresh checkout works.
+        digest = hashlib.sha256(f"hub-credentials:{settings.SECRET_KEY}".encode()).digest()
+        keys = [base64.urlsafe_b64encode(digest).decode()]
+    return MultiFernet([Fernet(key) for key in keys])
+
+
+def encrypt(values: dict[str, Any]) -> str:
+    return _fernet().encrypt(json.dumps(values, sort_keys=True).encode()).decode()
+
+
+def decrypt(token: str) -> dict[str, Any]:
+    if not token:
+        return {}
+    try:
+        return json.loads(_fernet().decrypt(token.encode()))
+    except InvalidToken:
+        raise ImproperlyConfigured(
+            "connection credentials cannot be decrypted with HUB_ENCRYPTION_KEYS"
+        ) from None
+
+
+def mask(value: Any) -> str:
+    text = str(value)
+    return "••••" + text[-4:] if len(text) > 8 else "••••"

@@ -1,0 +1,49 @@
+"""Looking up and building connectors for configured connections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+
+from connectors import registry
+from connectors.base import Connector
+from connectors.errors import NeedsConfiguration
+from connectors.models import Connection
+
+
+def connection_for_role(role: str) -> Connection:
+    """The active connection playing ``role``; NeedsConfiguration if none or several."""
+    connections = list(Connection.objects.filter(role=role, is_active=True)[:2])
+    if not connections:
+        raise NeedsConfiguration(f"no active {role} connection is configured")
+    if len(connections) > 1:
+        raise NeedsConfiguration(f"more than one active {role} connection; deactivate all but one")
+    return connections[0]
+
+
+def connector_for(connection: Connection) -> Connector:
+    cls = registry.connector_class(connection.vendor)
+    return cls(config=connection.config, credentials=connection.credentials)
+
+
+def webhook_secrets_for(source: str) -> list[str]:
+    """Every active secret of every active connection of vendor ``source`` (rotation)."""
+    found: list[str] = []
+    for connection in Connection.objects.filter(vendor=source, is_active=True):
+        found.extend(connection.webhook_secrets())
+    return found
+
+
+@transaction.atomic
+def connection_upsert(
+    *, name: str, vendor: str, role: str, config: dict[str, Any], credentials: dict[str, Any]
+) -> Connection:
+    if not registry.is_known(vendor):
+        raise registry.UnknownVendor(f"no connector or webhook receiver is registered for {vendor!r}")
+    connection, _ = Connection.objects.update_or_create(
+        name=name, defaults={"vendor": vendor, "role": role, "config": config, "is_active": True}
+    )
+    connection.set_credentials(credentials)
+    connection.save(update_fields=["encrypted_credentials", "updated_at"])
+    return connection

@@ -1,0 +1,378 @@
+"""Tryton as the hub's ledger: posts customer invoices, records payments, voids.
+
+Every operation first finds the ERP invoice by ``reference`` = the billing
+system's invoice id (Tryton has no idempotency keys, and ``reference`` is not
+unique), so a retry after an unknown outcome continues where the last attempt
+stopped instead of creating a second invoice.
+
+Config: ``url``, ``database``, ``companies`` (legal-entity code -> Tryton company
+id), optional ``timeout`` (read seconds, or ``{"connect": s, "read": s}``).
+Credentials: ``login``, ``password``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from canonical.contracts import InvoiceV1, PaymentV1
+from canonical.money import to_major
+from connectors.base import Connector, ExternalDocument
+from connectors.errors import NeedsConfiguration, Permanent, Retryable
+from connectors.registry import register
+from connectors.tryton import mapping
+from connectors.tryton.client import TrytonClient
+
+INVOICE = "account.invoice"
+_INVOICE_FIELDS = ["id", "number", "state", "party", "total_amount", "reference", "currency"]
+_PARTY_CODE_TAKEN = "code on party must be unique"
+
+
+@register("tryton")
+class TrytonConnector(Connector):
+    """InvoicePoster over Tryton's JSON-RPC (see module docstring for config)."""
+
+    secret_fields = ("password",)
+
+    def __init__(
+        self,
+        *,
+        config: Mapping[str, Any],
+        credentials: Mapping[str, Any],
+        transport: httpx.BaseTransport | None = None,
+    ):
+        super().__init__(config=config, credentials=credentials)
+        missing = [key for key in ("url", "database", "companies") if not self.config.get(key)]
+        missing += [key for key in ("login", "password") if not self.credentials.get(key)]
+        if missing:
+            raise NeedsConfiguration(f"Tryton connection lacks {', '.join(missing)}")
+        self._transport = transport
+        self._client: TrytonClient | None = None
+        self._company_cache: dict[tuple[int, str], Any] = {}
+
+    @property
+    def client(self) -> TrytonClient:
+        if self._client is None:
+            timeout = self.config.get("timeout")
+            connect, read = 5.0, 30.0
+            if isinstance(timeout, Mapping):
+                connect = float(timeout.get("connect", connect))
+                read = float(timeout.get("read", read))
+            elif timeout is not None:
+                read = float(timeout)
+            self._client = TrytonClient(
+                self.config["url"], self.config["database"],
+                self.credentials["login"], self.credentials["password"],
+                connect_timeout=connect, read_timeout=read, transport=self._transport,
+            )
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def post_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
+        """Find by reference, else create (party, lines, taxes), check the total
+        against the canonical one, post. Returns id, number and state."""
+        company = self._company(legal_entity)
+        found = self._find_invoice(company, invoice.source.external_id)
+        if found is not None:
+            if found["state"] in ("draft", "validated"):
+                self._check_total(company, found, invoice)
+                return self._post(company, found["id"])
+            return mapping.external_document(found)
+
+        self._check_fiscal_year(company, invoice.issued_on)
+        # Everything that can fail on mapping happens before anything is created.
+        currency_id = self._currency_id(invoice.currency)
+        revenue_account, receivable_account = self._default_accounts(company)
+        taxes = self._taxes(company)
+        lines = [
+            mapping.invoice_line_values(
+                line, invoice.currency, company_id=company, currency_id=currency_id,
+                account_id=revenue_account,
+                tax_id=mapping.choose_tax(line, taxes, label=mapping.line_label(line, index)),
+            )
+            for index, line in enumerate(invoice.lines)
+        ]
+        party_id, address_id = self._ensure_party(invoice)
+        values = mapping.invoice_values(
+            invoice, company_id=company, party_id=party_id, address_id=address_id,
+            currency_id=currency_id, receivable_account_id=receivable_account,
+            journal_id=self._revenue_journal(company), lines=lines,
+        )
+        invoice_id, = self.client.call(INVOICE, "create", [values], context={"company": company})
+        self._check_total(company, self._read_invoice(company, invoice_id), invoice)
+        return self._post(company, invoice_id)
+
+    def record_payment(self, payment: PaymentV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
+        """Pay the posted invoice through Tryton's pay wizard. A payment whose
+        source id is already on the invoice's payment lines is not paid again."""
+        company = self._company(legal_entity)
+        found = self._find_invoice(company, payment.invoice.external_id)
+        if found is None:
+            raise Retryable(f"invoice {payment.invoice.external_id} is not in the ERP yet")
+        if found["state"] == "paid":
+            return mapping.external_document(found)
+        if found["state"] in ("draft", "validated"):
+            raise Retryable(f"invoice {payment.invoice.external_id} is not posted in the ERP yet")
+        if found["state"] == "cancelled":
+            raise Permanent(f"invoice {payment.invoice.external_id} is cancelled in the ERP; cannot pay it")
+        if self._currency_code(found["currency"]) != payment.currency:
+            raise Permanent(
+                f"payment in {payment.currency} for ERP invoice {found['number']} in "
+                f"{self._currency_code(found['currency'])}"
+            )
+        description = f"{payment.source.system} payment {payment.source.external_id}"
+        if self._already_paid(company, found["id"], description):
+            return mapping.external_document(self._read_invoice(company, found["id"]))
+        amount = to_major(payment.amount, payment.currency)
+        amount_to_pay = self._read_invoice(company, found["id"], ["amount_to_pay"])["amount_to_pay"]
+        if amount > amount_to_pay:
+            raise Permanent(
+                f"payment {amount} {payment.currency} exceeds the {amount_to_pay} still due on "
+                f"ERP invoice {found['number']}"
+            )
+        self._run_pay_wizard(company, found["id"], amount, payment.paid_at.astimezone(dt.UTC).date(),
+                             description)
+        return mapping.external_document(self._read_invoice(company, found["id"]))
+
+    def void_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
+        """Cancel a draft; credit a posted invoice with refund (Tryton then cancels
+        the original and reconciles it with the credit note). Returns state
+        ``absent`` when the ERP never had the invoice, and the document as is when
+        it is already cancelled or credited."""
+        company = self._company(legal_entity)
+        found = self._find_invoice(company, invoice.source.external_id)
+        if found is None:
+            return ExternalDocument(external_id="", state="absent")
+        ctx = {"company": company}
+        if found["state"] in ("draft", "validated"):
+            self.client.call(INVOICE, "cancel", [found["id"]], context=ctx)
+            return mapping.external_document(self._read_invoice(company, found["id"]))
+        if found["state"] == "paid":
+            raise Permanent(
+                f"ERP invoice {found['number']} is paid; refund it in the ERP rather than voiding it")
+        credit_notes = self._credit_notes(company, found["id"])
+        if found["state"] == "posted" and not credit_notes:
+            credit_notes = self._run_credit_wizard(company, found["id"])
+        document = mapping.external_document(self._read_invoice(company, found["id"]))
+        if not credit_notes:
+            return document
+        related = {**document.related, "credit_note": str(credit_notes[0])}
+        return ExternalDocument(document.external_id, document.number, document.state, related)
+
+    def _company(self, legal_entity: str) -> int:
+        companies = self.config.get("companies") or {}
+        try:
+            return int(companies[legal_entity])
+        except (KeyError, TypeError, ValueError):
+            raise NeedsConfiguration(
+                f"no Tryton company configured for legal entity {legal_entity!r} "
+                f"(configured: {', '.join(sorted(companies)) or 'none'})"
+            ) from None
+
+    def _cached(self, company: int, name: str, load: Any) -> Any:
+        key = (company, name)
+        if key not in self._company_cache:
+            self._company_cache[key] = load()
+        return self._company_cache[key]
+
+    def _find_invoice(self, company: int, reference: str) -> dict[str, Any] | None:
+        records = self.client.call(
+            INVOICE, "search_read",
+            [("company", "=", company), ("type", "=", "out"), ("reference", "=", reference)],
+            0, None, [("id", "ASC")], _INVOICE_FIELDS, context={"company": company},
+        )
+        if not records:
+            return None
+        # Should be one; if an earlier bug made two, the most advanced one wins.
+        rank = {"paid": 0, "posted": 1, "validated": 2, "draft": 3, "cancelled": 4}
+        return min(records, key=lambda record: (rank.get(record["state"], 5), record["id"]))
+
+    def _read_invoice(self, company: int, invoice_id: int, fields: list[str] | None = None) -> dict[str, Any]:
+        record, = self.client.call(INVOICE, "read", [invoice_id], fields or _INVOICE_FIELDS,
+                                   context={"company": company})
+        return record
+
+    def _check_total(self, company: int, record: Mapping[str, Any], invoice: InvoiceV1) -> None:
+        if mapping.totals_match(record["total_amount"], invoice):
+            return
+        expected = to_major(invoice.total, invoice.currency)
+        if record["state"] == "draft":
+            self.client.call(INVOICE, "delete", [record["id"]], context={"company": company})
+            fate = "the draft was deleted"
+        else:
+            fate = f"ERP invoice {record['id']} left {record['state']}"
+        raise Permanent(
+            f"ERP total {record['total_amount']} {invoice.currency} differs from the billing total "
+            f"{expected} {invoice.currency} for invoice {invoice.source.external_id}; {fate}"
+        )
+
+    def _post(self, company: int, invoice_id: int) -> ExternalDocument:
+        try:
+            self.client.call(INVOICE, "post", [invoice_id], context={"company": company})
+        except Permanent:
+            record = self._read_invoice(company, invoice_id)
+            if record["state"] in ("posted", "paid"):
+                return mapping.external_document(record)  # a concurrent attempt posted it
+            if record["state"] == "draft":
+                # Leaving it would make the next attempt retry the same failing post.
+                self.client.call(INVOICE, "delete", [invoice_id], context={"company": company})
+            raise
+        return mapping.external_document(self._read_invoice(company, invoice_id))
+
+    def _check_fiscal_year(self, company: int, date: dt.date) -> None:
+        years = self._cached(company, "fiscalyears", lambda: self.client.call(
+            "account.fiscalyear", "search_read", [("company", "=", company)], 0, None,
+            [("start_date", "ASC")], ["start_date", "end_date", "state"], context={"company": company}))
+        if any(year["start_date"] <= date <= year["end_date"] for year in years):
+            return
+        if years and date < years[0]["start_date"]:
+            raise Permanent(
+                f"invoice date {date} is before the ERP's first fiscal year "
+                f"(starts {years[0]['start_date']}) for company {company}")
+        raise Permanent(f"no ERP fiscal year covers the invoice date {date} for company {company}")
+
+    def _currency_id(self, code: str) -> int:
+        ids = self._cached(0, f"currency:{code}", lambda: self.client.call(
+            "currency.currency", "search", [("code", "=", code)], 0, 1, None))
+        if not ids:
+            raise NeedsConfiguration(f"currency {code} is not set up in Tryton")
+        return ids[0]
+
+    def _currency_code(self, currency_id: int) -> str:
+        def load() -> str:
+            record, = self.client.call("currency.currency", "read", [currency_id], ["code"])
+            return record["code"]
+
+        return self._cached(0, f"currency-code:{currency_id}", load)
+
+    def _default_accounts(self, company: int) -> tuple[int, int]:
+        """(revenue, receivable) defaults of ``account.configuration`` for the company."""
+        def load() -> tuple[int, int]:
+            record, = self.client.call(
+                "account.configuration", "read", [1],
+                ["default_category_account_revenue", "default_account_receivable"],
+                context={"company": company})
+            return record["default_category_account_revenue"], record["default_account_receivable"]
+
+        revenue, receivable = self._cached(company, "accounts", load)
+        if not revenue or not receivable:
+            raise NeedsConfiguration(
+                f"Tryton company {company} has no default revenue/receivable account "
+                "(account configuration)")
+        return revenue, receivable
+
+    def _revenue_journal(self, company: int) -> int:
+        ids = self._cached(company, "journal", lambda: self.client.call(
+            "account.journal", "search", [("type", "=", "revenue")], 0, 1, [("id", "ASC")],
+            context={"company": company}))
+        if not ids:
+            raise NeedsConfiguration("Tryton has no revenue journal")
+        return ids[0]
+
+    def _taxes(self, company: int) -> list[tuple[int, Decimal]]:
+        records = self._cached(company, "taxes", lambda: self.client.call(
+            "account.tax", "search_read",
+            [("company", "=", company), ("type", "=", "percentage"), ("parent", "=", None)],
+            0, None, [("id", "ASC")], ["id", "rate"], context={"company": company}))
+        return [(record["id"], record["rate"]) for record in records]
+
+    def _payment_method(self, company: int) -> int:
+        ids = self._cached(company, "payment_method", lambda: self.client.call(
+            "account.invoice.payment.method", "search", [("company", "=", company)], 0, 1,
+            [("id", "ASC")], context={"company": company}))
+        if not ids:
+            raise NeedsConfiguration(f"Tryton company {company} has no invoice payment method")
+        return ids[0]
+
+    def _ensure_party(self, invoice: InvoiceV1) -> tuple[int, int]:
+        """(party id, invoice address id), creating the party if its code is new."""
+        code = mapping.party_code(invoice.customer)
+        party_id = self._party_by_code(code)
+        if party_id is None:
+            try:
+                party_id, = self.client.call("party.party", "create", [mapping.party_values(invoice.customer)])
+            except Permanent as exc:
+                if _PARTY_CODE_TAKEN not in str(exc):
+                    raise
+                party_id = self._party_by_code(code)  # created concurrently
+                if party_id is None:
+                    raise
+        record, = self.client.call("party.party", "read", [party_id], ["addresses"])
+        if record["addresses"]:
+            return party_id, record["addresses"][0]
+        address_id, = self.client.call("party.address", "create", [{"party": party_id}])
+        return party_id, address_id
+
+    def _party_by_code(self, code: str) -> int | None:
+        ids = self.client.call("party.party", "search", [("code", "=", code)], 0, 1, None)
+        return ids[0] if ids else None
+
+    def _already_paid(self, company: int, invoice_id: int, description: str) -> bool:
+        record = self._read_invoice(company, invoice_id, ["payment_lines"])
+        if not record["payment_lines"]:
+            return False
+        return bool(self.client.call(
+            "account.move.line", "search",
+            [("id", "in", record["payment_lines"]), ("description", "=", description)], 0, 1, None,
+            context={"company": company}))
+
+    def _wizard_context(self, company: int, invoice_id: int) -> dict[str, Any]:
+        return {"company": company, "active_model": INVOICE, "active_id": invoice_id,
+                "active_ids": [invoice_id]}
+
+    def _run_pay_wizard(self, company: int, invoice_id: int, amount: Decimal, date: dt.date,
+                        description: str) -> None:
+        name, ctx = "account.invoice.pay", self._wizard_context(company, invoice_id)
+        session, _, _ = self.client.wizard(name, "create", context=ctx)
+        try:
+            view = self.client.wizard(name, "execute", session, {}, "start", context=ctx)["view"]
+            start = {**_form(view["defaults"]), "amount": amount, "date": date, "description": description,
+                     "payment_method": self._payment_method(company)}
+            result = self.client.wizard(name, "execute", session, {"start": start}, "choice", context=ctx)
+            if result.get("view", {}).get("state") == "ask":
+                # Less than the amount due: keep the rest open (no write-off).
+                ask = {**_form(result["view"]["defaults"]), "type": "partial"}
+                self.client.wizard(name, "execute", session, {"start": start, "ask": ask}, "pay", context=ctx)
+        finally:
+            self.client.wizard(name, "delete", session, context=ctx)
+
+    def _credit_notes(self, company: int, invoice_id: int) -> list[int]:
+        """Credit notes whose lines originate from the invoice's lines."""
+        lines = self.client.call("account.invoice.line", "search", [("invoice", "=", invoice_id)], 0, None,
+                                 None, context={"company": company})
+        if not lines:
+            return []
+        origins = [f"account.invoice.line,{line}" for line in lines]
+        return self.client.call(
+            INVOICE, "search", [("lines.origin", "in", origins), ("id", "!=", invoice_id)], 0, None,
+            [("id", "ASC")], context={"company": company})
+
+    def _run_credit_wizard(self, company: int, invoice_id: int) -> list[int]:
+        name, ctx = "account.invoice.credit", self._wizard_context(company, invoice_id)
+        session, _, _ = self.client.wizard(name, "create", context=ctx)
+        try:
+            view = self.client.wizard(name, "execute", session, {}, "start", context=ctx)["view"]
+            if not view["defaults"].get("with_refund_allowed"):
+                raise Permanent(f"Tryton does not allow crediting invoice {invoice_id} with refund")
+            start = {**_form(view["defaults"]), "with_refund": True, "invoice_date": None}
+            result = self.client.wizard(name, "execute", session, {"start": start}, "credit", context=ctx)
+        finally:
+            self.client.wizard(name, "delete", session, context=ctx)
+        credit_ids: list[int] = []
+        for _action, data in result.get("actions", []):
+            credit_ids.extend((data or {}).get("res_id", []))
+        return credit_ids
+
+
+def _form(defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """Wizard view defaults without the ``field.`` rec_name companions, which the
+    server refuses when they are sent back as form values."""
+    return {key: value for key, value in defaults.items() if "." not in key}

@@ -1,0 +1,193 @@
+"""Configure a freshly activated Tryton database for the hub: three companies that
+can book and post customer invoices with a 10 % tax and take payments.
+
+Runs in-process through proteus' trytond backend, no server needed, with the same
+config file the server will use::
+
+    TRYTOND_CONFIG=/path/trytond.conf python -m connectors.tryton.setup_db DBNAME
+
+Prints one JSON object (companies, taxes, accounts, payment methods by currency
+code; the integration user) on stdout; ``server.build_template`` stores it next
+to the template. The fiscal year covers today - 6 months .. today + 5 months, so a
+template built from this script is only valid for a limited time (see server.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import time
+from decimal import Decimal
+
+HUB_LOGIN = "hub"
+HUB_PASSWORD = "hub-secret-pw"  # trytond requires >= 8 characters
+
+# (company name, currency code); the first one is created through the company
+# wizard, which is what attaches it to the admin user.
+COMPANIES = (
+    ("Acme US Inc.", "USD"),
+    ("Acme Europe GmbH", "EUR"),
+    ("Acme Japan KK", "JPY"),
+)
+
+# name, symbol, digits, rounding, rate against the (arbitrary) base. The test helper
+# get_currency() gives every currency 0.01 rounding, which is wrong for JPY.
+CURRENCIES = {
+    "USD": ("U.S. Dollar", "$", 2, Decimal("0.01"), Decimal("1.0")),
+    "EUR": ("Euro", "€", 2, Decimal("0.01"), Decimal("0.9")),
+    "JPY": ("Japanese Yen", "¥", 0, Decimal("1"), Decimal("150.0")),
+}
+
+TAX_RATE = Decimal("0.10")
+
+
+def ensure_currency(code):
+    """Return the currency ``code``, created with its real digits and a rate."""
+    from proteus import Model
+
+    Currency = Model.get("currency.currency")
+    Rate = Model.get("currency.currency.rate")
+    name, symbol, digits, rounding, rate = CURRENCIES[code]
+    found = Currency.find([("code", "=", code)])
+    if found:
+        currency = found[0]
+    else:
+        currency = Currency(name=name, symbol=symbol, code=code)
+    currency.digits = digits
+    currency.rounding = rounding
+    currency.save()
+    if not Rate.find([("currency", "=", currency.id)]):
+        Rate(date=dt.date.min, rate=rate, currency=currency).save()
+    return currency
+
+
+def switch_company(cfg, company):
+    """Make ``company`` the current company of the connected (admin) user."""
+    from proteus import Model
+
+    User = Model.get("res.user")
+    user = User(cfg.user)
+    if company not in user.companies:
+        user.companies.append(company)
+    user.company = company
+    user.save()
+    cfg._context = User.get_preferences(True, {})
+
+
+def setup_company(cfg, company, today):
+    """Chart, fiscal year with periods and invoice sequences, 10 % tax, payment
+    method, default revenue account and per-line tax rounding for ``company``."""
+    from proteus import Model
+    from trytond.modules.account.tests.tools import (
+        create_chart,
+        create_fiscalyear,
+        create_tax,
+        get_accounts,
+    )
+    from trytond.modules.account_invoice.tests.tools import set_fiscalyear_invoice_sequences
+
+    code = company.currency.code
+    switch_company(cfg, company)
+    create_chart(company)
+    fiscalyear = set_fiscalyear_invoice_sequences(create_fiscalyear(company, today=today))
+    fiscalyear.click("create_period")
+    accounts = get_accounts(company)
+
+    tax = create_tax(TAX_RATE, company=company)
+    tax.name = tax.description = f"VAT 10% ({code})"
+    tax.save()
+
+    Journal = Model.get("account.journal")
+    PaymentMethod = Model.get("account.invoice.payment.method")
+    journal_cash, = Journal.find([("type", "=", "cash")], limit=1)
+    payment_method = PaymentMethod(
+        name=f"Bank transfer ({code})",
+        company=company,
+        journal=journal_cash,
+        credit_account=accounts["cash"],
+        debit_account=accounts["cash"],
+    )
+    payment_method.save()
+
+    # Invoice lines sent by the hub carry no product, so the revenue account comes
+    # from this company-dependent default (account_product). Billing systems round
+    # tax per line, so Tryton must too or totals drift by a minor unit.
+    Configuration = Model.get("account.configuration")
+    configuration = Configuration(1)
+    configuration.default_category_account_revenue = accounts["revenue"]
+    configuration.default_category_account_expense = accounts["expense"]
+    configuration.tax_rounding = "line"
+    configuration.save()
+
+    return {
+        "company": company.id,
+        "currency": company.currency.id,
+        "tax": tax.id,
+        "payment_method": payment_method.id,
+        "fiscalyear": {
+            "id": fiscalyear.id,
+            "start_date": fiscalyear.start_date.isoformat(),
+            "end_date": fiscalyear.end_date.isoformat(),
+        },
+        "accounts": {name: account.id for name, account in accounts.items()},
+    }
+
+
+def main(dbname: str) -> dict:
+    from proteus import Model
+    from proteus import config as pconfig
+    from trytond.modules.company.tests.tools import create_company
+
+    started = time.monotonic()
+    cfg = pconfig.set_trytond(dbname)
+    today = dt.date.today()
+
+    Party = Model.get("party.party")
+    Company = Model.get("company.company")
+    currencies = {code: ensure_currency(code) for code in CURRENCIES}
+
+    companies = {}
+    for index, (name, code) in enumerate(COMPANIES):
+        party = Party(name=name)
+        party.save()
+        if index == 0:
+            create_company(party, currencies[code])
+            company, = Company.find([("party.name", "=", name)])
+        else:
+            company = Company(party=party, currency=currencies[code])
+            company.save()
+        companies[code] = company
+
+    per_company = {code: setup_company(cfg, company, today) for code, company in companies.items()}
+    switch_company(cfg, companies["USD"])
+
+    User = Model.get("res.user")
+    Group = Model.get("res.group")
+    hub = User(name="Integration Hub", login=HUB_LOGIN, password=HUB_PASSWORD)
+    hub.groups.extend(Group.find([]))
+    hub.companies.extend([Company(company.id) for company in companies.values()])
+    hub.company = Company(companies["USD"].id)
+    # Record rules then cover every company; the hub picks one per call via context.
+    hub.company_filter = "all"
+    hub.save()
+
+    return {
+        "database": dbname,
+        "today": today.isoformat(),
+        "companies": {code: company.id for code, company in companies.items()},
+        "currencies": {code: currency.id for code, currency in currencies.items()},
+        "taxes": {code: data["tax"] for code, data in per_company.items()},
+        "payment_methods": {code: data["payment_method"] for code, data in per_company.items()},
+        "fiscalyears": {code: data["fiscalyear"] for code, data in per_company.items()},
+        "accounts": {code: data["accounts"] for code, data in per_company.items()},
+        "hub_user": hub.id,
+        "hub_login": HUB_LOGIN,
+        "setup_seconds": round(time.monotonic() - started, 2),
+    }
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: TRYTOND_CONFIG=... python -m connectors.tryton.setup_db DBNAME")
+    print(json.dumps(main(sys.argv[1]), indent=1))

@@ -1,0 +1,16 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework.routers import SimpleRouter
+
+from integration_hub.api import views, webhooks
+
+router = SimpleRouter()
+router.register("deliveries", views.DeliveryViewSet, basename="delivery")
+router.register("exceptions", views.ExceptionRecordViewSet, basename="exception")
+
+urlpatterns = [
+    path("webhooks/<slug:source>/", webhooks.webhook_receive, name="webhook"),
+    path("transactions/<uuid:transaction_id>/", views.transaction_detail, name="transaction-detail"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    *router.urls,
+]

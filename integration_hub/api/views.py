@@ -1,0 +1,88 @@
+"""REST endpoints (token authentication): traces, deliveries, exceptions, replay."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action, api_view
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from integration_hub.operations.selectors import transaction_trace
+from integration_hub.runtime import services
+from integration_hub.runtime.models import Delivery, ExceptionRecord
+
+
+@extend_schema(responses={200: dict})
+@api_view(["GET"])
+def transaction_detail(request: Request, transaction_id: uuid.UUID) -> Response:
+    """One business transaction's trace: events, canonical records, deliveries with
+    their attempts, and exceptions."""
+    trace = transaction_trace(transaction_id)
+    if trace is None:
+        return Response({"error": "not_found", "detail": "no such business transaction"}, status=404)
+    return Response(trace)
+
+
+class DeliverySerializer(serializers.ModelSerializer):
+    target = serializers.CharField(source="connection.name")
+
+    class Meta:
+        model = Delivery
+        fields = [
+            "id", "transaction", "action", "target", "object_type", "object_id", "idempotency_key", "status",
+            "attempts", "next_attempt_at", "external_id", "external_number", "last_error", "created_at", "updated_at",
+        ]
+
+
+class ExceptionRecordSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ExceptionRecord
+        fields = [
+            "id", "transaction", "delivery", "inbound_event", "owner_team", "category", "summary", "detail",
+            "status", "resolution", "resolved_at", "created_at",
+        ]
+
+
+class ReplaySerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=500)
+
+
+class DeliveryViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = DeliverySerializer
+
+    def get_queryset(self):
+        queryset = Delivery.objects.select_related("connection").order_by("-created_at")
+        if status_filter := self.request.query_params.get("status"):
+            queryset = queryset.filter(status=status_filter)
+        return queryset
+
+
+class ExceptionRecordViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = ExceptionRecordSerializer
+
+    def get_queryset(self):
+        queryset = ExceptionRecord.objects.order_by("-created_at")
+        for field in ("status", "owner_team", "category"):
+            if value := self.request.query_params.get(field):
+                queryset = queryset.filter(**{field: value})
+        return queryset
+
+    @extend_schema(request=ReplaySerializer, responses={202: ExceptionRecordSerializer})
+    @action(detail=True, methods=["post"])
+    def replay(self, request: Request, pk: str | None = None) -> Response:
+        """Replay the dead delivery or failed event behind this exception."""
+        record = get_object_or_404(ExceptionRecord, pk=pk)
+        form = ReplaySerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        if record.status != ExceptionRecord.Status.OPEN:
+            return Response({"error": "not_open", "detail": "this exception is already resolved"}, status=409)
+        try:
+            services.exception_replay(record, user=request.user, reason=form.validated_data["reason"])
+        except services.InvalidTransition as exc:
+            return Response({"error": "invalid_transition", "detail": str(exc)}, status=409)
+        record.refresh_from_db()
+        return Response(ExceptionRecordSerializer(record).data, status=status.HTTP_202_ACCEPTED)

@@ -1,0 +1,81 @@
+"""Webhook ingress: verify, store in the inbox, answer. Nothing is processed here.
+
+The answer is 2xx only after the inbox row is committed; every rejection is a 4xx
+with a reason (or 503 when the hub cannot store the event right now, so the vendor
+retries), never a 500.
+"""
+
+from __future__ import annotations
+
+import structlog
+from django.conf import settings
+from django.db import DatabaseError
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from connectors import registry
+from connectors.errors import InvalidSignature, MalformedPayload
+from connectors.services import webhook_secrets_for
+from integration_hub.runtime.services import inbound_accept
+
+log = structlog.get_logger(__name__)
+
+
+def _error(status: int, code: str, detail: str) -> JsonResponse:
+    return JsonResponse({"error": code, "detail": detail}, status=status)
+
+
+def _read_body(request: HttpRequest, limit: int) -> bytes | None:
+    """The raw body, or None if it is larger than ``limit`` (read no further)."""
+    declared = request.META.get("CONTENT_LENGTH") or ""
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = request.read(limit + 1)
+    return None if len(body) > limit else body
+
+
+@csrf_exempt
+@require_POST
+def webhook_receive(request: HttpRequest, source: str) -> JsonResponse:
+    try:
+        receiver = registry.webhook_receiver(source)
+    except registry.UnknownVendor:
+        return _error(404, "unknown_source", f"no webhook source named {source!r}")
+
+    limit = settings.HUB_WEBHOOK_MAX_BYTES
+    body = _read_body(request, limit)
+    if body is None:
+        return _error(413, "payload_too_large", f"webhook bodies are limited to {limit} bytes")
+
+    try:
+        secrets = webhook_secrets_for(source)
+    except DatabaseError:
+        log.exception("webhook_database_unavailable", source=source)
+        return _error(503, "unavailable", "the hub cannot store events right now; retry later")
+    if not secrets:
+        return _error(503, "not_configured", f"no active {source} connection with a webhook secret")
+
+    try:
+        receiver.verify(body=body, headers=request.headers, secrets=secrets)
+        events = receiver.parse(body)
+    except InvalidSignature as exc:
+        log.warning("webhook_rejected", source=source, reason=str(exc))
+        return _error(400, "invalid_signature", str(exc))
+    except MalformedPayload as exc:
+        return _error(400, "malformed_payload", str(exc))
+
+    accepted = []
+    try:
+        for event in events:
+            row, created = inbound_accept(source=source, event=event)
+            accepted.append(
+                {"event_id": event.external_id, "status": "accepted" if created else "duplicate",
+                 "transaction_id": str(row.transaction_id)}
+            )
+    except DatabaseError:
+        log.exception("webhook_database_unavailable", source=source)
+        return _error(503, "unavailable", "the hub cannot store events right now; retry later")
+    if len(accepted) == 1:
+        return JsonResponse(accepted[0])
+    return JsonResponse({"events": accepted})

@@ -1,0 +1,81 @@
+"""Read models for people: one business transaction's whole story."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from canonical.models import CrossReference, Invoice, Payment
+from integration_hub.runtime.models import BusinessTransaction, Delivery
+
+
+def transaction_trace(transaction_id: uuid.UUID) -> dict[str, Any] | None:
+    """Events, canonical records, deliveries with attempts, and exceptions of one
+    business transaction, oldest first; None if there is no such transaction."""
+    txn = BusinessTransaction.objects.filter(pk=transaction_id).first()
+    if txn is None:
+        return None
+    deliveries = list(
+        Delivery.objects.filter(transaction=txn).select_related("connection").prefetch_related("attempt_log")
+        .order_by("created_at")
+    )
+    invoices = list(Invoice.objects.filter(transaction_id=txn.pk).prefetch_related("lines"))
+    invoice_ids = {d.object_id for d in deliveries if d.object_type == "invoice"} | {i.pk for i in invoices}
+    if invoice_ids - {i.pk for i in invoices}:
+        invoices += list(Invoice.objects.filter(pk__in=invoice_ids - {i.pk for i in invoices}).prefetch_related("lines"))
+    payments = list(Payment.objects.filter(invoice__in=invoices))
+    xrefs = list(
+        CrossReference.objects.filter(object_type="invoice", canonical_id__in=[i.pk for i in invoices])
+    )
+    return {
+        "id": txn.pk,
+        "kind": txn.kind,
+        "subject": txn.subject,
+        "created_at": txn.created_at,
+        "events": [
+            {
+                "id": e.pk, "source": e.source, "external_id": e.external_id, "type": e.event_type,
+                "status": e.status, "attempts": e.attempts, "note": e.note,
+                "received_at": e.received_at, "processed_at": e.processed_at,
+            }
+            for e in txn.events.order_by("received_at")
+        ],
+        "invoices": [
+            {
+                "id": i.pk, "source": f"{i.source_system}:{i.source_id}", "number": i.number,
+                "currency": i.currency, "status": i.status, "subtotal": i.subtotal, "tax": i.tax,
+                "total": i.total, "amount_paid": i.amount_paid, "version": i.version,
+                "issued_on": i.issued_on, "lines": len(i.lines.all()),
+            }
+            for i in invoices
+        ],
+        "payments": [
+            {"id": p.pk, "source": f"{p.source_system}:{p.source_id}", "amount": p.amount, "currency": p.currency}
+            for p in payments
+        ],
+        "cross_references": [
+            {"system": x.system, "object_type": x.object_type, "canonical_id": x.canonical_id,
+             "external_id": x.external_id, "number": x.external_number}
+            for x in xrefs
+        ],
+        "deliveries": [
+            {
+                "id": d.pk, "action": d.action, "target": d.connection.name, "object": f"{d.object_type}:{d.object_id}",
+                "idempotency_key": d.idempotency_key, "status": d.status, "attempts": d.attempts,
+                "after": d.after_id, "next_attempt_at": d.next_attempt_at, "external_id": d.external_id,
+                "external_number": d.external_number, "last_error": d.last_error,
+                "attempt_log": [
+                    {"number": a.number, "started_at": a.started_at, "duration_ms": a.duration_ms,
+                     "outcome": a.outcome, "error_class": a.error_class, "message": a.message,
+                     "http_status": a.http_status}
+                    for a in d.attempt_log.all()
+                ],
+            }
+            for d in deliveries
+        ],
+        "exceptions": [
+            {"id": x.pk, "owner_team": x.owner_team, "category": x.category, "summary": x.summary,
+             "status": x.status, "resolution": x.resolution, "created_at": x.created_at}
+            for x in txn.exceptions.order_by("created_at")
+        ],
+    }

@@ -1,0 +1,491 @@
+"""The spine every workflow travels: inbox → facts → outbox → connector.
+
+Each function is one state transition, guarded, inside one database transaction.
+Tasks only carry ids; enqueueing happens after commit, and anything the broker
+loses is found again by ``sweep``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from functools import partial
+
+import structlog
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from canonical.events import Ignored
+from canonical.services import PolicyMissing
+from connectors import registry
+from connectors.base import ExternalDocument, ReceivedEvent
+from connectors.errors import ConnectorError, MappingError, NeedsConfiguration, Permanent, RateLimited, Retryable
+from connectors.models import Connection
+from connectors.services import connector_for
+from integration_hub.celery import app as celery_app
+from integration_hub.runtime import dispatch
+from integration_hub.runtime.models import (
+    BusinessTransaction,
+    Delivery,
+    DeliveryAttempt,
+    ExceptionRecord,
+    InboundEvent,
+)
+from integration_hub.runtime.retry import retry_delay
+
+log = structlog.get_logger(__name__)
+
+PROCESS_TASK = "hub.process_inbound"
+DELIVER_TASK = "hub.deliver"
+
+Outcome = DeliveryAttempt.Outcome
+Team = ExceptionRecord.Team
+Category = ExceptionRecord.Category
+
+
+class InvalidTransition(Exception):
+    def __init__(self, obj: object, status: str, target: str):
+        super().__init__(f"{obj} is {status}; cannot move to {target}")
+
+
+def _send(task_name: str, object_id: int, countdown: float | None = None) -> None:
+    try:
+        celery_app.send_task(task_name, args=[object_id], countdown=countdown)
+    except Exception as exc:  # noqa: BLE001 - any broker failure; the row is safe in the database
+        log.warning("enqueue_failed", task=task_name, object_id=object_id, error=repr(exc))
+
+
+def enqueue_after_commit(task_name: str, object_id: int, *, countdown: float | None = None) -> None:
+    """Send the task once the current transaction commits (never for a rolled-back row).
+    A broker that is down only delays the work: the sweeper finds the row again."""
+    transaction.on_commit(partial(_send, task_name, object_id, countdown))
+
+
+# ---------------------------------------------------------------- inbox
+
+
+def inbound_accept(*, source: str, event: ReceivedEvent) -> tuple[InboundEvent, bool]:
+    """Store a verified vendor event in the inbox. Returns (row, created); a
+    duplicate (same source and event id) returns the existing row untouched."""
+    with transaction.atomic():
+        existing = InboundEvent.objects.filter(source=source, external_id=event.external_id).first()
+        if existing is not None:
+            return existing, False
+        txn, _ = BusinessTransaction.objects.get_or_create(
+            subject=f"{source}:{event.subject}", defaults={"kind": event.subject.split(":", 1)[0]}
+        )
+        row, created = InboundEvent.objects.get_or_create(
+            source=source,
+            external_id=event.external_id,
+            defaults={
+                "transaction": txn,
+                "event_type": event.type,
+                "payload": dict(event.payload),
+                "occurred_at": event.occurred_at,
+                "enqueued_at": timezone.now(),
+            },
+        )
+        if created:
+            enqueue_after_commit(PROCESS_TASK, row.pk)
+    return row, created
+
+
+def _inbound_start(event_id: int) -> InboundEvent | None:
+    with transaction.atomic():
+        event = InboundEvent.objects.select_for_update().filter(pk=event_id).first()
+        if event is None or event.status != InboundEvent.Status.RECEIVED:
+            return None
+        event.attempts += 1
+        event.save(update_fields=["attempts"])
+        return event
+
+
+def inbound_process(event_id: int) -> None:
+    """Translate an inbox event into canonical facts and let the workflows act on
+    them, all in one transaction. Data faults open an exception record at once;
+    anything else is re-raised and retried by the sweeper up to a budget."""
+    event = _inbound_start(event_id)
+    if event is None:
+        return  # processed already, or deleted while queued
+    with structlog.contextvars.bound_contextvars(txn=str(event.transaction_id), inbound_event=event.external_id):
+        try:
+            facts = registry.event_translator(event.source)(event.event_type, event.payload)
+            with transaction.atomic():
+                locked = InboundEvent.objects.select_for_update().get(pk=event.pk)
+                if locked.status != InboundEvent.Status.RECEIVED:
+                    return
+                handled = [fact for fact in facts if not isinstance(fact, Ignored)]
+                for fact in handled:
+                    dispatch.fact_handler(fact)(fact, locked)
+                locked.status = InboundEvent.Status.PROCESSED if handled else InboundEvent.Status.IGNORED
+                locked.note = "; ".join(fact.reason for fact in facts if isinstance(fact, Ignored))
+                locked.processed_at = timezone.now()
+                locked.save(update_fields=["status", "note", "processed_at"])
+            log.info("inbound_processed", status=locked.status, facts=len(handled))
+        except (MappingError, PolicyMissing) as exc:
+            category = Category.POLICY if isinstance(exc, PolicyMissing) else Category.MAPPING
+            _inbound_fail(event, Team.FINANCE, category, str(exc))
+        except NeedsConfiguration as exc:
+            _inbound_fail(event, Team.IT_OPERATIONS, Category.CONFIGURATION, str(exc))
+        except Exception as exc:
+            if event.attempts >= settings.HUB_INBOUND_MAX_ATTEMPTS:
+                _inbound_fail(event, Team.IT_OPERATIONS, Category.PROCESSING, repr(exc), traceback.format_exc())
+                return
+            log.exception("inbound_failed_will_retry", attempts=event.attempts)
+            raise
+
+
+@transaction.atomic
+def _inbound_fail(event: InboundEvent, team: str, category: str, summary: str, detail: str = "") -> None:
+    locked = InboundEvent.objects.select_for_update().get(pk=event.pk)
+    if locked.status != InboundEvent.Status.RECEIVED:
+        return
+    locked.status, locked.note = InboundEvent.Status.FAILED, summary
+    locked.save(update_fields=["status", "note"])
+    exception_open(
+        transaction_id=locked.transaction_id, inbound_event=locked, owner_team=team, category=category,
+        summary=f"{locked.event_type} {locked.external_id}: {summary}", detail=detail,
+    )
+    log.warning("inbound_dead_lettered", category=category, reason=summary)
+
+
+# ---------------------------------------------------------------- outbox
+
+
+def idempotency_key(*, action: str, target: str, object_type: str, object_id: int, version: int = 1) -> str:
+    """The key of one intended effect: (workflow action, target, canonical record, version)."""
+    return f"{action}:{target}:{object_type}:{object_id}:v{version}"
+
+
+def delivery_plan(
+    *,
+    transaction_id: uuid.UUID,
+    connection: Connection,
+    action: str,
+    object_type: str,
+    object_id: int,
+    after: Delivery | None = None,
+    version: int = 1,
+) -> Delivery:
+    """Write the outbox row for an effect (once: the key is unique) and enqueue it
+    after commit if nothing it waits for is still outstanding."""
+    key = idempotency_key(
+        action=action, target=connection.name, object_type=object_type, object_id=object_id, version=version
+    )
+    ready = after is None or after.status == Delivery.Status.POSTED
+    now = timezone.now()
+    delivery, created = Delivery.objects.get_or_create(
+        idempotency_key=key,
+        defaults={
+            "transaction_id": transaction_id,
+            "connection": connection,
+            "action": action,
+            "object_type": object_type,
+            "object_id": object_id,
+            "after": after,
+            "next_attempt_at": now,
+            "enqueued_at": now if ready else None,
+        },
+    )
+    if created and ready:
+        enqueue_after_commit(DELIVER_TASK, delivery.pk)
+    return delivery
+
+
+@transaction.atomic
+def delivery_claim(delivery_id: int) -> Delivery | None:
+    """Take a due delivery for one attempt (pending → in flight), or None if it is
+    not due, waits for another delivery, or another worker has it."""
+    delivery = (
+        Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("connection", "after")
+        .filter(pk=delivery_id)
+        .first()
+    )
+    now = timezone.now()
+    if delivery is None or delivery.status != Delivery.Status.PENDING or delivery.next_attempt_at > now:
+        return None
+    if delivery.after is not None and delivery.after.status != Delivery.Status.POSTED:
+        return None
+    delivery.status, delivery.claimed_at = Delivery.Status.IN_FLIGHT, now
+    delivery.attempts += 1
+    delivery.save(update_fields=["status", "claimed_at", "attempts", "updated_at"])
+    return delivery
+
+
+def delivery_attempt(delivery_id: int) -> None:
+    """Claim the delivery, call its connector once, and record what happened."""
+    delivery = delivery_claim(delivery_id)
+    if delivery is None:
+        return
+    action = dispatch.delivery_action(delivery.action)
+    started, clock = timezone.now(), time.monotonic()
+    with structlog.contextvars.bound_contextvars(txn=str(delivery.transaction_id), delivery=delivery.pk):
+        try:
+            connector = connector_for(delivery.connection)
+            try:
+                if not isinstance(connector, action.capability):
+                    raise NeedsConfiguration(
+                        f"connection {delivery.connection.name} ({delivery.connection.vendor}) "
+                        f"cannot do {action.name}"
+                    )
+                document = action.send(connector, delivery)
+            finally:
+                connector.close()
+        except SoftTimeLimitExceeded:
+            failure = Retryable("the task's time limit cut the call short", outcome_unknown=True)
+            delivery_record_failure(delivery, failure, started=started, seconds=time.monotonic() - clock)
+        except Exception as exc:  # noqa: BLE001 - classified and recorded, never swallowed silently
+            if not isinstance(exc, ConnectorError):
+                log.exception("delivery_unexpected_error")
+            delivery_record_failure(delivery, exc, started=started, seconds=time.monotonic() - clock)
+        else:
+            delivery_record_success(delivery, document, started=started, seconds=time.monotonic() - clock)
+
+
+def _attempt_row(delivery: Delivery, *, started: dt.datetime, seconds: float, outcome: str, **fields) -> None:
+    DeliveryAttempt.objects.create(
+        delivery=delivery,
+        number=delivery.attempt_log.count() + 1,
+        started_at=started,
+        duration_ms=round(seconds * 1000),
+        outcome=outcome,
+        **fields,
+    )
+
+
+@transaction.atomic
+def delivery_record_success(
+    delivery: Delivery, document: ExternalDocument, *, started: dt.datetime, seconds: float
+) -> Delivery:
+    locked = Delivery.objects.select_for_update().get(pk=delivery.pk)
+    _attempt_row(locked, started=started, seconds=seconds, outcome=Outcome.POSTED)
+    if locked.status == Delivery.Status.POSTED:
+        return locked  # a replay or a redelivered message: nothing more to do
+    if locked.status != Delivery.Status.IN_FLIGHT:
+        raise InvalidTransition(locked, locked.status, Delivery.Status.POSTED)
+    locked.status = Delivery.Status.POSTED
+    locked.external_id, locked.external_number = document.external_id, document.number or ""
+    locked.last_error = ""
+    locked.save(update_fields=["status", "external_id", "external_number", "last_error", "updated_at"])
+    dispatch.delivery_action(locked.action).bind(locked, document)
+    now = timezone.now()
+    for dependent in locked.dependents.filter(status=Delivery.Status.PENDING):
+        dependent.enqueued_at = now
+        dependent.save(update_fields=["enqueued_at", "updated_at"])
+        enqueue_after_commit(DELIVER_TASK, dependent.pk)
+    log.info("delivery_posted", action=locked.action, external_id=locked.external_id, number=locked.external_number)
+    return locked
+
+
+def _classify(exc: Exception) -> str:
+    if isinstance(exc, RateLimited):
+        return Outcome.RATE_LIMITED
+    if isinstance(exc, Retryable):
+        return Outcome.RETRYABLE
+    if isinstance(exc, Permanent):
+        return Outcome.PERMANENT
+    return Outcome.ERROR
+
+
+@transaction.atomic
+def delivery_record_failure(delivery: Delivery, exc: Exception, *, started: dt.datetime, seconds: float) -> Delivery:
+    """Schedule the next try (full-jitter backoff, Retry-After as a floor) or, for a
+    permanent error or an exhausted budget, dead-letter it and open an exception."""
+    locked = Delivery.objects.select_for_update().get(pk=delivery.pk)
+    outcome = _classify(exc)
+    message = str(exc) or type(exc).__name__
+    _attempt_row(
+        locked, started=started, seconds=seconds, outcome=outcome, error_class=type(exc).__name__,
+        message=message[:2000], http_status=getattr(exc, "http_status", None),
+    )
+    if locked.status != Delivery.Status.IN_FLIGHT:
+        return locked
+    locked.last_error = message[:2000]
+    if outcome != Outcome.PERMANENT and locked.attempts < settings.HUB_DELIVERY_MAX_ATTEMPTS:
+        delay = retry_delay(locked.attempts, retry_after=getattr(exc, "retry_after", None))
+        locked.status = Delivery.Status.PENDING
+        locked.next_attempt_at = timezone.now() + dt.timedelta(seconds=delay)
+        if delay <= settings.HUB_REENQUEUE_AFTER_SECONDS:
+            # Short waits ride on a countdown; long ones are left to the sweeper, so
+            # no message ever waits near the broker's visibility timeout.
+            locked.enqueued_at = locked.next_attempt_at
+            enqueue_after_commit(DELIVER_TASK, locked.pk, countdown=delay)
+        else:
+            locked.enqueued_at = None
+        locked.save(update_fields=["status", "next_attempt_at", "enqueued_at", "last_error", "updated_at"])
+        log.info("delivery_retry_scheduled", outcome=outcome, delay=round(delay, 2), error=message)
+        return locked
+
+    locked.status = Delivery.Status.DEAD
+    locked.save(update_fields=["status", "last_error", "updated_at"])
+    if isinstance(exc, NeedsConfiguration):
+        team, category = Team.IT_OPERATIONS, Category.CONFIGURATION
+    elif isinstance(exc, Permanent):
+        team, category = Team.FINANCE, Category.REJECTED
+    else:
+        team, category = Team.IT_OPERATIONS, Category.RETRIES_EXHAUSTED
+    exception_open(
+        transaction_id=locked.transaction_id, delivery=locked, owner_team=team, category=category,
+        summary=f"{locked.action} to {locked.connection.name} failed: {message}"[:500],
+        detail=f"{type(exc).__name__} after {locked.attempts} attempt(s): {message}",
+    )
+    log.warning("delivery_dead_lettered", category=category, error=message)
+    return locked
+
+
+# ---------------------------------------------------------------- exceptions and replay
+
+
+def exception_open(
+    *,
+    transaction_id: uuid.UUID,
+    owner_team: str,
+    category: str,
+    summary: str,
+    detail: str = "",
+    delivery: Delivery | None = None,
+    inbound_event: InboundEvent | None = None,
+) -> ExceptionRecord:
+    return ExceptionRecord.objects.create(
+        transaction_id=transaction_id, delivery=delivery, inbound_event=inbound_event,
+        owner_team=owner_team, category=category, summary=summary[:500], detail=detail,
+    )
+
+
+def _resolve_open(records, *, user, note: str) -> None:
+    records.filter(status=ExceptionRecord.Status.OPEN).update(
+        status=ExceptionRecord.Status.RESOLVED, resolution=note, resolved_by=user, resolved_at=timezone.now()
+    )
+
+
+@transaction.atomic
+def delivery_replay(delivery: Delivery, *, user, reason: str) -> Delivery:
+    """Give a dead delivery a fresh retry budget. Safe to repeat: the connector looks
+    the document up before creating it, and a posted delivery is left alone."""
+    locked = Delivery.objects.select_for_update().get(pk=delivery.pk)
+    if locked.status != Delivery.Status.DEAD:
+        raise InvalidTransition(locked, locked.status, Delivery.Status.PENDING)
+    now = timezone.now()
+    locked.status, locked.attempts = Delivery.Status.PENDING, 0
+    locked.next_attempt_at = locked.enqueued_at = now
+    locked.save(update_fields=["status", "attempts", "next_attempt_at", "enqueued_at", "updated_at"])
+    _resolve_open(locked.exceptions.all(), user=user, note=f"Replayed by {user}: {reason}")
+    enqueue_after_commit(DELIVER_TASK, locked.pk)
+    log.info("delivery_replayed", delivery=locked.pk, by=str(user), reason=reason)
+    return locked
+
+
+@transaction.atomic
+def inbound_replay(event: InboundEvent, *, user, reason: str) -> InboundEvent:
+    """Process a failed inbox event again (after its cause was fixed)."""
+    locked = InboundEvent.objects.select_for_update().get(pk=event.pk)
+    if locked.status != InboundEvent.Status.FAILED:
+        raise InvalidTransition(locked, locked.status, InboundEvent.Status.RECEIVED)
+    locked.status, locked.attempts, locked.enqueued_at = InboundEvent.Status.RECEIVED, 0, timezone.now()
+    locked.save(update_fields=["status", "attempts", "enqueued_at"])
+    _resolve_open(locked.exceptions.all(), user=user, note=f"Replayed by {user}: {reason}")
+    enqueue_after_commit(PROCESS_TASK, locked.pk)
+    log.info("inbound_replayed", inbound_event=locked.pk, by=str(user), reason=reason)
+    return locked
+
+
+def exception_replay(record: ExceptionRecord, *, user, reason: str) -> None:
+    if record.delivery_id is not None:
+        delivery_replay(record.delivery, user=user, reason=reason)
+    elif record.inbound_event_id is not None:
+        inbound_replay(record.inbound_event, user=user, reason=reason)
+    else:
+        raise InvalidTransition(record, "not replayable", "replayed")
+
+
+@transaction.atomic
+def exception_resolve(record: ExceptionRecord, *, user, note: str) -> None:
+    """Close an exception without replaying it (handled by hand in the target)."""
+    _resolve_open(ExceptionRecord.objects.filter(pk=record.pk), user=user, note=f"Resolved by {user}: {note}")
+
+
+# ---------------------------------------------------------------- sweeper
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    inbound_requeued: int
+    deliveries_requeued: int
+    in_flight_recovered: int
+
+
+def sweep(*, limit: int = 500) -> SweepReport:
+    """Re-enqueue what the broker may have lost: inbox rows and due deliveries whose
+    message is overdue, and in-flight deliveries whose worker died (their outcome is
+    unknown, so the connector looks the document up before re-sending)."""
+    now = timezone.now()
+    stale = now - dt.timedelta(seconds=settings.HUB_REENQUEUE_AFTER_SECONDS)
+    with transaction.atomic():
+        events = list(
+            InboundEvent.objects.select_for_update(skip_locked=True)
+            .filter(status=InboundEvent.Status.RECEIVED)
+            .exclude(enqueued_at__gt=stale)
+            .order_by("enqueued_at")[:limit]
+        )
+        for event in events:
+            event.enqueued_at = now
+            enqueue_after_commit(PROCESS_TASK, event.pk)
+        InboundEvent.objects.bulk_update(events, ["enqueued_at"])
+
+    with transaction.atomic():
+        deliveries = list(
+            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now)
+            .exclude(enqueued_at__gt=stale)
+            .exclude(after__isnull=False, after__status__in=[s for s in Delivery.Status if s != Delivery.Status.POSTED])
+            .order_by("next_attempt_at")[:limit]
+        )
+        for delivery in deliveries:
+            delivery.enqueued_at = now
+            enqueue_after_commit(DELIVER_TASK, delivery.pk)
+        Delivery.objects.bulk_update(deliveries, ["enqueued_at"])
+
+    lease = now - dt.timedelta(seconds=settings.HUB_IN_FLIGHT_LEASE_SECONDS)
+    recovered = 0
+    for delivery_id in Delivery.objects.filter(status=Delivery.Status.IN_FLIGHT, claimed_at__lt=lease).values_list(
+        "pk", flat=True
+    )[:limit]:
+        recovered += _delivery_recover(delivery_id, lease)
+    report = SweepReport(len(events), len(deliveries), recovered)
+    if any((report.inbound_requeued, report.deliveries_requeued, report.in_flight_recovered)):
+        log.info("sweep", **report.__dict__)
+    return report
+
+
+@transaction.atomic
+def _delivery_recover(delivery_id: int, lease: dt.datetime) -> int:
+    delivery = (
+        Delivery.objects.select_for_update(skip_locked=True)
+        .filter(pk=delivery_id, status=Delivery.Status.IN_FLIGHT, claimed_at__lt=lease)
+        .first()
+    )
+    if delivery is None:
+        return 0
+    message = "worker lost during the call; outcome unknown, the next attempt looks the document up first"
+    _attempt_row(delivery, started=delivery.claimed_at, seconds=0, outcome=Outcome.LOST, message=message)
+    delivery.last_error = message
+    if delivery.attempts >= settings.HUB_DELIVERY_MAX_ATTEMPTS:
+        delivery.status = Delivery.Status.DEAD
+        delivery.save(update_fields=["status", "last_error", "updated_at"])
+        exception_open(
+            transaction_id=delivery.transaction_id, delivery=delivery, owner_team=Team.IT_OPERATIONS,
+            category=Category.RETRIES_EXHAUSTED,
+            summary=f"{delivery.action} to {delivery.connection.name}: worker lost {delivery.attempts} times",
+        )
+        return 1
+    now = timezone.now()
+    delivery.status, delivery.next_attempt_at, delivery.enqueued_at = Delivery.Status.PENDING, now, now
+    delivery.save(update_fields=["status", "next_attempt_at", "enqueued_at", "last_error", "updated_at"])
+    enqueue_after_commit(DELIVER_TASK, delivery.pk)
+    return 1

@@ -1,0 +1,198 @@
+"""Settings, all from the environment (django-environ).
+
+Defaults need nothing but Python: SQLite and a filesystem broker under ``var/``.
+``HUB_ENV=production`` refuses to start without a secret key, a database and a broker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+HUB_ENV = env.str("HUB_ENV", default="development")
+if HUB_ENV not in {"development", "production"}:
+    raise ImproperlyConfigured(f"HUB_ENV must be 'development' or 'production', not {HUB_ENV!r}")
+PRODUCTION = HUB_ENV == "production"
+
+VAR_DIR = Path(env.str("HUB_VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _required(name: str) -> str:
+    value = env.str(name, default="")
+    if not value:
+        raise ImproperlyConfigured(f"{name} must be set when HUB_ENV=production")
+    return value
+
+
+if PRODUCTION:
+    SECRET_KEY = _required("SECRET_KEY")
+    _database_url = _required("DATABASE_URL")
+    CELERY_BROKER_URL = _required("CELERY_BROKER_URL")
+else:
+    SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-key-change-me")
+    _database_url = env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'hub.sqlite3'}")
+    CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+
+DEBUG = env.bool("DEBUG", default=not PRODUCTION)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[] if PRODUCTION else ["*"])
+
+DATABASES = {"default": env.db_url_config(_database_url)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, worker and beat share the file: wait for locks instead of failing, and
+    # take the write lock at BEGIN so two writers never deadlock on an upgrade.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # A file, not :memory:, so a Celery worker process can share the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-hub.sqlite3")}
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_celery_beat",
+    "canonical",
+    "connectors",
+    "integration_hub.runtime",
+    "integration_hub.operations",
+    "integration_hub.workflows",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "integration_hub.urls"
+WSGI_APPLICATION = "integration_hub.wsgi.application"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+if PRODUCTION:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("HUB_SECURE_COOKIES", default=True)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Integration Hub API",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# Celery: JSON only, no result backend (state lives in our tables), late acks with
+# re-queue on a lost worker, one message prefetched, time limits below the broker's
+# visibility timeout so a running task is never handed to a second worker.
+CELERY_BROKER_TRANSPORT_OPTIONS: dict = {"visibility_timeout": 3600}
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "broker"
+    (_broker_dir / "processed").mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS |= {"socket_timeout": 5, "socket_connect_timeout": 5}
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("HUB_TASK_SOFT_TIME_LIMIT", default=60)
+CELERY_TASK_TIME_LIMIT = env.int("HUB_TASK_TIME_LIMIT", default=90)
+CELERY_TASK_DEFAULT_QUEUE = env.str("HUB_QUEUE", default="hub")
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_TIMEOUT = 5
+# Publishing must not hang a webhook request when the broker is down: the inbox row
+# is already committed and the sweeper will enqueue it.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = TIME_ZONE
+
+# The hub's own knobs.
+HUB_CONNECTOR_PACKAGES = env.list("HUB_CONNECTOR_PACKAGES", default=["connectors.stripe", "connectors.tryton"])
+HUB_WEBHOOK_MAX_BYTES = env.int("HUB_WEBHOOK_MAX_BYTES", default=1024 * 1024)
+HUB_DELIVERY_MAX_ATTEMPTS = env.int("HUB_DELIVERY_MAX_ATTEMPTS", default=8)
+HUB_INBOUND_MAX_ATTEMPTS = env.int("HUB_INBOUND_MAX_ATTEMPTS", default=5)
+HUB_RETRY_BASE_SECONDS = env.float("HUB_RETRY_BASE_SECONDS", default=2.0)
+HUB_RETRY_CAP_SECONDS = env.float("HUB_RETRY_CAP_SECONDS", default=600.0)
+# A queued message not picked up within this time is presumed lost and re-enqueued.
+HUB_REENQUEUE_AFTER_SECONDS = env.int("HUB_REENQUEUE_AFTER_SECONDS", default=60)
+# An in-flight delivery older than this lost its worker; must exceed the hard time limit.
+HUB_IN_FLIGHT_LEASE_SECONDS = env.int("HUB_IN_FLIGHT_LEASE_SECONDS", default=CELERY_TASK_TIME_LIMIT + 30)
+HUB_SWEEP_INTERVAL_SECONDS = env.int("HUB_SWEEP_INTERVAL_SECONDS", default=15)
+# Fernet keys (comma separated, newest first) for connection credentials at rest.
+HUB_ENCRYPTION_KEYS = env.list("HUB_ENCRYPTION_KEYS", default=[])
+if PRODUCTION and not HUB_ENCRYPTION_KEYS:
+    raise ImproperlyConfigured("HUB_ENCRYPTION_KEYS must be set when HUB_ENV=production")
+if HUB_IN_FLIGHT_LEASE_SECONDS <= CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured("HUB_IN_FLIGHT_LEASE_SECONDS must exceed the task hard time limit")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "structured": {"()": "integration_hub.logging.formatter", "json": env.bool("LOG_JSON", default=PRODUCTION)}
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+}
