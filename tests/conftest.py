@@ -127,3 +127,75 @@ def post_webhook(client, sandbox) -> Callable:
         )
 
     return post
+
+
+def _database_url(db_settings: dict) -> str:
+    if db_settings["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db_settings['NAME']}"
+    user, password = db_settings.get("USER") or "", db_settings.get("PASSWORD") or ""
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    return f"postgres://{auth}{db_settings.get('HOST') or '127.0.0.1'}:{db_settings.get('PORT') or 5432}/{db_settings['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A real Celery worker process on the configured broker and the test database.
+
+    Fails (never skips) if the worker does not come up: a green run means the real
+    broker was exercised.
+    """
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from django.conf import settings
+
+    from integration_hub.celery import app
+
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_declare(queue=queue, durable=True, auto_delete=False)
+        connection.default_channel.queue_purge(queue)  # leftovers of an earlier run
+
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(settings.DATABASES["default"]),
+        "HUB_QUEUE": queue,
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [
+        sys.executable, "-m", "celery", "-A", "integration_hub", "worker", "-Q", queue, "-c", "2",
+        "--without-gossip", "--without-mingle", "-l", "INFO", "-n", f"test-{os.getpid()}@%h",
+    ]
+    log_file = open(log_path, "w")
+    process = subprocess.Popen(
+        command, cwd=Path(__file__).resolve().parent.parent, env=env, stdout=log_file, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 60
+    while "ready." not in log_path.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the Celery worker did not start; its log:\n{log_path.read_text()[-4000:]}")
+        time.sleep(0.2)
+    process.log_path = log_path
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log_file.close()
+
+
+def wait_for(predicate: Callable[[], object], *, timeout: float = 60, interval: float = 0.2, what: str = "condition"):
+    """Poll until ``predicate()`` is truthy; fail with ``what`` after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := predicate():
+            return result
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")

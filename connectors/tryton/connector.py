@@ -78,7 +78,8 @@ class TrytonConnector(Connector):
 
     def post_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
         """Find by reference, else create (party, lines, taxes), check the total
-        against the canonical one, post. Returns id, number and state."""
+        against the canonical one, post. Returns id, number and state. An invoice
+        found posted, paid or cancelled (voided) is returned as is, never re-created."""
         company = self._company(legal_entity)
         found = self._find_invoice(company, invoice.source.external_id)
         if found is not None:
@@ -316,12 +317,13 @@ class TrytonConnector(Connector):
         return ids[0] if ids else None
 
     def _already_paid(self, company: int, invoice_id: int, description: str) -> bool:
+        # pay_invoice puts the wizard's description on the payment move.
         record = self._read_invoice(company, invoice_id, ["payment_lines"])
         if not record["payment_lines"]:
             return False
         return bool(self.client.call(
             "account.move.line", "search",
-            [("id", "in", record["payment_lines"]), ("description", "=", description)], 0, 1, None,
+            [("id", "in", record["payment_lines"]), ("move.description", "=", description)], 0, 1, None,
             context={"company": company}))
 
     def _wizard_context(self, company: int, invoice_id: int) -> dict[str, Any]:

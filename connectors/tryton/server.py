@@ -162,6 +162,9 @@ def build_template(cache_dir: Path, *, progress: Callable[[str], Any] = print) -
         fcntl.flock(lock, fcntl.LOCK_EX)
         if target.exists() and info_target.exists():
             return target
+        # Holding the lock, any other build directory is a killed build's leftover.
+        for stale in cache_dir.glob(".build-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         started = time.monotonic()
         progress(f"tryton: building template {target.name} (about 60-90 s, once per month)")
         with tempfile.TemporaryDirectory(prefix=".build-", dir=cache_dir) as tmp:
@@ -226,8 +229,9 @@ class TrytonServer:
         info_file = self.template.with_suffix(".json")
         if not self.template.exists() or not info_file.exists():
             raise TrytonServerError(f"template {self.template} (or its .json) is missing: build it first")
-        self.info: dict[str, Any] = json.loads(info_file.read_text())
         self.database = database
+        # The template was built under another name; ids are what matter.
+        self.info: dict[str, Any] = {**json.loads(info_file.read_text()), "database": database}
         self.port = port
         self.startup_timeout = startup_timeout
         self._own_run_dir = run_dir is None

@@ -1,0 +1,65 @@
+"""Settings fail loudly: misspelled Celery settings and a production mode missing
+its secrets are errors, not silent defaults."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from celery.app.defaults import DEFAULTS
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_celery_setting_is_one_celery_knows():
+    known = {f"CELERY_{name.upper()}" for name in DEFAULTS}
+    ours = {name for name in dir(settings) if name.startswith("CELERY_")}
+    assert ours - known == set()
+
+
+def test_a_misspelled_celery_setting_would_be_caught():
+    known = {f"CELERY_{name.upper()}" for name in DEFAULTS}
+    assert "CELERY_TASK_ACKS_LATE" in known and "CELERY_TASK_ACK_LATE" not in known
+
+
+def test_reliability_settings_are_in_force():
+    from integration_hub.celery import app
+
+    conf = app.conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.accept_content == ["json"] and conf.task_serializer == "json"
+    assert conf.task_ignore_result and conf.result_backend is None
+    assert conf.task_soft_time_limit < conf.task_time_limit < settings.HUB_IN_FLIGHT_LEASE_SECONDS
+    assert conf.beat_scheduler == "django_celery_beat.schedulers:DatabaseScheduler"
+    if settings.CELERY_BROKER_URL.startswith("redis"):
+        assert conf.task_time_limit < conf.broker_transport_options["visibility_timeout"]
+
+
+def _load_settings(env: dict[str, str]) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL"}}
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT, env={**clean, "DJANGO_SETTINGS_MODULE": "integration_hub.settings", **env},
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_production_refuses_to_start_without_a_secret_key():
+    result = _load_settings({"HUB_ENV": "production"})
+    assert result.returncode != 0 and "SECRET_KEY must be set" in result.stderr
+
+
+def test_production_refuses_to_start_without_a_broker():
+    result = _load_settings({"HUB_ENV": "production", "SECRET_KEY": "x" * 50, "DATABASE_URL": "sqlite:///x.db"})
+    assert result.returncode != 0 and "CELERY_BROKER_URL must be set" in result.stderr
+
+
+def test_production_starts_with_everything_set():
+    result = _load_settings({
+        "HUB_ENV": "production", "SECRET_KEY": "x" * 50, "DATABASE_URL": "sqlite:///x.db",
+        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
+        "HUB_ENCRYPTION_KEYS": "ZmRlYWRiZWVmZmRlYWRiZWVmZmRlYWRiZWVmZmRlYWQ=",
+    })
+    assert result.returncode == 0, result.stderr
