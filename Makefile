@@ -19,8 +19,11 @@ migrate: $(STAMP)
 
 ## Run the whole hub on the embedded defaults: worker, beat, web, a real Tryton ERP
 ## and the Stripe sandbox sending signed invoice events.
-demo: migrate
-	$(BIN)/python manage.py hub_demo
+# The demo keeps its own database and broker under var/demo, fresh each run.
+demo: $(STAMP)
+	rm -rf var/demo
+	HUB_VAR_DIR=var/demo $(BIN)/python manage.py migrate --no-input -v 0
+	HUB_VAR_DIR=var/demo $(BIN)/python manage.py hub_demo $(DEMO_ARGS)
 
 ## The whole test suite (unit, integration with a real worker, end-to-end with Tryton).
 test: $(STAMP)

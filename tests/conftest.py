@@ -4,6 +4,7 @@ unit tests, and an in-memory ERP connector whose behaviour a test scripts."""
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -97,7 +98,9 @@ def legal_entities(db):
 def sandbox():
     from connectors.stripe.sandbox import StripeSandbox
 
-    return StripeSandbox(WEBHOOK_SECRET, seed=7)
+    # A fresh seed per test: the e2e ERP lives for the whole session, so ids must
+    # never repeat across tests.
+    return StripeSandbox(WEBHOOK_SECRET, seed=random.getrandbits(64))
 
 
 @pytest.fixture

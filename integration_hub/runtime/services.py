@@ -17,7 +17,7 @@ from functools import partial
 import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from canonical.events import Ignored
@@ -245,7 +245,15 @@ def delivery_attempt(delivery_id: int) -> None:
                 log.exception("delivery_unexpected_error")
             delivery_record_failure(delivery, exc, started=started, seconds=time.monotonic() - clock)
         else:
-            delivery_record_success(delivery, document, started=started, seconds=time.monotonic() - clock)
+            seconds = time.monotonic() - clock
+            try:
+                delivery_record_success(delivery, document, started=started, seconds=seconds)
+            except IntegrityError as exc:
+                # The target holds the document, but binding its id clashes with an
+                # existing cross-reference (e.g. the target was restored from an old
+                # backup): a person must look, so dead-letter instead of retrying.
+                conflict = Permanent(f"posted as {document.external_id}, but its binding conflicts: {exc}")
+                delivery_record_failure(delivery, conflict, started=started, seconds=seconds)
 
 
 def _attempt_row(delivery: Delivery, *, started: dt.datetime, seconds: float, outcome: str, **fields) -> None:

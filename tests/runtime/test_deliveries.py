@@ -181,3 +181,15 @@ def test_a_delivery_whose_worker_died_is_recovered_with_a_lost_attempt(posted_ev
     delivery = Delivery.objects.get(pk=posted_event.pk)
     assert delivery.status == "posted"
     assert list(delivery.attempt_log.values_list("outcome", flat=True)) == ["lost", "posted"]
+
+
+def test_a_binding_conflict_dead_letters_instead_of_looping(posted_event, memory_erp):
+    from canonical.models import CrossReference
+
+    # Another invoice already holds the ERP id the target is about to answer with.
+    CrossReference.objects.create(system="erp", object_type="invoice", canonical_id=999_999, external_id="1")
+    delivery = _run(posted_event.pk)
+
+    assert delivery.status == "dead"
+    assert "binding conflicts" in ExceptionRecord.objects.get().summary
+    assert list(delivery.attempt_log.values_list("outcome", flat=True)) == ["permanent"]

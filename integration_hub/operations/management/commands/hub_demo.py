@@ -1,0 +1,216 @@
+"""``make demo``: the whole hub on this machine, on the embedded defaults.
+
+Starts a real Tryton ERP, the web app, a Celery worker and beat; the Stripe sandbox
+sends signed webhooks; the command follows the deliveries and prints where each
+invoice ended up in the ERP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from rest_framework.authtoken.models import Token
+
+from canonical.models import Invoice, LegalEntity
+from canonical.money import to_major
+from connectors.services import connection_upsert
+from connectors.stripe.sandbox import StripeSandbox
+from connectors.tryton.client import TrytonClient
+from connectors.tryton.server import TrytonServer, TrytonServerError
+from integration_hub.operations.demo import scenario_build
+from integration_hub.runtime.models import Delivery, ExceptionRecord, InboundEvent
+
+LEGAL_ENTITIES = [("US", "Acme US Inc.", "USD", "US"), ("EU", "Acme Europe GmbH", "EUR", "DE"),
+                  ("JP", "Acme Japan KK", "JPY", "JP")]
+
+
+def _free_port() -> int:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Command(BaseCommand):
+    help = "Run a demo of the whole hub: Tryton ERP, web, worker, beat and signed Stripe events."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--keep-running", action="store_true",
+                            help="leave everything running afterwards (Ctrl-C stops it) to explore the admin")
+        parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for all deliveries")
+
+    def handle(self, *args, keep_running: bool, timeout: float, **options):
+        self.started = time.monotonic()
+        self.processes: list[subprocess.Popen] = []
+        self.log_dir = Path(settings.VAR_DIR) / "demo-logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        tryton = None
+        try:
+            self.step("Starting the Tryton ERP (the first run builds its database: about 1–2 minutes)")
+            try:
+                tryton = TrytonServer.from_cache(
+                    Path(settings.BASE_DIR) / "var" / "tryton", progress=lambda line: self.say(f"  {line}")
+                ).start()
+            except TrytonServerError as exc:
+                raise CommandError(str(exc)) from exc
+            self.say(f"  Tryton is serving {tryton.url} (log: {tryton.log_path})")
+
+            secret = "whsec_demo_" + secrets.token_hex(16)
+            self.configure(tryton, secret)
+            web_url = self.start_processes()
+            self.send_events(web_url, secret)
+            self.follow(timeout)
+            self.report(tryton)
+            if keep_running:
+                self.explore(web_url)
+        finally:
+            self.stop_processes()
+            if tryton is not None:
+                tryton.stop()
+
+    # ------------------------------------------------------------ output
+
+    def say(self, text: str) -> None:
+        self.stdout.write(text)
+        self.stdout.flush()
+
+    def step(self, text: str) -> None:
+        self.say(self.style.MIGRATE_HEADING(f"[{time.monotonic() - self.started:6.1f}s] {text}"))
+
+    # ------------------------------------------------------------ steps
+
+    def configure(self, tryton: TrytonServer, secret: str) -> None:
+        self.step("Configuring connections and legal entities (stored in the hub's database)")
+        for code, name, currency, country in LEGAL_ENTITIES:
+            LegalEntity.objects.update_or_create(code=code, defaults={"name": name, "currency": currency,
+                                                                      "country": country})
+        connection_upsert(name="stripe", vendor="stripe", role="billing", config={},
+                          credentials={"webhook_secrets": [secret]})
+        connection_upsert(name="tryton", vendor="tryton", role="erp", config=tryton.connection_config(),
+                          credentials=tryton.credentials())
+        self.say("  stripe (billing, webhook secret stored encrypted), tryton (ERP: companies "
+                 f"{tryton.connection_config()['companies']})")
+
+    def start_processes(self) -> str:
+        self.step("Starting the web app (gunicorn), a Celery worker and beat")
+        port = _free_port()
+        python = sys.executable
+        self.spawn("web", [python, "-m", "gunicorn", "integration_hub.wsgi", "--bind", f"127.0.0.1:{port}",
+                           "--workers", "2", "--access-logfile", "-"])
+        self.spawn("worker", [python, "-m", "celery", "-A", "integration_hub", "worker", "-c", "2",
+                              "--without-gossip", "--without-mingle", "-l", "INFO"])
+        self.spawn("beat", [python, "-m", "celery", "-A", "integration_hub", "beat", "-l", "INFO",
+                            "--schedule", str(self.log_dir / "beat-schedule")])
+        web_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{web_url}/admin/login/", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise CommandError(f"the web app did not start; see {self.log_dir / 'web.log'}")
+            time.sleep(0.3)
+        self.say(f"  web {web_url}, logs in {self.log_dir}")
+        return web_url
+
+    def spawn(self, name: str, command: list[str]) -> None:
+        log = open(self.log_dir / f"{name}.log", "w")
+        self.processes.append(subprocess.Popen(
+            command, cwd=settings.BASE_DIR, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+        ))
+
+    def send_events(self, web_url: str, secret: str) -> None:
+        self.step("The Stripe sandbox sends signed webhooks")
+        self.sandbox = StripeSandbox(secret, seed=int(time.time()))
+        self.scenario = scenario_build(self.sandbox)
+        with httpx.Client(timeout=10) as client:
+            for delivery in self.scenario.deliveries:
+                response = self.sandbox.deliver(delivery.event, f"{web_url}/api/webhooks/stripe/", client=client)
+                status = response.json().get("status", response.json().get("error"))
+                self.say(f"  {response.status_code} {status:<9} {delivery.label}")
+                if response.status_code != 200:
+                    raise CommandError(f"the hub refused a demo event: {response.text}")
+
+    def follow(self, timeout: float) -> None:
+        self.step("Following the deliveries to the ERP (posting takes about a second per invoice)")
+        deadline, last = time.monotonic() + timeout, None
+        while True:
+            events_open = InboundEvent.objects.filter(status=InboundEvent.Status.RECEIVED).count()
+            counts = {status: Delivery.objects.filter(status=status).count() for status in Delivery.Status.values}
+            line = (f"  inbox: {events_open} to process | deliveries: {counts['posted']} posted, "
+                    f"{counts['pending'] + counts['in_flight']} in progress, {counts['dead']} dead")
+            if line != last:
+                self.say(f"{line}   [{time.monotonic() - self.started:6.1f}s]")
+                last = line
+            if not events_open and not counts["pending"] and not counts["in_flight"] and counts["posted"]:
+                return
+            if time.monotonic() > deadline:
+                raise CommandError(f"deliveries did not finish within {timeout:.0f}s; see {self.log_dir}")
+            if any(process.poll() is not None for process in self.processes):
+                raise CommandError(f"a hub process exited; see the logs in {self.log_dir}")
+            time.sleep(0.5)
+
+    def report(self, tryton: TrytonServer) -> None:
+        self.step("Where each invoice ended up in the ERP (read back from Tryton)")
+        client = TrytonClient(tryton.url, tryton.database, **tryton.credentials())
+        try:
+            self.say(f"  {'Stripe invoice':<32} {'scenario':<28} {'billed':>12}   {'ERP company':<18} "
+                     f"{'number':<7} {'state':<10} {'ERP total':>12}")
+            for reference, label in self.scenario.invoices.items():
+                billed = Invoice.objects.filter(source_id=reference).first()
+                billed_text = f"{to_major(billed.total, billed.currency)} {billed.currency}" if billed else "-"
+                found = client.call("account.invoice", "search_read", [("reference", "=", reference)], 0, None,
+                                    None, ["number", "state", "total_amount", "currency.code", "company.rec_name",
+                                           "type"])
+                if not found:
+                    self.say(f"  {reference:<32} {label:<28} {billed_text:>12}   NOT IN THE ERP")
+                for row in found:
+                    self.say(f"  {reference:<32} {label:<28} {billed_text:>12}   {row['company.']['rec_name'][:18]:<18} "
+                             f"{row['number'] or '-':<7} {row['state']:<10} "
+                             f"{row['total_amount']:>8} {row['currency.']['code']}")
+            credits = client.call("account.invoice", "search_count", [("type", "=", "out"),
+                                                                      ("total_amount", "<", 0)])
+            self.say(f"  credit notes in the ERP: {credits}")
+        finally:
+            client.close()
+        ignored = InboundEvent.objects.filter(status=InboundEvent.Status.IGNORED).count()
+        duplicates = sum(1 for d in self.scenario.deliveries) - InboundEvent.objects.filter(
+            external_id__in=[d.event["id"] for d in self.scenario.deliveries]).count()
+        open_exceptions = ExceptionRecord.objects.filter(status=ExceptionRecord.Status.OPEN).count()
+        self.say(f"  inbox: {ignored} ignored, {duplicates} duplicate(s) dropped; open exceptions: {open_exceptions}")
+        self.step("Done")
+
+    def explore(self, web_url: str) -> None:
+        user, created = get_user_model().objects.get_or_create(
+            username="admin", defaults={"is_staff": True, "is_superuser": True})
+        if created:
+            user.set_password("admin")
+            user.save()
+        token, _ = Token.objects.get_or_create(user=user)
+        self.say(f"\n  Admin:  {web_url}/admin/  (admin / admin — a demo account)\n"
+                 f"  API:    curl -H 'Authorization: Token {token.key}' {web_url}/api/deliveries/\n"
+                 "  Ctrl-C stops everything.")
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
+
+    def stop_processes(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
