@@ -71,9 +71,19 @@ def customer_upsert(contract: CustomerV1, *, transaction_id: uuid.UUID | None = 
     source = contract.source
     canonical_id = xref_lookup(system=source.system, object_type="customer", external_id=source.external_id)
     if canonical_id is None:
-        customer = Customer.objects.create(transaction_id=transaction_id, **fields)
-        xref_bind(system=source.system, object_type="customer", canonical_id=customer.pk, external_id=source.external_id)
-        return customer
+        try:
+            with transaction.atomic():
+                customer = Customer.objects.create(transaction_id=transaction_id, **fields)
+                xref_bind(
+                    system=source.system, object_type="customer", canonical_id=customer.pk,
+                    external_id=source.external_id,
+                )
+            return customer
+        except IntegrityError:
+            # A concurrent upsert bound this source id first: update its record instead.
+            canonical_id = xref_lookup(system=source.system, object_type="customer", external_id=source.external_id)
+            if canonical_id is None:
+                raise
     customer = Customer.objects.select_for_update().get(pk=canonical_id)
     if fill_only:
         fields = {name: value for name, value in fields.items() if value and not getattr(customer, name)}

@@ -116,6 +116,9 @@ def inbound_process(event_id: int) -> None:
         try:
             facts = registry.event_translator(event.source)(event.event_type, event.payload)
             with transaction.atomic():
+                # Events about one business object are applied one at a time, in
+                # whatever order they arrive; the canonical upserts make order moot.
+                BusinessTransaction.objects.select_for_update().get(pk=event.transaction_id)
                 locked = InboundEvent.objects.select_for_update().get(pk=event.pk)
                 if locked.status != InboundEvent.Status.RECEIVED:
                     return
