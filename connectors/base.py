@@ -83,8 +83,12 @@ class InvoicePoster(Protocol):
 class WebhookReceiver(Protocol):
     """Authenticates and parses a vendor's webhook requests."""
 
-    def verify(self, *, body: bytes, headers: Mapping[str, str], secrets: Sequence[str]) -> None:
-        """Raise InvalidSignature unless the request is signed by one of ``secrets``."""
+    def verify(
+        self, *, body: bytes, headers: Mapping[str, str], secrets: Sequence[str], method: str, url: str
+    ) -> None:
+        """Raise InvalidSignature unless the request is signed by one of ``secrets``.
+        ``method`` and the full ``url`` as received are there for schemes that sign
+        them (HubSpot v3); others ignore them."""
 
     def parse(self, body: bytes) -> list[ReceivedEvent]:
         """Raise MalformedPayload unless the body is a well-formed vendor event (or batch)."""

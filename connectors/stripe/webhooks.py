@@ -163,7 +163,9 @@ class StripeWebhookReceiver:
     def __init__(self, *, tolerance: int = DEFAULT_TOLERANCE):
         self.tolerance = tolerance
 
-    def verify(self, *, body: bytes, headers: Mapping[str, str], secrets: Sequence[str]) -> None:
+    def verify(
+        self, *, body: bytes, headers: Mapping[str, str], secrets: Sequence[str], method: str = "POST", url: str = ""
+    ) -> None:
         verify_signature(body, _header(headers, SIGNATURE_HEADER), secrets, tolerance=self.tolerance)
 
     def parse(self, body: bytes) -> list[ReceivedEvent]:

@@ -57,7 +57,10 @@ def webhook_receive(request: HttpRequest, source: str) -> JsonResponse:
         return _error(503, "not_configured", f"no active {source} connection with a webhook secret")
 
     try:
-        receiver.verify(body=body, headers=request.headers, secrets=secrets)
+        receiver.verify(
+            body=body, headers=request.headers, secrets=secrets,
+            method=request.method, url=request.build_absolute_uri(),
+        )
         events = receiver.parse(body)
     except InvalidSignature as exc:
         log.warning("webhook_rejected", source=source, reason=str(exc))
