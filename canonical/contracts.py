@@ -67,6 +67,11 @@ class CustomerV1(Contract):
     address: Address | None = None
     tax_ids: tuple[TaxId, ...] = ()
     currency: str | None = None
+    domain: str | None = Field(default=None, description="Web domain, as the source gave it", examples=["acme.com"])
+    parent: SourceRef | None = Field(
+        default=None, description="The parent account in the same source system (CRM hierarchies)"
+    )
+    parent_canonical_id: int | None = Field(default=None, description="The hub's id of the parent, once known")
 
     @field_validator("currency")
     @classmethod

@@ -8,11 +8,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from canonical.contracts import CustomerV1, InvoiceV1, PaymentV1
+from canonical.contracts import CustomerV1, InvoiceV1, PaymentV1, SourceRef
 
 
 @dataclass(frozen=True)
 class CustomerChanged:
+    customer: CustomerV1
+
+
+@dataclass(frozen=True)
+class CustomerReferenced:
+    """A source system says one of its customer records changed, without carrying
+    the whole record (HubSpot webhooks carry one property; Salesforce change events
+    only the changed fields). The workflow reads the current record through the
+    source's connector, so reordered or repeated notices converge on the latest state.
+
+    ``changed_fields`` names what changed in the source's own field names, when known.
+    """
+
+    source: SourceRef
+    changed_fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CustomerSnapshot:
+    """A complete customer record read from a source system (a scheduled pull)."""
+
     customer: CustomerV1
 
 
@@ -37,4 +58,4 @@ class Ignored:
     reason: str
 
 
-Fact = CustomerChanged | InvoiceIssued | InvoicePaid | InvoiceVoided | Ignored
+Fact = CustomerChanged | CustomerReferenced | CustomerSnapshot | InvoiceIssued | InvoicePaid | InvoiceVoided | Ignored

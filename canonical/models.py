@@ -7,6 +7,7 @@ Amounts are integers in the currency's minor units (see ``canonical.money``).
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 
@@ -32,12 +33,37 @@ class LegalEntity(models.Model):
 
 
 class Customer(models.Model):
+    """The hub's golden record of a customer. Which system may change which field
+    group is data (``SystemOfRecord``); ``*_key`` fields are normalised match keys
+    for duplicate detection, kept in step by ``canonical.services``."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        HELD = "held", "Held (possible duplicate)"
+        MERGED = "merged"
+
     display_name = models.CharField(max_length=300)
     email = models.EmailField(blank=True)
+    domain = models.CharField(max_length=255, blank=True)
     address = models.JSONField(default=dict, blank=True)
     country = models.CharField(max_length=2, blank=True)
     tax_ids = models.JSONField(default=list, blank=True)
     currency = models.CharField(max_length=3, blank=True)
+    credit_terms = models.JSONField(default=dict, blank=True, help_text="Owned by the ERP by default")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children",
+        help_text="Parent account (hierarchy), once the parent is known to the hub",
+    )
+    parent_ref = models.CharField(
+        max_length=300, blank=True, help_text="The parent as the source named it: 'system:external id'"
+    )
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
+    merged_into = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="merged_records"
+    )
+    name_key = models.CharField(max_length=300, blank=True, db_index=True)
+    domain_key = models.CharField(max_length=255, blank=True, db_index=True)
+    tax_key = models.CharField(max_length=100, blank=True, db_index=True)
     version = models.PositiveIntegerField(default=1)
     transaction_id = models.UUIDField(null=True, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -166,3 +192,123 @@ class CrossReference(models.Model):
 
     def __str__(self) -> str:
         return f"{self.object_type} {self.canonical_id} = {self.system}:{self.external_id}"
+
+
+class SystemOfRecord(models.Model):
+    """Which role's system owns one field group of one entity. A change from any
+    other system is not applied; it opens a ``FieldConflict`` for the owner."""
+
+    class Role(models.TextChoices):
+        CRM = "crm"
+        ERP = "erp"
+        BILLING = "billing"
+        PRODUCT = "product"
+
+    entity = models.CharField(max_length=50, default="customer")
+    field_group = models.CharField(max_length=50)
+    owner_role = models.CharField(max_length=20, choices=Role.choices)
+    note = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        verbose_name = "system of record rule"
+        ordering = ["entity", "field_group"]
+        constraints = [models.UniqueConstraint(fields=["entity", "field_group"], name="sor_unique_group")]
+
+    def __str__(self) -> str:
+        return f"{self.entity}.{self.field_group} → {self.owner_role}"
+
+
+class FieldConflict(models.Model):
+    """A change a non-owning system proposed, held for the owning team to accept or reject."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        ACCEPTED = "accepted"
+        REJECTED = "rejected"
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="conflicts")
+    field_group = models.CharField(max_length=50)
+    source_system = models.CharField(max_length=50)
+    source_role = models.CharField(max_length=20)
+    owner_role = models.CharField(max_length=20)
+    proposed = models.JSONField(help_text="The values the source sent for this group")
+    current = models.JSONField(help_text="The canonical values when the conflict opened")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.OPEN)
+    transaction_id = models.UUIDField(null=True, blank=True, db_index=True)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "owner_role"])]
+
+    def __str__(self) -> str:
+        return f"{self.customer}: {self.source_system} changes {self.field_group} (owned by {self.owner_role})"
+
+
+class DuplicateCase(models.Model):
+    """A new customer that looks like one the hub already has: held, not sent to
+    the ERP, until a person merges it or declares it distinct."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        MERGED = "merged"
+        DISTINCT = "distinct", "Not a duplicate (onboarded)"
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="duplicate_cases")
+    candidates = models.ManyToManyField(Customer, related_name="+")
+    reasons = models.JSONField(default=list, help_text="Why each candidate matched")
+    survivor = models.ForeignKey(
+        Customer, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The record to merge into (defaults to the strongest candidate)",
+    )
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.OPEN)
+    transaction_id = models.UUIDField(null=True, blank=True, db_index=True)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"possible duplicate: {self.customer} ({self.status})"
+
+
+class CustomerAlias(models.Model):
+    """An external id of a merged-away record, kept on the survivor when the survivor
+    already has its own id in that system (cross-references are unique both ways)."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="aliases")
+    system = models.CharField(max_length=50)
+    object_type = models.CharField(max_length=50, default="customer")
+    external_id = models.CharField(max_length=255)
+    merged_from = models.BigIntegerField(help_text="The canonical id the alias belonged to")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "customer aliases"
+        constraints = [
+            models.UniqueConstraint(fields=["system", "object_type", "external_id"], name="alias_unique_external")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.system}:{self.external_id} → customer {self.customer_id}"
+
+
+class CustomerConfirmation(models.Model):
+    """Proof that one version of a customer reached every target: its ids in the
+    ERP, billing and (written back) the CRM. One per customer version."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="confirmations")
+    version = models.PositiveIntegerField()
+    transaction_id = models.UUIDField(null=True, blank=True, db_index=True)
+    references = models.JSONField(default=dict, help_text="target connection → external id")
+    confirmed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-confirmed_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["customer", "version"], name="confirmation_unique_version")
+        ]

@@ -19,6 +19,23 @@ def customer_contract(customer: Customer) -> CustomerV1:
         address=Address(**customer.address) if customer.address else None,
         tax_ids=tuple(TaxId(**tax_id) for tax_id in customer.tax_ids),
         currency=customer.currency or None,
+        domain=customer.domain or None,
+        parent=_parent_ref(customer.parent_ref),
+        parent_canonical_id=customer.parent_id,
+    )
+
+
+def _parent_ref(value: str) -> SourceRef | None:
+    system, _, external_id = value.partition(":")
+    return SourceRef(system=system, external_id=external_id) if system and external_id else None
+
+
+def customer_source_ref(customer: Customer, system: str) -> str | None:
+    """The customer's own id in ``system`` (its cross-reference), if it has one."""
+    return (
+        CrossReference.objects.filter(object_type="customer", canonical_id=customer.pk, system=system)
+        .values_list("external_id", flat=True)
+        .first()
     )
 
 

@@ -5,9 +5,24 @@ from __future__ import annotations
 import uuid
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from canonical.contracts import CustomerV1, InvoiceV1, PaymentV1
-from canonical.models import CrossReference, Customer, Invoice, InvoiceLine, LegalEntity, Payment
+from canonical.dedupe import match_keys
+from canonical.models import (
+    CrossReference,
+    Customer,
+    CustomerAlias,
+    CustomerConfirmation,
+    DuplicateCase,
+    FieldConflict,
+    Invoice,
+    InvoiceLine,
+    LegalEntity,
+    Payment,
+    SystemOfRecord,
+)
+from canonical.sor import FIELD_GROUPS, sor_decide
 
 
 class PolicyMissing(LookupError):
@@ -53,11 +68,21 @@ def _customer_fields(contract: CustomerV1) -> dict:
     return {
         "display_name": contract.display_name,
         "email": contract.email or "",
+        "domain": contract.domain or "",
         "address": address,
         "country": address.get("country", ""),
         "tax_ids": [tax_id.model_dump() for tax_id in contract.tax_ids],
         "currency": contract.currency or "",
+        "parent_ref": f"{contract.parent.system}:{contract.parent.external_id}" if contract.parent else "",
     }
+
+
+def _refresh_keys(customer: Customer) -> None:
+    for name, value in match_keys(
+        display_name=customer.display_name, country=customer.country, domain=customer.domain,
+        tax_ids=customer.tax_ids,
+    ).items():
+        setattr(customer, name, value)
 
 
 @transaction.atomic
@@ -73,7 +98,9 @@ def customer_upsert(contract: CustomerV1, *, transaction_id: uuid.UUID | None = 
     if canonical_id is None:
         try:
             with transaction.atomic():
-                customer = Customer.objects.create(transaction_id=transaction_id, **fields)
+                customer = Customer(transaction_id=transaction_id, **fields)
+                _refresh_keys(customer)
+                customer.save()
                 xref_bind(
                     system=source.system, object_type="customer", canonical_id=customer.pk,
                     external_id=source.external_id,
@@ -93,6 +120,7 @@ def customer_upsert(contract: CustomerV1, *, transaction_id: uuid.UUID | None = 
             setattr(customer, name, value)
         customer.version += 1
         customer.transaction_id = transaction_id or customer.transaction_id
+        _refresh_keys(customer)
         customer.save()
     return customer
 
@@ -174,3 +202,232 @@ def payment_upsert(contract: PaymentV1, *, invoice: Invoice, transaction_id: uui
         },
     )
     return payment
+
+
+# ---------------------------------------------------------------- customer mastering
+
+
+class InvalidCaseTransition(Exception):
+    """A conflict or duplicate case was already decided."""
+
+
+def customer_resolve(*, system: str, external_id: str) -> Customer | None:
+    """The canonical customer an external id stands for: its cross-reference, else an
+    alias left by a merge (which points at the survivor)."""
+    canonical_id = xref_lookup(system=system, object_type="customer", external_id=external_id)
+    if canonical_id is None:
+        canonical_id = (
+            CustomerAlias.objects.filter(system=system, object_type="customer", external_id=external_id)
+            .values_list("customer_id", flat=True)
+            .first()
+        )
+    return Customer.objects.filter(pk=canonical_id).first() if canonical_id is not None else None
+
+
+def customer_fields(contract: CustomerV1) -> dict:
+    """The canonical field values a contract carries (empty strings for unknowns)."""
+    return _customer_fields(contract)
+
+
+def sor_owners(entity: str = "customer") -> dict[str, str]:
+    return dict(SystemOfRecord.objects.filter(entity=entity).values_list("field_group", "owner_role"))
+
+
+def _link_parent(customer: Customer) -> None:
+    """Point ``parent`` at the canonical record ``parent_ref`` names, if the hub has it."""
+    if not customer.parent_ref:
+        customer.parent = None
+        return
+    system, _, external_id = customer.parent_ref.partition(":")
+    parent = customer_resolve(system=system, external_id=external_id)
+    customer.parent = parent if parent is not None and parent.pk != customer.pk else None
+
+
+def children_link(parent: Customer) -> int:
+    """Children that named this customer as parent before it was known: link them.
+    Returns how many were linked."""
+    refs = [
+        f"{system}:{external_id}"
+        for system, external_id in CrossReference.objects.filter(
+            object_type="customer", canonical_id=parent.pk
+        ).values_list("system", "external_id")
+    ]
+    return Customer.objects.filter(parent_ref__in=refs, parent__isnull=True).exclude(pk=parent.pk).update(
+        parent=parent
+    )
+
+
+@transaction.atomic
+def customer_create(
+    contract: CustomerV1, *, status: str = Customer.Status.ACTIVE, transaction_id: uuid.UUID | None = None
+) -> Customer:
+    """A new canonical customer bound to ``contract.source``. IntegrityError if the
+    source id is already bound (the caller resolves first, under its lock)."""
+    customer = Customer(transaction_id=transaction_id, status=status, **_customer_fields(contract))
+    _refresh_keys(customer)
+    _link_parent(customer)
+    customer.save()
+    xref_bind(
+        system=contract.source.system, object_type="customer", canonical_id=customer.pk,
+        external_id=contract.source.external_id,
+    )
+    children_link(customer)
+    return customer
+
+
+@transaction.atomic
+def customer_apply(
+    customer: Customer, contract: CustomerV1, *, source_role: str, transaction_id: uuid.UUID | None = None
+) -> tuple[bool, list[FieldConflict]]:
+    """Apply what ``source_role``'s system may change (see ``canonical.sor``); open a
+    conflict per group it may not. Returns (whether the record changed, new conflicts).
+    A conflict identical to one still open is not opened twice."""
+    customer = Customer.objects.select_for_update().get(pk=customer.pk)
+    current = {name: getattr(customer, name) for names in FIELD_GROUPS.values() for name in names}
+    decision = sor_decide(
+        current=current, incoming=_customer_fields(contract), source_role=source_role, owners=sor_owners()
+    )
+    opened = []
+    for conflict in decision.conflicts:
+        duplicate = FieldConflict.objects.filter(
+            customer=customer, field_group=conflict.field_group, source_system=contract.source.system,
+            status=FieldConflict.Status.OPEN, proposed=conflict.proposed,
+        ).exists()
+        if not duplicate:
+            opened.append(FieldConflict.objects.create(
+                customer=customer, field_group=conflict.field_group, source_system=contract.source.system,
+                source_role=source_role, owner_role=conflict.owner_role, proposed=conflict.proposed,
+                current=conflict.current, transaction_id=transaction_id,
+            ))
+    if not decision.changes:
+        return False, opened
+    _customer_change(customer, decision.changes, transaction_id=transaction_id)
+    return True, opened
+
+
+def _customer_change(customer: Customer, changes: dict, *, transaction_id: uuid.UUID | None) -> None:
+    for name, value in changes.items():
+        setattr(customer, name, value)
+    if "parent_ref" in changes:
+        _link_parent(customer)
+    _refresh_keys(customer)
+    customer.version += 1
+    customer.transaction_id = transaction_id or customer.transaction_id
+    customer.save()
+
+
+@transaction.atomic
+def conflict_decide(conflict: FieldConflict, *, accept: bool, user=None) -> Customer:
+    """Accept (apply the proposed values as a new version) or reject (keep the
+    canonical values) an open conflict. Returns the customer."""
+    locked = FieldConflict.objects.select_for_update().get(pk=conflict.pk)
+    if locked.status != FieldConflict.Status.OPEN:
+        raise InvalidCaseTransition(f"conflict {locked.pk} is already {locked.status}")
+    locked.status = FieldConflict.Status.ACCEPTED if accept else FieldConflict.Status.REJECTED
+    locked.decided_by, locked.decided_at = user, timezone.now()
+    locked.save(update_fields=["status", "decided_by", "decided_at"])
+    customer = Customer.objects.select_for_update().get(pk=locked.customer_id)
+    if accept:
+        changes = {name: value for name, value in locked.proposed.items() if getattr(customer, name) != value}
+        if changes:
+            _customer_change(customer, changes, transaction_id=customer.transaction_id)
+    return customer
+
+
+def duplicate_candidates(customer: Customer) -> list[tuple[Customer, list[str]]]:
+    """Other live customers sharing a match key with ``customer``, strongest first
+    (tax id, then domain, then name + country)."""
+    found: dict[int, tuple[Customer, list[str]]] = {}
+    for key, reason in (("tax_key", "same tax id"), ("domain_key", "same domain"),
+                        ("name_key", "same name and country")):
+        value = getattr(customer, key)
+        if not value:
+            continue
+        for other in (Customer.objects.filter(**{key: value}).exclude(pk=customer.pk)
+                      .exclude(status=Customer.Status.MERGED).order_by("pk")):
+            found.setdefault(other.pk, (other, []))[1].append(reason)
+    return sorted(found.values(), key=lambda item: (-len(item[1]), item[0].pk))
+
+
+@transaction.atomic
+def duplicate_case_open(customer: Customer, candidates: list[tuple[Customer, list[str]]], *,
+                        transaction_id: uuid.UUID | None = None) -> DuplicateCase:
+    case = DuplicateCase.objects.create(
+        customer=customer, survivor=candidates[0][0], transaction_id=transaction_id,
+        reasons=[{"customer": other.pk, "name": other.display_name, "reasons": reasons}
+                 for other, reasons in candidates],
+    )
+    case.candidates.set([other for other, _ in candidates])
+    return case
+
+
+@transaction.atomic
+def duplicate_case_release(case: DuplicateCase, *, user=None) -> Customer:
+    """Declare the held customer distinct: it becomes active (the caller onboards it)."""
+    locked = DuplicateCase.objects.select_for_update().get(pk=case.pk)
+    if locked.status != DuplicateCase.Status.OPEN:
+        raise InvalidCaseTransition(f"duplicate case {locked.pk} is already {locked.status}")
+    locked.status, locked.decided_by, locked.decided_at = DuplicateCase.Status.DISTINCT, user, timezone.now()
+    locked.save(update_fields=["status", "decided_by", "decided_at"])
+    customer = Customer.objects.select_for_update().get(pk=locked.customer_id)
+    customer.status = Customer.Status.ACTIVE
+    customer.save(update_fields=["status", "updated_at"])
+    return customer
+
+
+@transaction.atomic
+def customer_merge(merged: Customer, survivor: Customer) -> Customer:
+    """Fold ``merged`` into ``survivor`` without losing any external id.
+
+    Rule: for each cross-reference of the merged record, if the survivor has none in
+    that system (and object type), the cross-reference moves to the survivor;
+    otherwise it becomes a ``CustomerAlias`` of the survivor (cross-references are
+    unique both ways, so a record cannot hold two ids in one system). Aliases of the
+    merged record move too. Invoices and children follow; empty fields of the
+    survivor are filled from the merged record. The merged record stays, marked
+    ``merged`` with ``merged_into``, so old references still lead somewhere.
+    """
+    if merged.pk == survivor.pk:
+        raise InvalidCaseTransition("a customer cannot be merged into itself")
+    merged = Customer.objects.select_for_update().get(pk=merged.pk)
+    survivor = Customer.objects.select_for_update().get(pk=survivor.pk)
+    if merged.status == Customer.Status.MERGED or survivor.status == Customer.Status.MERGED:
+        raise InvalidCaseTransition("one of the records is already merged")
+    for xref in CrossReference.objects.select_for_update().filter(object_type="customer", canonical_id=merged.pk):
+        taken = CrossReference.objects.filter(
+            system=xref.system, object_type=xref.object_type, canonical_id=survivor.pk
+        ).exists()
+        if taken:
+            CustomerAlias.objects.create(
+                customer=survivor, system=xref.system, object_type=xref.object_type,
+                external_id=xref.external_id, merged_from=merged.pk,
+            )
+            xref.delete()
+        else:
+            xref.canonical_id = survivor.pk
+            xref.save(update_fields=["canonical_id"])
+    CustomerAlias.objects.filter(customer=merged).update(customer=survivor)
+    Invoice.objects.filter(customer=merged).update(customer=survivor)
+    Customer.objects.filter(parent=merged).exclude(pk=survivor.pk).update(parent=survivor)
+    filled = {
+        name: getattr(merged, name)
+        for names in FIELD_GROUPS.values() for name in names
+        if not getattr(survivor, name) and getattr(merged, name)
+    }
+    if filled:
+        _customer_change(survivor, filled, transaction_id=survivor.transaction_id)
+    merged.status, merged.merged_into = Customer.Status.MERGED, survivor
+    merged.save(update_fields=["status", "merged_into", "updated_at"])
+    DuplicateCase.objects.filter(customer=merged, status=DuplicateCase.Status.OPEN).update(
+        status=DuplicateCase.Status.MERGED, survivor=survivor, decided_at=timezone.now()
+    )
+    return survivor
+
+
+def confirmation_record(*, customer: Customer, references: dict[str, str],
+                        transaction_id: uuid.UUID | None) -> CustomerConfirmation:
+    confirmation, _ = CustomerConfirmation.objects.get_or_create(
+        customer=customer, version=customer.version,
+        defaults={"references": references, "transaction_id": transaction_id},
+    )
+    return confirmation

@@ -7,11 +7,11 @@ vendor package.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from canonical.contracts import InvoiceV1, PaymentV1
+from canonical.contracts import CustomerV1, InvoiceV1, PaymentV1
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,46 @@ class InvoicePoster(Protocol):
 
     def void_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
         """Cancel a draft, or credit a posted invoice; no-op if already done."""
+
+
+@runtime_checkable
+class CustomerSink(Protocol):
+    """A system that keeps customers (ERP party, billing customer), upserted by the hub."""
+
+    def upsert_customer(
+        self, customer: CustomerV1, *, idempotency_key: str, external_id: str | None = None
+    ) -> ExternalDocument:
+        """Create the customer, or update the one the target already holds for it, and
+        return the target's id (``number``: a human-facing code when there is one).
+
+        ``external_id`` is the target's id the hub has bound for this customer, if
+        any. Without one the connector must still not create a second record on a
+        retry: it finds the record by a stable reference (the ERP party code
+        ``HUB-<canonical id>``) or uses the vendor's idempotency key. Raises Retryable
+        when the outcome is unknown or a prerequisite (a parent account) is missing."""
+
+
+@runtime_checkable
+class CustomerSource(Protocol):
+    """A system of record for customers (a CRM) the hub reads from."""
+
+    def fetch_customer(self, external_id: str) -> CustomerV1 | None:
+        """The current state of one customer record; None when it is deleted or gone."""
+
+    def customers_changed_since(self, since: dt.datetime | None) -> Iterator[ReceivedEvent]:
+        """Every customer record modified at or after ``since`` (all when None), oldest
+        change first, as inbox events whose ``external_id`` is deterministic per
+        record version (so pulling the same change twice is a duplicate) and whose
+        ``occurred_at`` is the record's modification time."""
+
+
+@runtime_checkable
+class CustomerWriteBack(Protocol):
+    """A CRM that stores the hub's ERP id on its record, for sales to see."""
+
+    def write_back_erp_id(self, external_id: str, erp_id: str, *, idempotency_key: str) -> ExternalDocument:
+        """Set the hub-owned ERP id field on the record; a no-op when it already holds
+        ``erp_id``. Raises Permanent when the record no longer exists."""
 
 
 class WebhookReceiver(Protocol):

@@ -179,6 +179,13 @@ HUB_REENQUEUE_AFTER_SECONDS = env.int("HUB_REENQUEUE_AFTER_SECONDS", default=60)
 # An in-flight delivery older than this lost its worker; must exceed the hard time limit.
 HUB_IN_FLIGHT_LEASE_SECONDS = env.int("HUB_IN_FLIGHT_LEASE_SECONDS", default=CELERY_TASK_TIME_LIMIT + 30)
 HUB_SWEEP_INTERVAL_SECONDS = env.int("HUB_SWEEP_INTERVAL_SECONDS", default=15)
+# The admission governor's shared state: Redis when available (defaults to a Redis
+# broker's URL), else a row per connection in the database.
+HUB_REDIS_URL = env.str(
+    "HUB_REDIS_URL", default=CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
+)
+# Deliveries held by a maintenance window resume spread over this many seconds after it.
+HUB_MAINTENANCE_DRAIN_SECONDS = env.int("HUB_MAINTENANCE_DRAIN_SECONDS", default=60)
 # Fernet keys (comma separated, newest first) for connection credentials at rest.
 HUB_ENCRYPTION_KEYS = env.list("HUB_ENCRYPTION_KEYS", default=[])
 if PRODUCTION and not HUB_ENCRYPTION_KEYS:

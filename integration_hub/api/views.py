@@ -11,6 +11,7 @@ from rest_framework.decorators import action, api_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from integration_hub.operations import services as operations
 from integration_hub.operations.selectors import transaction_trace
 from integration_hub.runtime import services
 from integration_hub.runtime.models import Delivery, ExceptionRecord
@@ -34,7 +35,7 @@ class DeliverySerializer(serializers.ModelSerializer):
         model = Delivery
         fields = [
             "id", "transaction", "action", "target", "object_type", "object_id", "idempotency_key", "status",
-            "attempts", "next_attempt_at", "external_id", "external_number", "last_error", "created_at", "updated_at",
+            "hold_reason", "attempts", "next_attempt_at", "external_id", "external_number", "last_error", "created_at", "updated_at",
         ]
 
 
@@ -49,6 +50,26 @@ class ExceptionRecordSerializer(serializers.ModelSerializer):
 
 class ReplaySerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=500)
+
+
+class BulkReplaySerializer(ReplaySerializer):
+    ids = serializers.ListField(child=serializers.IntegerField(), required=False)
+    owner_team = serializers.ChoiceField(choices=ExceptionRecord.Team.choices, required=False)
+    category = serializers.ChoiceField(choices=ExceptionRecord.Category.choices, required=False)
+    connection = serializers.CharField(required=False, help_text="Connection name of the dead deliveries")
+
+    def validate(self, data):
+        if not set(data) - {"reason"}:
+            raise serializers.ValidationError("give ids or at least one filter; replaying everything is not offered")
+        return data
+
+
+class EditAndReplaySerializer(ReplaySerializer):
+    payload = serializers.JSONField(required=False, help_text="Corrected vendor payload (inbound-event exceptions)")
+    invoice = serializers.JSONField(
+        required=False,
+        help_text='Canonical invoice corrections, e.g. {"legal_entity": "EU", "lines": [{"position": 1, "tax_amount": 0}]}',
+    )
 
 
 class DeliveryViewSet(viewsets.ReadOnlyModelViewSet):
@@ -82,6 +103,45 @@ class ExceptionRecordViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
             return Response({"error": "not_open", "detail": "this exception is already resolved"}, status=409)
         try:
             services.exception_replay(record, user=request.user, reason=form.validated_data["reason"])
+        except services.InvalidTransition as exc:
+            return Response({"error": "invalid_transition", "detail": str(exc)}, status=409)
+        record.refresh_from_db()
+        return Response(ExceptionRecordSerializer(record).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=BulkReplaySerializer, responses={202: dict})
+    @action(detail=False, methods=["post"], url_path="replay")
+    def replay_many(self, request: Request) -> Response:
+        """Replay every open exception matching the ids or filters given."""
+        form = BulkReplaySerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        records = ExceptionRecord.objects.filter(status=ExceptionRecord.Status.OPEN)
+        if "ids" in data:
+            records = records.filter(pk__in=data["ids"])
+        for name in ("owner_team", "category"):
+            if name in data:
+                records = records.filter(**{name: data[name]})
+        if "connection" in data:
+            records = records.filter(delivery__connection__name=data["connection"])
+        result = operations.exceptions_replay(records, user=request.user, reason=data["reason"])
+        return Response({"replayed": result.replayed, "skipped": result.skipped}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=EditAndReplaySerializer, responses={202: ExceptionRecordSerializer})
+    @action(detail=True, methods=["post"], url_path="edit-and-replay")
+    def edit_and_replay(self, request: Request, pk: str | None = None) -> Response:
+        """Correct the payload or the canonical invoice behind this exception, then replay."""
+        record = get_object_or_404(ExceptionRecord, pk=pk)
+        form = EditAndReplaySerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        if record.status != ExceptionRecord.Status.OPEN:
+            return Response({"error": "not_open", "detail": "this exception is already resolved"}, status=409)
+        try:
+            operations.exception_edit_and_replay(
+                record, user=request.user, reason=form.validated_data["reason"],
+                payload=form.validated_data.get("payload"), invoice=form.validated_data.get("invoice"),
+            )
+        except operations.CorrectionRejected as exc:
+            return Response({"error": "correction_rejected", "detail": str(exc)}, status=400)
         except services.InvalidTransition as exc:
             return Response({"error": "invalid_transition", "detail": str(exc)}, status=409)
         record.refresh_from_db()

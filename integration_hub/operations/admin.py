@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import json
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from integration_hub.operations import services as operations
 from integration_hub.runtime import services
+from integration_hub.runtime.governor import governor_status
 from integration_hub.runtime.models import (
+    AdmissionPolicy,
+    AuditEntry,
     BusinessTransaction,
+    MaintenanceWindow,
     Delivery,
     DeliveryAttempt,
     ExceptionRecord,
@@ -99,8 +105,8 @@ class DeliveryAttemptInline(admin.TabularInline):
 @admin.register(Delivery)
 class DeliveryAdmin(ReadOnlyAdmin):
     list_display = (
-        "id", "action", "object_type", "object_id", "connection", "status", "attempts", "next_attempt_at",
-        "external_number", "short_error",
+        "id", "action", "object_type", "object_id", "connection", "status", "hold_reason", "attempts",
+        "next_attempt_at", "external_number", "short_error",
     )
     list_filter = ("status", "action", "connection")
     search_fields = ("idempotency_key", "external_id", "external_number", "transaction__subject")
@@ -117,8 +123,41 @@ class DeliveryAdmin(ReadOnlyAdmin):
         _replay(self, request, queryset, services.delivery_replay)
 
 
+class ExceptionRecordForm(forms.ModelForm):
+    """Resolution notes, plus an optional correction that is applied before a replay."""
+
+    correction = forms.JSONField(
+        required=False,
+        help_text="Edit, then “Save and replay”. For an inbound event: its payload. For a delivery: "
+                  'invoice corrections, e.g. {"legal_entity": "EU", "lines": [{"position": 1, "tax_amount": 0}]}.',
+        widget=forms.Textarea(attrs={"rows": 16, "cols": 100, "style": "font-family: monospace"}),
+    )
+    reason = forms.CharField(required=False, max_length=500, help_text="Why (kept in the audit trail)")
+
+    class Meta:
+        model = ExceptionRecord
+        fields = ("resolution",)
+
+
+def _correction_template(record: ExceptionRecord):
+    if record.inbound_event_id:
+        return record.inbound_event.payload
+    if record.delivery_id and record.delivery.object_type in {"invoice", "payment"}:
+        invoice = operations._delivery_invoice(record.delivery)
+        return {
+            "legal_entity": invoice.legal_entity.code,
+            "number": invoice.number,
+            "lines": [{"position": line.position, "description": line.description, "tax_amount": line.tax_amount,
+                       "tax_rate": str(line.tax_rate) if line.tax_rate is not None else None}
+                      for line in invoice.lines.all()],
+        }
+    return None
+
+
 @admin.register(ExceptionRecord)
 class ExceptionRecordAdmin(admin.ModelAdmin):
+    form = ExceptionRecordForm
+    change_form_template = "admin/operations/exceptionrecord/change_form.html"
     list_display = ("summary", "owner_team", "category", "status", "created_at", "delivery_link", "event_link")
     list_filter = ("status", "owner_team", "category")
     search_fields = ("summary", "detail", "transaction__subject")
@@ -126,15 +165,43 @@ class ExceptionRecordAdmin(admin.ModelAdmin):
         "transaction", "delivery_link", "event_link", "owner_team", "category", "summary", "detail",
         "status", "resolved_by", "resolved_at", "created_at",
     )
-    fields = readonly_fields + ("resolution",)
     actions = ["replay", "resolve"]
     date_hierarchy = "created_at"
+
+    def get_fields(self, request, obj=None):
+        editable = ("correction", "reason") if obj and obj.status == ExceptionRecord.Status.OPEN else ()
+        return self.readonly_fields + ("resolution",) + editable
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        if obj is not None and obj.status == ExceptionRecord.Status.OPEN:
+            form.base_fields["correction"].initial = _correction_template(obj)
+        return form
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if "_save_and_replay" not in request.POST:
+            return
+        reason = form.cleaned_data.get("reason") or "corrected and replayed from the admin"
+        correction = form.cleaned_data.get("correction")
+        try:
+            if correction is not None and correction != _correction_template(obj):
+                payload = correction if obj.inbound_event_id else None
+                invoice = None if obj.inbound_event_id else correction
+                operations.exception_edit_and_replay(obj, user=request.user, reason=reason,
+                                                     payload=payload, invoice=invoice)
+            else:
+                services.exception_replay(obj, user=request.user, reason=reason)
+        except (operations.CorrectionRejected, services.InvalidTransition) as exc:
+            self.message_user(request, f"Not replayed: {exc}", messages.ERROR)
+        else:
+            self.message_user(request, "Replayed; it runs in the background.", messages.SUCCESS)
 
     @admin.display(description="delivery")
     def delivery_link(self, obj):
@@ -146,10 +213,41 @@ class ExceptionRecordAdmin(admin.ModelAdmin):
 
     @admin.action(description="Replay (after fixing the cause)")
     def replay(self, request, queryset):
-        _replay(self, request, queryset.filter(status=ExceptionRecord.Status.OPEN), services.exception_replay)
+        result = operations.exceptions_replay(queryset, user=request.user, reason="replayed from the admin")
+        if result.replayed:
+            self.message_user(request, f"{len(result.replayed)} replayed; they run in the background.", messages.SUCCESS)
+        for pk, reason in result.skipped.items():
+            self.message_user(request, f"Exception {pk} skipped: {reason}", messages.WARNING)
 
     @admin.action(description="Mark resolved without replay (handled by hand)")
     def resolve(self, request, queryset):
         for record in queryset.filter(status=ExceptionRecord.Status.OPEN):
             services.exception_resolve(record, user=request.user, note=record.resolution or "handled by hand")
         self.message_user(request, "Resolved.", messages.SUCCESS)
+
+
+@admin.register(AdmissionPolicy)
+class AdmissionPolicyAdmin(admin.ModelAdmin):
+    list_display = ("connection", "rate_per_second", "burst", "max_concurrency", "failure_threshold",
+                    "open_seconds", "live_state")
+
+    @admin.display(description="now")
+    def live_state(self, obj):
+        status = governor_status(obj.connection_id)
+        return (f"circuit {status['circuit']}, {status['calls_in_flight']} in flight"
+                + (f", waiting {status['blocked_for_seconds']}s (Retry-After)" if status["blocked_for_seconds"] else ""))
+
+
+@admin.register(MaintenanceWindow)
+class MaintenanceWindowAdmin(admin.ModelAdmin):
+    list_display = ("connection", "starts_at", "ends_at", "reason")
+    list_filter = ("connection",)
+    date_hierarchy = "starts_at"
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "actor", "action", "object_type", "object_id", "reason")
+    list_filter = ("action", "object_type")
+    search_fields = ("object_id", "reason")
+    date_hierarchy = "created_at"

@@ -74,9 +74,13 @@ class Delivery(models.Model):
 
     class Status(models.TextChoices):
         PENDING = "pending"
+        HELD = "held", "held (by the target's governor)"
         IN_FLIGHT = "in_flight"
         POSTED = "posted"
         DEAD = "dead"
+
+    # Waiting for an attempt: due when next_attempt_at has passed.
+    WAITING = (Status.PENDING, Status.HELD)
 
     transaction = models.ForeignKey(BusinessTransaction, on_delete=models.PROTECT, related_name="deliveries")
     connection = models.ForeignKey("connectors.Connection", on_delete=models.PROTECT, related_name="deliveries")
@@ -93,6 +97,9 @@ class Delivery(models.Model):
     next_attempt_at = models.DateTimeField()
     enqueued_at = models.DateTimeField(null=True, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
+    hold_reason = models.CharField(
+        max_length=200, blank=True, help_text="Why the governor holds it (circuit open, maintenance, …)"
+    )
     external_id = models.CharField(max_length=255, blank=True)
     external_number = models.CharField(max_length=255, blank=True)
     last_error = models.TextField(blank=True)
@@ -104,7 +111,7 @@ class Delivery(models.Model):
         ordering = ["-created_at"]
         indexes = [
             models.Index(
-                fields=["next_attempt_at"], name="delivery_pending", condition=models.Q(status="pending")
+                fields=["next_attempt_at"], name="delivery_waiting", condition=models.Q(status__in=["pending", "held"])
             ),
             models.Index(fields=["claimed_at"], name="delivery_in_flight", condition=models.Q(status="in_flight")),
             models.Index(fields=["object_type", "object_id"]),
@@ -182,3 +189,68 @@ class ExceptionRecord(models.Model):
 
     def __str__(self) -> str:
         return f"[{self.get_owner_team_display()}] {self.summary}"
+
+
+class AdmissionPolicy(models.Model):
+    """How much a target system can take: the governor consults it before every call.
+
+    Empty limits mean unlimited. Edited in the admin; a connection without a policy
+    gets the defaults (circuit breaker only).
+    """
+
+    connection = models.OneToOneField("connectors.Connection", on_delete=models.CASCADE, related_name="admission")
+    rate_per_second = models.FloatField(null=True, blank=True, help_text="Token bucket refill rate")
+    burst = models.PositiveIntegerField(default=1, help_text="Token bucket size")
+    max_concurrency = models.PositiveIntegerField(null=True, blank=True, help_text="Parallel calls allowed")
+    failure_threshold = models.PositiveIntegerField(default=5, help_text="Consecutive failures that open the circuit")
+    open_seconds = models.PositiveIntegerField(default=30, help_text="How long an open circuit waits before a probe")
+
+    def __str__(self) -> str:
+        return f"admission policy of {self.connection}"
+
+
+class MaintenanceWindow(models.Model):
+    """A period when a target must not be called. Deliveries due inside it are held
+    without spending retry budget and drain, spread out, when it ends."""
+
+    connection = models.ForeignKey("connectors.Connection", on_delete=models.CASCADE, related_name="maintenance_windows")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["starts_at"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(ends_at__gt=models.F("starts_at")), name="window_ends_after_start")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.connection} down {self.starts_at:%Y-%m-%d %H:%M}–{self.ends_at:%H:%M} {self.reason}".strip()
+
+
+class AuditEntry(models.Model):
+    """Who did what to which record, when and why: replays, edits, resolutions."""
+
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    action = models.CharField(max_length=50)
+    object_type = models.CharField(max_length=50)
+    object_id = models.CharField(max_length=64)
+    reason = models.TextField(blank=True)
+    changes = models.JSONField(default=dict, blank=True, help_text="Before/after of edited fields")
+    transaction = models.ForeignKey(BusinessTransaction, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.object_type} {self.object_id}"
+
+
+class GovernorState(models.Model):
+    """The governor's state for one connection, when no Redis is configured (the
+    zero-setup default). With Redis the same state lives in a Redis key."""
+
+    connection = models.OneToOneField("connectors.Connection", on_delete=models.CASCADE, related_name="+")
+    state = models.JSONField(default=dict)

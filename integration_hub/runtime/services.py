@@ -30,12 +30,14 @@ from connectors.services import connector_for
 from integration_hub.celery import app as celery_app
 from integration_hub.runtime import dispatch
 from integration_hub.runtime.models import (
+    AuditEntry,
     BusinessTransaction,
     Delivery,
     DeliveryAttempt,
     ExceptionRecord,
     InboundEvent,
 )
+from integration_hub.runtime.governor import governor_admit, governor_release
 from integration_hub.runtime.retry import retry_delay
 
 log = structlog.get_logger(__name__)
@@ -211,13 +213,13 @@ def delivery_claim(delivery_id: int) -> Delivery | None:
         .first()
     )
     now = timezone.now()
-    if delivery is None or delivery.status != Delivery.Status.PENDING or delivery.next_attempt_at > now:
+    if delivery is None or delivery.status not in Delivery.WAITING or delivery.next_attempt_at > now:
         return None
     if delivery.after is not None and delivery.after.status != Delivery.Status.POSTED:
         return None
-    delivery.status, delivery.claimed_at = Delivery.Status.IN_FLIGHT, now
+    delivery.status, delivery.claimed_at, delivery.hold_reason = Delivery.Status.IN_FLIGHT, now, ""
     delivery.attempts += 1
-    delivery.save(update_fields=["status", "claimed_at", "attempts", "updated_at"])
+    delivery.save(update_fields=["status", "claimed_at", "attempts", "hold_reason", "updated_at"])
     return delivery
 
 
@@ -226,37 +228,87 @@ def delivery_attempt(delivery_id: int) -> None:
     delivery = delivery_claim(delivery_id)
     if delivery is None:
         return
+    with structlog.contextvars.bound_contextvars(txn=str(delivery.transaction_id), delivery=delivery.pk):
+        token = f"{delivery.pk}:{delivery.claimed_at.timestamp()}"
+        decision = governor_admit(delivery.connection_id, token=token)
+        if not decision.admitted:
+            delivery_hold(delivery, reason=decision.reason, until=decision.retry_at)
+            return
+        outcome, retry_after = "failure", None
+        try:
+            outcome, retry_after = _attempt_call(delivery)
+        finally:
+            # Always give the slot back, even if recording the attempt failed.
+            governor_release(delivery.connection_id, token=token, outcome=outcome, retry_after=retry_after)
+
+
+def _governor_outcome(exc: Exception) -> tuple[str, float | None]:
+    """How a failure counts for the target's circuit: rate limits set a wait; an
+    answer that rejects the request says the target is healthy."""
+    if isinstance(exc, RateLimited):
+        return "rate_limited", exc.retry_after
+    if isinstance(exc, Permanent):
+        return "neutral", None
+    return "failure", None
+
+
+def _attempt_call(delivery: Delivery) -> tuple[str, float | None]:
+    """One call through the connector, recorded as an attempt; returns how it
+    counts for the governor (outcome, retry_after)."""
     action = dispatch.delivery_action(delivery.action)
     started, clock = timezone.now(), time.monotonic()
-    with structlog.contextvars.bound_contextvars(txn=str(delivery.transaction_id), delivery=delivery.pk):
+    try:
+        connector = connector_for(delivery.connection)
         try:
-            connector = connector_for(delivery.connection)
-            try:
-                if not isinstance(connector, action.capability):
-                    raise NeedsConfiguration(
-                        f"connection {delivery.connection.name} ({delivery.connection.vendor}) "
-                        f"cannot do {action.name}"
-                    )
-                document = action.send(connector, delivery)
-            finally:
-                connector.close()
-        except SoftTimeLimitExceeded:
-            failure = Retryable("the task's time limit cut the call short", outcome_unknown=True)
-            delivery_record_failure(delivery, failure, started=started, seconds=time.monotonic() - clock)
-        except Exception as exc:  # noqa: BLE001 - classified and recorded, never swallowed silently
-            if not isinstance(exc, ConnectorError):
-                log.exception("delivery_unexpected_error")
-            delivery_record_failure(delivery, exc, started=started, seconds=time.monotonic() - clock)
-        else:
-            seconds = time.monotonic() - clock
-            try:
-                delivery_record_success(delivery, document, started=started, seconds=seconds)
-            except IntegrityError as exc:
-                # The target holds the document, but binding its id clashes with an
-                # existing cross-reference (e.g. the target was restored from an old
-                # backup): a person must look, so dead-letter instead of retrying.
-                conflict = Permanent(f"posted as {document.external_id}, but its binding conflicts: {exc}")
-                delivery_record_failure(delivery, conflict, started=started, seconds=seconds)
+            if not isinstance(connector, action.capability):
+                raise NeedsConfiguration(
+                    f"connection {delivery.connection.name} ({delivery.connection.vendor}) cannot do {action.name}"
+                )
+            document = action.send(connector, delivery)
+        finally:
+            connector.close()
+    except SoftTimeLimitExceeded:
+        failure = Retryable("the task's time limit cut the call short", outcome_unknown=True)
+        delivery_record_failure(delivery, failure, started=started, seconds=time.monotonic() - clock)
+        return "failure", None
+    except Exception as exc:  # noqa: BLE001 - classified and recorded, never swallowed silently
+        if not isinstance(exc, ConnectorError):
+            log.exception("delivery_unexpected_error")
+        delivery_record_failure(delivery, exc, started=started, seconds=time.monotonic() - clock)
+        return _governor_outcome(exc)
+    seconds = time.monotonic() - clock
+    try:
+        delivery_record_success(delivery, document, started=started, seconds=seconds)
+    except IntegrityError as exc:
+        # The target holds the document, but binding its id clashes with an existing
+        # cross-reference (e.g. the target was restored from an old backup): a
+        # person must look, so dead-letter instead of retrying.
+        conflict = Permanent(f"posted as {document.external_id}, but its binding conflicts: {exc}")
+        delivery_record_failure(delivery, conflict, started=started, seconds=seconds)
+    return "success", None
+
+
+@transaction.atomic
+def delivery_hold(delivery: Delivery, *, reason: str, until: float) -> Delivery:
+    """The governor said not now: park the delivery without spending its retry
+    budget, visible as held with the reason, until ``until`` (epoch seconds)."""
+    locked = Delivery.objects.select_for_update().get(pk=delivery.pk)
+    if locked.status != Delivery.Status.IN_FLIGHT:
+        return locked
+    now = timezone.now()
+    resume = dt.datetime.fromtimestamp(until, tz=dt.timezone.utc)
+    locked.status, locked.hold_reason = Delivery.Status.HELD, reason[:200]
+    locked.attempts -= 1  # the claim counted an attempt that never happened
+    locked.next_attempt_at = max(resume, now)
+    delay = (locked.next_attempt_at - now).total_seconds()
+    if delay <= settings.HUB_REENQUEUE_AFTER_SECONDS:
+        locked.enqueued_at = locked.next_attempt_at
+        enqueue_after_commit(DELIVER_TASK, locked.pk, countdown=delay)
+    else:
+        locked.enqueued_at = None
+    locked.save(update_fields=["status", "hold_reason", "attempts", "next_attempt_at", "enqueued_at", "updated_at"])
+    log.info("delivery_held", reason=reason, until=locked.next_attempt_at.isoformat())
+    return locked
 
 
 def _attempt_row(delivery: Delivery, *, started: dt.datetime, seconds: float, outcome: str, **fields) -> None:
@@ -369,6 +421,18 @@ def exception_open(
     )
 
 
+def audit_record(
+    *, actor, action: str, obj: object, reason: str, changes: dict | None = None,
+    transaction_id: uuid.UUID | None = None,
+) -> AuditEntry:
+    """Write who did what to which record, when and why."""
+    return AuditEntry.objects.create(
+        actor=actor if getattr(actor, "pk", None) else None, action=action,
+        object_type=type(obj)._meta.model_name, object_id=str(obj.pk), reason=reason,
+        changes=changes or {}, transaction_id=transaction_id or getattr(obj, "transaction_id", None),
+    )
+
+
 def _resolve_open(records, *, user, note: str) -> None:
     records.filter(status=ExceptionRecord.Status.OPEN).update(
         status=ExceptionRecord.Status.RESOLVED, resolution=note, resolved_by=user, resolved_at=timezone.now()
@@ -387,6 +451,7 @@ def delivery_replay(delivery: Delivery, *, user, reason: str) -> Delivery:
     locked.next_attempt_at = locked.enqueued_at = now
     locked.save(update_fields=["status", "attempts", "next_attempt_at", "enqueued_at", "updated_at"])
     _resolve_open(locked.exceptions.all(), user=user, note=f"Replayed by {user}: {reason}")
+    audit_record(actor=user, action="replay", obj=locked, reason=reason)
     enqueue_after_commit(DELIVER_TASK, locked.pk)
     log.info("delivery_replayed", delivery=locked.pk, by=str(user), reason=reason)
     return locked
@@ -401,6 +466,7 @@ def inbound_replay(event: InboundEvent, *, user, reason: str) -> InboundEvent:
     locked.status, locked.attempts, locked.enqueued_at = InboundEvent.Status.RECEIVED, 0, timezone.now()
     locked.save(update_fields=["status", "attempts", "enqueued_at"])
     _resolve_open(locked.exceptions.all(), user=user, note=f"Replayed by {user}: {reason}")
+    audit_record(actor=user, action="replay", obj=locked, reason=reason)
     enqueue_after_commit(PROCESS_TASK, locked.pk)
     log.info("inbound_replayed", inbound_event=locked.pk, by=str(user), reason=reason)
     return locked
@@ -419,6 +485,7 @@ def exception_replay(record: ExceptionRecord, *, user, reason: str) -> None:
 def exception_resolve(record: ExceptionRecord, *, user, note: str) -> None:
     """Close an exception without replaying it (handled by hand in the target)."""
     _resolve_open(ExceptionRecord.objects.filter(pk=record.pk), user=user, note=f"Resolved by {user}: {note}")
+    audit_record(actor=user, action="resolve", obj=record, reason=note)
 
 
 # ---------------------------------------------------------------- sweeper
@@ -452,7 +519,7 @@ def sweep(*, limit: int = 500) -> SweepReport:
     with transaction.atomic():
         deliveries = list(
             Delivery.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now)
+            .filter(status__in=Delivery.WAITING, next_attempt_at__lte=now)
             .exclude(enqueued_at__gt=stale)
             .exclude(after__isnull=False, after__status__in=[s for s in Delivery.Status if s != Delivery.Status.POSTED])
             .order_by("next_attempt_at")[:limit]

@@ -1,0 +1,94 @@
+"""Salesforce as a CRM: reads accounts, pulls changes, writes the ERP id back.
+
+Config: ``instance_url``, optional ``api_version`` (default v60.0), ``erp_id_field``
+(default ``ERP_Id__c``, a custom text field the org must have), ``timeout``.
+Credentials: ``access_token``; ``webhook_secrets`` (the change-event relay's secret).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import httpx
+
+from canonical.contracts import CustomerV1
+from connectors.base import Connector, ExternalDocument, ReceivedEvent
+from connectors.errors import NeedsConfiguration, Permanent
+from connectors.registry import register, register_translator, register_webhook
+from connectors.salesforce import mapping
+from connectors.salesforce.client import DEFAULT_API_VERSION, SalesforceClient
+from connectors.salesforce.events import PULLED, translate
+from connectors.salesforce.webhooks import SalesforceRelayReceiver
+
+
+def soql_changed_since(since: dt.datetime | None, fields: list[str]) -> str:
+    # ``>=``: records sharing the watermark's second are read again and dropped by
+    # the inbox as duplicates, rather than missed.
+    where = ""
+    if since is not None:
+        where = f" WHERE LastModifiedDate >= {since.astimezone(dt.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    return f"SELECT {', '.join(fields)} FROM Account{where} ORDER BY LastModifiedDate ASC"
+
+
+@register("salesforce")
+class SalesforceConnector(Connector):
+    """CustomerSource and CustomerWriteBack over the Salesforce REST API."""
+
+    secret_fields = ("access_token", "webhook_secrets")
+
+    def __init__(self, *, config: Mapping[str, Any], credentials: Mapping[str, Any],
+                 transport: httpx.BaseTransport | None = None):
+        super().__init__(config=config, credentials=credentials)
+        self._transport = transport
+        self._client: SalesforceClient | None = None
+        self.erp_id_field = self.config.get("erp_id_field") or mapping.ERP_ID_FIELD
+
+    @property
+    def client(self) -> SalesforceClient:
+        if self._client is None:
+            if not self.config.get("instance_url") or not self.credentials.get("access_token"):
+                raise NeedsConfiguration("Salesforce connection lacks instance_url or access_token")
+            self._client = SalesforceClient(
+                self.config["instance_url"], self.credentials["access_token"],
+                api_version=self.config.get("api_version") or DEFAULT_API_VERSION,
+                timeout=float(self.config.get("timeout", 20)), transport=self._transport,
+            )
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    @property
+    def _fields(self) -> list[str]:
+        fields = [name for name in mapping.ACCOUNT_FIELDS if name != mapping.ERP_ID_FIELD]
+        return [*fields, self.erp_id_field]
+
+    def fetch_customer(self, external_id: str) -> CustomerV1 | None:
+        record = self.client.get("Account", external_id, self._fields)
+        return None if record is None else mapping.customer_from_account(record)
+
+    def customers_changed_since(self, since: dt.datetime | None) -> Iterator[ReceivedEvent]:
+        for record in self.client.query(soql_changed_since(since, self._fields)):
+            modified = mapping.parse_timestamp(record.get("LastModifiedDate"))
+            yield ReceivedEvent(
+                external_id=mapping.change_id(record["Id"], modified), type=PULLED,
+                subject=f"customer:{record['Id']}", payload=record, occurred_at=modified,
+            )
+
+    def write_back_erp_id(self, external_id: str, erp_id: str, *, idempotency_key: str) -> ExternalDocument:
+        # Read first: writing an unchanged value would still bump LastModifiedDate
+        # and emit a change event for nothing.
+        record = self.client.get("Account", external_id, ["Id", self.erp_id_field])
+        if record is None:
+            raise Permanent(f"Salesforce Account {external_id} no longer exists; nothing to write back to")
+        if record.get(self.erp_id_field) != erp_id:
+            self.client.update("Account", external_id, {self.erp_id_field: erp_id})
+        return ExternalDocument(external_id=external_id, number=erp_id, state="written")
+
+
+register_webhook("salesforce", SalesforceRelayReceiver())
+register_translator("salesforce", translate)

@@ -1,0 +1,216 @@
+"""The admission governor: one per connection, consulted before every outbound call.
+
+It combines a circuit breaker, a token bucket, a concurrency cap, the target's own
+"wait" signals (Retry-After) and maintenance windows. The decision logic is a pure
+function of a small JSON state (``admit`` / ``release`` below); a store makes each
+read-decide-write atomic for all workers — Redis (WATCH/MULTI) when configured,
+else a row lock in the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Protocol
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from integration_hub.runtime.models import AdmissionPolicy, GovernorState, MaintenanceWindow
+
+State = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Policy:
+    rate_per_second: float | None = None
+    burst: int = 1
+    max_concurrency: int | None = None
+    failure_threshold: int = 5
+    open_seconds: float = 30.0
+
+    @classmethod
+    def for_connection(cls, connection_id: int) -> Policy:
+        row = AdmissionPolicy.objects.filter(connection_id=connection_id).first()
+        if row is None:
+            return cls()
+        return cls(row.rate_per_second, max(row.burst, 1), row.max_concurrency, row.failure_threshold,
+                   float(row.open_seconds))
+
+
+@dataclass(frozen=True)
+class Decision:
+    admitted: bool
+    reason: str = ""
+    retry_at: float = 0.0  # epoch seconds; when a held call may try again
+
+
+# ---------------------------------------------------------------- pure logic
+
+
+def admit(state: State, policy: Policy, *, now: float, token: str, lease: float) -> Decision:
+    """Decide whether one call may go out now; on admission, record it in ``state``
+    (a concurrency slot, a token spent, the half-open probe)."""
+    slots = {t: expiry for t, expiry in state.get("slots", {}).items() if expiry > now}
+    state["slots"] = slots
+
+    blocked_until = state.get("blocked_until", 0.0)
+    if blocked_until > now:
+        return Decision(False, "the target asked to wait (Retry-After)", blocked_until)
+
+    probing = False
+    if state.get("failures", 0) >= policy.failure_threshold:
+        opened_until = state.get("opened_until", 0.0)
+        if opened_until > now:
+            return Decision(False, f"circuit open after {state['failures']} consecutive failures", opened_until)
+        probe = state.get("probe")
+        if probe and slots.get(probe, 0) > now:
+            return Decision(False, "circuit half-open: a probe call is in progress", now + policy.open_seconds)
+        probing = True
+
+    if policy.max_concurrency is not None and len(slots) >= policy.max_concurrency:
+        soonest = min(slots.values())
+        return Decision(False, f"concurrency cap of {policy.max_concurrency} reached", min(soonest, now + 1.0))
+
+    if policy.rate_per_second:
+        elapsed = max(now - state.get("refilled_at", now), 0.0)
+        tokens = min(float(policy.burst), state.get("tokens", float(policy.burst)) + elapsed * policy.rate_per_second)
+        if tokens < 1.0:
+            state["tokens"], state["refilled_at"] = tokens, now
+            return Decision(False, "rate limit", now + (1.0 - tokens) / policy.rate_per_second)
+        state["tokens"], state["refilled_at"] = tokens - 1.0, now
+
+    slots[token] = now + lease
+    if probing:
+        state["probe"] = token
+    return Decision(True)
+
+
+def release(state: State, policy: Policy, *, now: float, token: str, outcome: str,
+            retry_after: float | None = None) -> None:
+    """Record how an admitted call ended: ``success``, ``failure`` (the target is
+    unwell: timeout, 5xx, connection error), ``rate_limited`` or ``neutral`` (the
+    target answered; the request itself was wrong)."""
+    state.setdefault("slots", {}).pop(token, None)
+    if state.get("probe") == token:
+        state["probe"] = None
+    if outcome == "success":
+        state["failures"], state["opened_until"] = 0, 0.0
+    elif outcome == "failure":
+        state["failures"] = state.get("failures", 0) + 1
+        if state["failures"] >= policy.failure_threshold:
+            state["opened_until"] = now + policy.open_seconds
+    elif outcome == "rate_limited" and retry_after:
+        state["blocked_until"] = max(state.get("blocked_until", 0.0), now + retry_after)
+
+
+# ---------------------------------------------------------------- stores
+
+
+class Store(Protocol):
+    def update(self, connection_id: int, change: Callable[[State], Any]) -> Any:
+        """Apply ``change`` to the connection's state atomically; return its result."""
+
+    def read(self, connection_id: int) -> State: ...
+
+
+class RedisStore:
+    def __init__(self, url: str):
+        import redis
+
+        self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+
+    @staticmethod
+    def _key(connection_id: int) -> str:
+        return f"hub:governor:{connection_id}"
+
+    def update(self, connection_id: int, change: Callable[[State], Any]) -> Any:
+        key, outcome = self._key(connection_id), []
+
+        def apply(pipe) -> None:
+            raw = pipe.get(key)
+            state = json.loads(raw) if raw else {}
+            result = change(state)
+            pipe.multi()
+            pipe.set(key, json.dumps(state), ex=86400)
+            outcome[:] = [result]
+
+        self.client.transaction(apply, key)
+        return outcome[0]
+
+    def read(self, connection_id: int) -> State:
+        raw = self.client.get(self._key(connection_id))
+        return json.loads(raw) if raw else {}
+
+
+class DatabaseStore:
+    def update(self, connection_id: int, change: Callable[[State], Any]) -> Any:
+        with transaction.atomic():
+            row, _ = GovernorState.objects.select_for_update().get_or_create(connection_id=connection_id)
+            result = change(row.state)
+            row.save(update_fields=["state"])
+            return result
+
+    def read(self, connection_id: int) -> State:
+        row = GovernorState.objects.filter(connection_id=connection_id).first()
+        return row.state if row else {}
+
+
+@cache
+def store() -> Store:
+    url = settings.HUB_REDIS_URL
+    return RedisStore(url) if url else DatabaseStore()
+
+
+# ---------------------------------------------------------------- the governor
+
+
+def _maintenance(connection_id: int, now: dt.datetime) -> MaintenanceWindow | None:
+    return MaintenanceWindow.objects.filter(connection_id=connection_id, starts_at__lte=now, ends_at__gt=now).first()
+
+
+def governor_admit(connection_id: int, *, token: str) -> Decision:
+    """May a call to this connection go out now? Held calls get a reason and a time."""
+    now = timezone.now()
+    window = _maintenance(connection_id, now)
+    if window is not None:
+        # Spread the backlog over the drain period so the target is not hit at once.
+        drain = random.uniform(0, settings.HUB_MAINTENANCE_DRAIN_SECONDS)
+        reason = f"maintenance window until {window.ends_at:%Y-%m-%d %H:%M} UTC {window.reason}".strip()
+        return Decision(False, reason, window.ends_at.timestamp() + drain)
+    policy = Policy.for_connection(connection_id)
+    lease = float(settings.CELERY_TASK_TIME_LIMIT + 10)
+    return store().update(
+        connection_id, lambda state: admit(state, policy, now=time.time(), token=token, lease=lease)
+    )
+
+
+def governor_release(connection_id: int, *, token: str, outcome: str, retry_after: float | None = None) -> None:
+    policy = Policy.for_connection(connection_id)
+    store().update(
+        connection_id,
+        lambda state: release(state, policy, now=time.time(), token=token, outcome=outcome, retry_after=retry_after),
+    )
+
+
+def governor_status(connection_id: int) -> dict[str, Any]:
+    """A readable snapshot for the admin and the API."""
+    state, now = store().read(connection_id), time.time()
+    policy = Policy.for_connection(connection_id)
+    failures = state.get("failures", 0)
+    if failures >= policy.failure_threshold:
+        circuit = "open" if state.get("opened_until", 0) > now else "half-open"
+    else:
+        circuit = "closed"
+    return {
+        "circuit": circuit,
+        "consecutive_failures": failures,
+        "calls_in_flight": sum(1 for expiry in state.get("slots", {}).values() if expiry > now),
+        "blocked_for_seconds": max(round(state.get("blocked_until", 0) - now, 1), 0),
+    }

@@ -1,0 +1,213 @@
+"""The admission governor: circuit breaker, token bucket, concurrency cap, Retry-After
+and maintenance windows — as pure logic, on both stores, and in front of deliveries."""
+
+import datetime as dt
+import threading
+
+import pytest
+from django.conf import settings as django_settings
+from django.utils import timezone
+from hypothesis import given
+from hypothesis import strategies as st
+
+from connectors.errors import Permanent, RateLimited, Retryable
+from connectors.models import Connection
+from integration_hub.runtime import services
+from integration_hub.runtime.governor import (
+    DatabaseStore,
+    Policy,
+    RedisStore,
+    admit,
+    governor_status,
+    release,
+)
+from integration_hub.runtime.models import AdmissionPolicy, Delivery, MaintenanceWindow
+from tests.helpers import drain
+
+LEASE = 60.0
+
+
+def _admit(state, policy, now, token="t"):
+    return admit(state, policy, now=now, token=token, lease=LEASE)
+
+
+def test_the_circuit_opens_after_consecutive_failures_and_probes_once_when_half_open():
+    policy, state = Policy(failure_threshold=3, open_seconds=30), {}
+    for i in range(3):
+        assert _admit(state, policy, 100, f"t{i}").admitted
+        release(state, policy, now=100, token=f"t{i}", outcome="failure")
+
+    denied = _admit(state, policy, 110)
+    assert not denied.admitted and "circuit open" in denied.reason and denied.retry_at == 130
+
+    assert _admit(state, policy, 131, "probe").admitted  # half-open: one probe
+    second = _admit(state, policy, 131.5, "other")
+    assert not second.admitted and "probe" in second.reason
+
+    release(state, policy, now=132, token="probe", outcome="failure")  # the probe failed: open again
+    assert not _admit(state, policy, 133).admitted
+    assert _admit(state, policy, 163, "probe2").admitted
+    release(state, policy, now=163, token="probe2", outcome="success")  # closed
+    assert all(_admit(state, policy, 164, f"x{i}").admitted for i in range(5))
+
+
+def test_a_rejected_request_does_not_count_against_the_target():
+    policy, state = Policy(failure_threshold=2), {}
+    for i in range(5):
+        assert _admit(state, policy, 100, f"t{i}").admitted
+        release(state, policy, now=100, token=f"t{i}", outcome="neutral")
+    assert _admit(state, policy, 100, "next").admitted
+
+
+def test_the_concurrency_cap_counts_live_slots_and_frees_expired_ones():
+    policy, state = Policy(max_concurrency=2), {}
+    assert _admit(state, policy, 100, "a").admitted and _admit(state, policy, 100, "b").admitted
+    denied = _admit(state, policy, 100, "c")
+    assert not denied.admitted and "concurrency cap of 2" in denied.reason
+    release(state, policy, now=101, token="a", outcome="success")
+    assert _admit(state, policy, 101, "c").admitted
+    # A killed worker never releases: its slot expires with the lease.
+    assert _admit(state, policy, 100 + LEASE + 1, "d").admitted
+
+
+def test_retry_after_blocks_every_call_to_the_target_until_it_passes():
+    policy, state = Policy(), {}
+    assert _admit(state, policy, 100, "a").admitted
+    release(state, policy, now=100, token="a", outcome="rate_limited", retry_after=20)
+    denied = _admit(state, policy, 119.9)
+    assert not denied.admitted and denied.retry_at == 120 and "Retry-After" in denied.reason
+    assert _admit(state, policy, 120.1, "b").admitted
+
+
+@given(rate=st.floats(0.5, 50), burst=st.integers(1, 10), times=st.lists(st.floats(0, 10), min_size=1, max_size=200))
+def test_the_token_bucket_never_admits_more_than_burst_plus_rate_times_elapsed(rate, burst, times):
+    policy, state, admitted = Policy(rate_per_second=rate, burst=burst), {}, 0
+    times = sorted(times)
+    for i, now in enumerate(times):
+        decision = _admit(state, policy, now, f"t{i}")
+        if decision.admitted:
+            admitted += 1
+            release(state, policy, now=now, token=f"t{i}", outcome="success")
+        else:
+            assert decision.retry_at > now
+    assert admitted <= burst + rate * (times[-1] - times[0]) + 1e-6
+
+
+STORES = ["database"] + (["redis"] if django_settings.HUB_REDIS_URL else [])
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kind", STORES)
+def test_a_store_makes_admission_atomic_across_threads(kind, memory_erp):
+    from django.db import connection as db
+
+    if kind == "database" and db.vendor == "sqlite":
+        pytest.skip("SQLite serializes writers; the race needs a server database (CI runs PostgreSQL)")
+    connection = Connection.objects.get(name="erp")
+    store = RedisStore(django_settings.HUB_REDIS_URL) if kind == "redis" else DatabaseStore()
+    if kind == "redis":
+        store.client.delete(store._key(connection.pk))
+    policy, admitted, barrier = Policy(max_concurrency=3), [], threading.Barrier(8)
+
+    def worker(i):
+        barrier.wait()
+        admitted.append(store.update(connection.pk, lambda s: admit(s, policy, now=100, token=f"t{i}", lease=LEASE)))
+        db.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [d.admitted for d in admitted].count(True) == 3
+    assert len(store.read(connection.pk)["slots"]) == 3
+
+
+# ---------------------------------------------------------------- in front of deliveries
+
+pytestmark_db = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def invoice_deliveries(stripe_connection, legal_entities, memory_erp, sandbox, post_webhook, sent_tasks):
+    """Planned post deliveries for three invoices, not yet attempted."""
+    from integration_hub.runtime.governor import store
+
+    connection = Connection.objects.get(name="erp")
+    if isinstance(store(), RedisStore):
+        store().client.delete(store()._key(connection.pk))
+    for _ in range(3):
+        invoice = sandbox.finalize(sandbox.invoice("cus_1", [("Plan", 1, 1000)], currency="eur"))
+        post_webhook(sandbox.event("invoice.finalized", invoice))
+    for name, event_id, _ in list(sent_tasks):
+        if name == services.PROCESS_TASK:
+            services.inbound_process(event_id)
+    sent_tasks.clear()
+    return connection, list(Delivery.objects.order_by("pk"))
+
+
+@pytestmark_db
+def test_an_open_circuit_holds_deliveries_without_calling_the_target(invoice_deliveries, memory_erp):
+    connection, deliveries = invoice_deliveries
+    AdmissionPolicy.objects.create(connection=connection, failure_threshold=1, open_seconds=300)
+    memory_erp.failures.append(Retryable("503", http_status=503))
+
+    for delivery in deliveries:
+        services.delivery_attempt(delivery.pk)
+
+    assert len(memory_erp.calls) == 1  # only the call that opened the circuit
+    held = Delivery.objects.filter(status="held")
+    assert held.count() == 2
+    assert all("circuit open" in d.hold_reason and d.attempts == 0 for d in held)
+    assert governor_status(connection.pk)["circuit"] == "open"
+
+
+@pytestmark_db
+def test_a_maintenance_window_holds_without_spending_budget_and_drains_after(
+    invoice_deliveries, memory_erp, sent_tasks, settings
+):
+    connection, deliveries = invoice_deliveries
+    now = timezone.now()
+    window = MaintenanceWindow.objects.create(
+        connection=connection, starts_at=now - dt.timedelta(minutes=1), ends_at=now + dt.timedelta(hours=1),
+        reason="ERP upgrade",
+    )
+    for delivery in deliveries:
+        services.delivery_attempt(delivery.pk)
+
+    assert memory_erp.calls == []
+    for delivery in Delivery.objects.all():
+        assert delivery.status == "held" and delivery.attempts == 0 and "ERP upgrade" in delivery.hold_reason
+        assert window.ends_at <= delivery.next_attempt_at <= window.ends_at + dt.timedelta(
+            seconds=settings.HUB_MAINTENANCE_DRAIN_SECONDS
+        )
+    assert sent_tasks == []  # an hour away: left to the sweeper
+
+    window.ends_at = now
+    window.starts_at = now - dt.timedelta(hours=1)
+    window.save()
+    Delivery.objects.update(next_attempt_at=now)
+    services.sweep()
+    drain(sent_tasks)
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"posted"}
+
+
+@pytestmark_db
+def test_a_429_holds_other_deliveries_to_the_same_target(invoice_deliveries, memory_erp):
+    connection, deliveries = invoice_deliveries
+    memory_erp.failures.append(RateLimited("429", retry_after=120, http_status=429))
+    for delivery in deliveries:
+        services.delivery_attempt(delivery.pk)
+    assert len(memory_erp.calls) == 1
+    assert Delivery.objects.filter(status="held", hold_reason__contains="Retry-After").count() == 2
+
+
+@pytestmark_db
+def test_permanent_rejections_do_not_open_the_circuit(invoice_deliveries, memory_erp):
+    connection, deliveries = invoice_deliveries
+    AdmissionPolicy.objects.create(connection=connection, failure_threshold=1)
+    memory_erp.failures.extend([Permanent("bad tax"), Permanent("bad tax")])
+    for delivery in deliveries:
+        services.delivery_attempt(delivery.pk)
+    assert len(memory_erp.calls) == 3
+    assert governor_status(connection.pk)["circuit"] == "closed"
