@@ -143,6 +143,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_in": str(_broker_dir),
         "data_folder_out": str(_broker_dir),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
@@ -168,7 +169,16 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 
 # The hub's own knobs.
-HUB_CONNECTOR_PACKAGES = env.list("HUB_CONNECTOR_PACKAGES", default=["connectors.stripe", "connectors.tryton"])
+HUB_CONNECTOR_PACKAGES = env.list(
+    "HUB_CONNECTOR_PACKAGES",
+    default=["connectors.stripe", "connectors.tryton", "connectors.salesforce", "connectors.hubspot"],
+)
+# The scheduled CRM pull (safety net for missed webhooks); the migration creates the
+# beat entry with this interval, later edited in the admin.
+HUB_CRM_PULL_INTERVAL_SECONDS = env.int("HUB_CRM_PULL_INTERVAL_SECONDS", default=300)
+# Behind a proxy, HubSpot's v3 signature covers the public URL: the hub must rebuild
+# it from the proxy's X-Forwarded-Host (production already trusts X-Forwarded-Proto).
+USE_X_FORWARDED_HOST = env.bool("USE_X_FORWARDED_HOST", default=False)
 HUB_WEBHOOK_MAX_BYTES = env.int("HUB_WEBHOOK_MAX_BYTES", default=1024 * 1024)
 HUB_DELIVERY_MAX_ATTEMPTS = env.int("HUB_DELIVERY_MAX_ATTEMPTS", default=8)
 HUB_INBOUND_MAX_ATTEMPTS = env.int("HUB_INBOUND_MAX_ATTEMPTS", default=5)
