@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install migrate worker beat web schemas clean
+.PHONY: demo test faults install migrate worker beat web schemas clean bench bench-smoke
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,25 @@ demo: $(STAMP)
 ## The whole test suite (unit, integration with a real worker, end-to-end with Tryton).
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## The performance suite against the running PostgreSQL (127.0.0.1:5432) and Redis
+## (127.0.0.1:6379): writes benchmarks/RESULTS.md and benchmarks/results.json.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[erp,test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+## The same code paths with small counts (CI): checks every figure is produced, not its value.
+bench-smoke: $(STAMP)
+	$(BIN)/python -m benchmarks.run --smoke $(BENCH_ARGS)
+
+## The fault-injection suite (real processes; needs redis-server and PostgreSQL, as in CI)
+## and its reliability table, also written to var/reliability-report.md.
+faults: $(STAMP)
+	$(BIN)/python -m pytest tests/faults -m faults -p no:cacheprovider $(PYTEST_ARGS)
 
 worker: migrate
 	$(BIN)/celery -A integration_hub worker --loglevel=INFO --concurrency=2

@@ -1,0 +1,304 @@
+"""Fault injection with real processes: whatever fails, every accepted event reaches
+the ERP exactly once, nothing is left unfinished, and per-currency totals match."""
+
+import signal
+import threading
+import time
+
+import pytest
+
+from integration_hub.runtime.models import Delivery, ExceptionRecord, InboundEvent
+
+pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
+
+CREATE, POST = "model.account.invoice.create", "model.account.invoice.post"
+
+
+def finalized(stack, count, currency="usd"):
+    return [stack.sandbox.event("invoice.finalized", stack.invoice(currency)) for _ in range(count)]
+
+
+def wait_until(predicate, timeout=60, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_worker_killed_while_the_erp_call_is_in_flight(stack):
+    caught, release = threading.Event(), threading.Event()
+
+    def hold_first_create(method, body):
+        if method == CREATE and not caught.is_set():
+            caught.set()
+            release.wait(30)
+            return {"drop": True}  # the request never reaches the ERP
+        return None
+
+    stack.proxy.fault = hold_first_create
+    stack.send(finalized(stack, 3))
+    wait_until(caught.is_set, what="a create call to be in flight")
+    stack.processes.signal("worker", signal.SIGKILL)
+    stack.processes.wait("worker")
+    release.set()
+    stack.fault_ended_at = time.monotonic()
+    stack.processes.worker("worker2")
+    stack.check(drain=stack.settle())
+
+
+def test_worker_killed_after_the_erp_answered_before_the_hub_committed(stack):
+    answered, release = threading.Event(), threading.Event()
+
+    def hold_first_post_answer(method, body):
+        if method == POST and not answered.is_set():
+            return {"after_forward": lambda: (answered.set(), release.wait(30))}
+        return None
+
+    stack.proxy.fault = hold_first_post_answer
+    stack.send(finalized(stack, 3, "eur"))
+    wait_until(answered.is_set, what="the ERP to post while the answer is held")
+    stack.processes.signal("worker", signal.SIGKILL)
+    stack.processes.wait("worker")
+    release.set()
+    stack.fault_ended_at = time.monotonic()
+    stack.processes.worker("worker2")
+    stack.check(drain=stack.settle())
+    assert Delivery.objects.filter(attempt_log__outcome="lost").exists()
+
+
+def test_redis_flushed_mid_run(stack):
+    stack.send(finalized(stack, 6))
+    wait_until(lambda: Delivery.objects.filter(status="posted").exists(), what="a first posting")
+    stack.redis.flush()  # every queued message is gone
+    stack.fault_ended_at = time.monotonic()
+    stack.check(drain=stack.settle())
+
+
+def test_redis_down_for_a_while(stack):
+    stack.redis.stop()
+    started = time.monotonic()
+    responses = stack.send(finalized(stack, 4, "jpy"))
+    slowest = time.monotonic() - started
+    assert [r.status_code for r in responses] == [200] * 4  # the database is the inbox
+    assert InboundEvent.objects.count() == 4
+    assert slowest < 60, "webhooks hung while the broker was down"
+    time.sleep(2)
+    stack.redis.start()
+    stack.fault_ended_at = time.monotonic()
+    stack.check(drain=stack.settle())
+
+
+def test_erp_answers_503_for_a_period(stack):
+    outage = {"until": time.monotonic() + 8}
+
+    def unavailable(method, body):
+        if time.monotonic() < outage["until"]:
+            return {"status": 503, "headers": {"Retry-After": "1"}}
+        return None
+
+    stack.proxy.fault = unavailable
+    stack.send(finalized(stack, 4))
+    wait_until(lambda: time.monotonic() > outage["until"], timeout=20, what="the outage to end")
+    stack.fault_ended_at = outage["until"]
+    calls_in_outage = sum(1 for call in stack.proxy.calls if call.injected)
+    drain = stack.settle()
+    # Three failures open the circuit; then one probe per open period (2 s) at most.
+    assert calls_in_outage <= 3 + 8 / 2 + 2
+    stack.check(drain=drain, calls_to_failing=calls_in_outage)
+
+
+def test_erp_answers_429_with_retry_after(stack):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from integration_hub.runtime.models import DeliveryAttempt
+
+    limited = {"at": None}
+
+    def rate_limited_once(method, body):
+        if limited["at"] is None and method == CREATE:
+            limited["at"], limited["wall"] = time.monotonic(), timezone.now()
+            return {"status": 429, "headers": {"Retry-After": "4"}}
+        return None
+
+    stack.proxy.fault = rate_limited_once
+    stack.send(finalized(stack, 3))
+    wait_until(lambda: limited["at"] is not None, what="the 429")
+    stack.fault_ended_at = limited["at"] + 4
+    drain = stack.settle()
+    # Calls of attempts already under way may finish; no attempt starts inside the wait.
+    early = DeliveryAttempt.objects.filter(
+        started_at__gt=limited["wall"], started_at__lt=limited["wall"] + dt.timedelta(seconds=4)
+    )
+    assert not early.exists(), "an attempt started before Retry-After elapsed"
+    stack.check(drain=drain, calls_to_failing=1)
+
+
+def test_erp_hangs(stack):
+    hung = {"count": 0}
+
+    def hang_first_two_creates(method, body):
+        if method == CREATE and hung["count"] < 2:
+            hung["count"] += 1
+            return {"hang": 6, "drop": True}  # longer than the connector's 3 s read timeout
+        return None
+
+    stack.proxy.fault = hang_first_two_creates
+    stack.send(finalized(stack, 3, "eur"))
+    wait_until(lambda: hung["count"] == 2, what="two hung calls")
+    stack.fault_ended_at = time.monotonic()
+    drain = stack.settle()
+    attempts = Delivery.objects.values_list("attempt_log__error_class", flat=True)
+    assert "Retryable" in attempts  # the timeout fired inside the task and was retried
+    stack.check(drain=drain, calls_to_failing=2)
+
+
+def test_the_same_webhook_three_times_concurrently_and_again_later(stack):
+    event = finalized(stack, 1)[0]
+    responses = stack.send([event, event, event], concurrently=True)
+    assert sorted(r.json()["status"] for r in responses) == ["accepted", "duplicate", "duplicate"]
+    stack.settle()
+    again = stack.send([event])  # re-signed with a fresh timestamp, like a late Stripe retry
+    assert again[0].json()["status"] == "duplicate"
+    assert InboundEvent.objects.count() == 1
+    stack.check(drain=stack.settle())
+
+
+def test_events_for_one_invoice_out_of_order(stack):
+    sandbox = stack.sandbox
+    paid_first = stack.invoice("usd")
+    voided = stack.invoice("eur")
+    events = [
+        sandbox.event("invoice.paid", sandbox.pay(paid_first)),
+        sandbox.event("invoice.voided", sandbox.void(voided)),
+        sandbox.event("invoice.finalized", paid_first),
+        sandbox.event("invoice.finalized", voided),
+    ]
+    stack.send(sandbox.reordered(events, seed=3))
+    drain = stack.settle()
+    [paid] = stack.erp.invoices(reference=paid_first["id"])
+    assert paid["state"] == "paid"
+    states = {i["state"] for i in stack.erp.invoices(reference=voided["id"]) if i["total_amount"] > 0}
+    assert states == {"cancelled"}
+    stack.check(drain=drain)
+
+
+def test_a_poison_message_is_dead_lettered_without_blocking_others(stack):
+    poison = stack.invoice("usd")
+    stack.expected.pop(poison["id"])  # it never reaches the ERP, by design
+
+    def poison_fault(method, body):
+        if poison["id"].encode() in body:
+            return {"status": 500}
+        return None
+
+    stack.proxy.fault = poison_fault
+    stack.send([stack.sandbox.event("invoice.finalized", poison)] + finalized(stack, 3))
+    drain = stack.settle()
+    dead = Delivery.objects.get(status="dead")
+    assert dead.attempts == 6  # HUB_DELIVERY_MAX_ATTEMPTS: then it stops, no loop
+    assert ExceptionRecord.objects.get().category == "retries_exhausted"
+    assert stack.erp.invoices(reference=poison["id"]) == []
+    stack.check(drain=drain, allow_dead=1, calls_to_failing=sum(1 for c in stack.proxy.calls if c.injected))
+
+
+def test_sigterm_during_a_run_loses_no_prefetched_task(stack):
+    stack.send(finalized(stack, 6))
+    wait_until(lambda: Delivery.objects.filter(status="posted").exists(), what="a first posting")
+    stack.processes.signal("worker", signal.SIGTERM)  # a deploy: warm shutdown
+    assert stack.processes.wait("worker", timeout=60) is not None
+    stack.fault_ended_at = time.monotonic()
+    stack.processes.worker("worker2")
+    stack.check(drain=stack.settle())
+
+
+def test_two_sweepers_at_once(stack):
+    stack.processes.sweeper("sweeper2", every=0.5)
+    stack.send(finalized(stack, 5))
+    stack.redis.flush()  # make both sweepers busy re-enqueueing the same rows
+    stack.fault_ended_at = time.monotonic()
+    stack.check(drain=stack.settle())
+
+
+def test_postgresql_restarted_mid_run(fault_redis, fault_proxy, tryton_server, erp, tmp_path):
+    """On a PostgreSQL of its own: ingress answers 503 (never 500, never 2xx without a
+    commit) while the database is away, and workers recover without a restart."""
+    import json
+    import random
+    import subprocess
+    import sys
+
+    from connectors.stripe.sandbox import StripeSandbox
+    from tests.conftest import WEBHOOK_SECRET
+    from tests.faults.conftest import FAST, LEGAL_ENTITIES, ROWS
+    from tests.faults.harness import ROOT, HubProcesses, PrivatePostgres, free_port
+
+    pg = PrivatePostgres().start()
+    fault_redis.flush()
+    fault_proxy.reset()
+    env = {**__import__("os").environ, **FAST, "PYTHONUNBUFFERED": "1", "DATABASE_URL": pg.url,
+           "CELERY_BROKER_URL": fault_redis.url, "HUB_REDIS_URL": fault_redis.url, "HUB_QUEUE": "hub-faults-pg"}
+    subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, env=env, check=True)
+    subprocess.run([sys.executable, "-m", "tests.faults.configure", json.dumps({
+        "legal_entities": LEGAL_ENTITIES, "webhook_secret": WEBHOOK_SECRET,
+        "erp_config": {**tryton_server.connection_config(), "url": fault_proxy.url, "timeout": {"connect": 2, "read": 3}},
+        "erp_credentials": tryton_server.credentials(),
+    })], cwd=ROOT, env=env, check=True)
+    processes = HubProcesses(env, tmp_path)
+    port = free_port()
+    try:
+        processes.web(port)
+        processes.worker()
+        processes.sweeper()
+        sandbox = StripeSandbox(WEBHOOK_SECRET, seed=random.getrandbits(64))
+        url = f"http://127.0.0.1:{port}/api/webhooks/stripe/"
+        invoices = [sandbox.finalize(sandbox.invoice("cus_pg", [("Plan", 1, 5000)])) for _ in range(6)]
+        events = [sandbox.event("invoice.finalized", invoice) for invoice in invoices]
+        statuses = {}
+
+        def count(sql):
+            return pg.query(sql)[0][0]
+
+        for event in events[:3]:
+            statuses[event["id"]] = sandbox.deliver(event, url).status_code
+        wait_until(lambda: count("select count(*) from runtime_delivery where status = 'posted'") >= 1,
+                   what="a first posting")
+
+        stopper = threading.Thread(target=lambda: (pg.pg_ctl("stop"), time.sleep(3), pg.pg_ctl("start")))
+        stopper.start()
+        time.sleep(0.5)
+        during = [sandbox.deliver(event, url).status_code for event in events[3:]]  # while the database is away
+        stopper.join()
+        fault_ended = time.monotonic()
+        assert set(during) <= {200, 503} and 500 not in during
+        for event, status in zip(events[3:], during):
+            statuses[event["id"]] = status
+        for event in events:  # the vendor retries what was not acknowledged
+            if statuses[event["id"]] != 200:
+                statuses[event["id"]] = sandbox.deliver(event, url).status_code
+        assert set(statuses.values()) == {200}
+
+        def settled():
+            unfinished = count("select count(*) from runtime_inboundevent where status = 'received'") + count(
+                "select count(*) from runtime_delivery where status not in ('posted', 'dead')")
+            return not unfinished and count("select count(*) from runtime_delivery where status = 'posted'") == 6
+
+        wait_until(settled, timeout=120, what="everything to be posted after the restart")
+        drain = round(time.monotonic() - fault_ended, 1)
+        stored = {row[0] for row in pg.query("select external_id from runtime_inboundevent")}
+        docs = {invoice["id"]: erp.invoices(reference=invoice["id"]) for invoice in invoices}
+        lost = [ref for ref, found in docs.items() if not found]
+        duplicated = [ref for ref, found in docs.items() if len(found) > 1]
+        ROWS.append({"scenario": "postgresql_restarted_mid_run", "events sent": len(statuses) + len(during),
+                     "accepted": 6, "posted exactly once": sum(1 for found in docs.values() if len(found) == 1),
+                     "lost": len(lost), "duplicated": len(duplicated), "drain after fault (s)": drain,
+                     "calls to failing endpoint": f"{during.count(503)}×503 at ingress"})
+        assert stored == {event["id"] for event in events}
+        assert lost == [] and duplicated == []
+        assert count("select count(*) from runtime_delivery where status = 'dead'") == 0
+    finally:
+        processes.stop_all()
+        pg.stop()
