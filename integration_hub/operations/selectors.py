@@ -6,6 +6,8 @@ import uuid
 from typing import Any
 
 from canonical.models import CrossReference, Invoice, Payment
+from django.db.models import Count
+
 from integration_hub.runtime.models import BusinessTransaction, Delivery
 
 
@@ -78,4 +80,15 @@ def transaction_trace(transaction_id: uuid.UUID) -> dict[str, Any] | None:
              "status": x.status, "resolution": x.resolution, "created_at": x.created_at}
             for x in txn.exceptions.order_by("created_at")
         ],
+    }
+
+
+def deliveries_by_state(connection) -> dict[str, Any]:
+    """Waiting, held (with reasons) and dead deliveries of one connection."""
+    deliveries = Delivery.objects.filter(connection=connection)
+    held = deliveries.filter(status=Delivery.Status.HELD).values("hold_reason").annotate(count=Count("pk"))
+    return {
+        "pending": deliveries.filter(status=Delivery.Status.PENDING).count(),
+        "held": {row["hold_reason"]: row["count"] for row in held},
+        "dead": deliveries.filter(status=Delivery.Status.DEAD).count(),
     }

@@ -27,6 +27,10 @@ from integration_hub.runtime.models import AdmissionPolicy, GovernorState, Maint
 State = dict[str, Any]
 
 
+class GovernorUnavailable(RuntimeError):
+    """The governor's shared state cannot be read or written right now."""
+
+
 @dataclass(frozen=True)
 class Policy:
     rate_per_second: float | None = None
@@ -131,6 +135,8 @@ class RedisStore:
         return f"hub:governor:{connection_id}"
 
     def update(self, connection_id: int, change: Callable[[State], Any]) -> Any:
+        import redis
+
         key, outcome = self._key(connection_id), []
 
         def apply(pipe) -> None:
@@ -141,11 +147,19 @@ class RedisStore:
             pipe.set(key, json.dumps(state), ex=86400)
             outcome[:] = [result]
 
-        self.client.transaction(apply, key)
+        try:
+            self.client.transaction(apply, key)
+        except redis.RedisError as exc:
+            raise GovernorUnavailable(str(exc)) from exc
         return outcome[0]
 
     def read(self, connection_id: int) -> State:
-        raw = self.client.get(self._key(connection_id))
+        import redis
+
+        try:
+            raw = self.client.get(self._key(connection_id))
+        except redis.RedisError as exc:
+            raise GovernorUnavailable(str(exc)) from exc
         return json.loads(raw) if raw else {}
 
 

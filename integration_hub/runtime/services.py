@@ -7,6 +7,7 @@ loses is found again by ``sweep``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 import traceback
@@ -37,7 +38,7 @@ from integration_hub.runtime.models import (
     ExceptionRecord,
     InboundEvent,
 )
-from integration_hub.runtime.governor import governor_admit, governor_release
+from integration_hub.runtime.governor import GovernorUnavailable, governor_admit, governor_release
 from integration_hub.runtime.retry import retry_delay
 
 log = structlog.get_logger(__name__)
@@ -230,7 +231,12 @@ def delivery_attempt(delivery_id: int) -> None:
         return
     with structlog.contextvars.bound_contextvars(txn=str(delivery.transaction_id), delivery=delivery.pk):
         token = f"{delivery.pk}:{delivery.claimed_at.timestamp()}"
-        decision = governor_admit(delivery.connection_id, token=token)
+        try:
+            decision = governor_admit(delivery.connection_id, token=token)
+        except GovernorUnavailable as exc:
+            # Without its state the governor cannot protect the target: wait, don't call.
+            delivery_hold(delivery, reason=f"governor unavailable: {exc}", until=time.time() + 5)
+            return
         if not decision.admitted:
             delivery_hold(delivery, reason=decision.reason, until=decision.retry_at)
             return
@@ -238,8 +244,10 @@ def delivery_attempt(delivery_id: int) -> None:
         try:
             outcome, retry_after = _attempt_call(delivery)
         finally:
-            # Always give the slot back, even if recording the attempt failed.
-            governor_release(delivery.connection_id, token=token, outcome=outcome, retry_after=retry_after)
+            # Always give the slot back, even if recording the attempt failed; if the
+            # store is unreachable the slot's lease frees it.
+            with contextlib.suppress(GovernorUnavailable):
+                governor_release(delivery.connection_id, token=token, outcome=outcome, retry_after=retry_after)
 
 
 def _governor_outcome(exc: Exception) -> tuple[str, float | None]:

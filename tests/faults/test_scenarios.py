@@ -164,7 +164,8 @@ def test_the_same_webhook_three_times_concurrently_and_again_later(stack):
     again = stack.send([event])  # re-signed with a fresh timestamp, like a late Stripe retry
     assert again[0].json()["status"] == "duplicate"
     assert InboundEvent.objects.count() == 1
-    stack.check(drain=stack.settle())
+    stack.settle()
+    stack.check()  # no fault to drain after: duplicates are absorbed at the door
 
 
 def test_events_for_one_invoice_out_of_order(stack):

@@ -211,3 +211,40 @@ def test_permanent_rejections_do_not_open_the_circuit(invoice_deliveries, memory
         services.delivery_attempt(delivery.pk)
     assert len(memory_erp.calls) == 3
     assert governor_status(connection.pk)["circuit"] == "closed"
+
+
+@pytestmark_db
+def test_held_work_is_visible_with_its_reason_in_the_api(invoice_deliveries, memory_erp, admin_user):
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    connection, deliveries = invoice_deliveries
+    MaintenanceWindow.objects.create(connection=connection, starts_at=timezone.now() - dt.timedelta(minutes=1),
+                                     ends_at=timezone.now() + dt.timedelta(hours=1), reason="month-end freeze")
+    for delivery in deliveries:
+        services.delivery_attempt(delivery.pk)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=admin_user).key}")
+
+    [erp] = [c for c in api.get("/api/connections/").json() if c["name"] == "erp"]
+    [(reason, count)] = erp["held"].items()
+    assert count == 3 and "month-end freeze" in reason and erp["circuit"] == "closed"
+    listed = api.get("/api/deliveries/?status=held").json()["results"]
+    assert len(listed) == 3 and all("month-end freeze" in d["hold_reason"] for d in listed)
+
+
+@pytestmark_db
+def test_an_unreachable_governor_holds_instead_of_calling(invoice_deliveries, memory_erp, monkeypatch):
+    from integration_hub.runtime import governor
+
+    class Down:
+        def update(self, connection_id, change):
+            raise governor.GovernorUnavailable("Connection refused")
+
+    monkeypatch.setattr(governor, "store", lambda: Down())
+    connection, deliveries = invoice_deliveries
+    services.delivery_attempt(deliveries[0].pk)
+
+    delivery = Delivery.objects.get(pk=deliveries[0].pk)
+    assert delivery.status == "held" and "governor unavailable" in delivery.hold_reason and delivery.attempts == 0
+    assert memory_erp.calls == []
