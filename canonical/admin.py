@@ -1,6 +1,18 @@
 from django.contrib import admin
 
-from canonical.models import CrossReference, Customer, Invoice, InvoiceLine, LegalEntity, Payment, Price, Product
+from canonical.models import (
+    CrossReference,
+    Customer,
+    CustomerAlias,
+    CustomerConfirmation,
+    Invoice,
+    InvoiceLine,
+    LegalEntity,
+    Payment,
+    Price,
+    Product,
+    SystemOfRecord,
+)
 
 
 @admin.register(LegalEntity)
@@ -10,8 +22,31 @@ class LegalEntityAdmin(admin.ModelAdmin):
 
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):
-    list_display = ("id", "display_name", "email", "country", "version", "updated_at")
-    search_fields = ("display_name", "email")
+    list_display = ("id", "display_name", "status", "country", "domain", "parent", "version", "updated_at")
+    list_filter = ("status", "country")
+    search_fields = ("display_name", "email", "domain")
+    readonly_fields = ("name_key", "domain_key", "tax_key", "version", "transaction_id", "merged_into")
+
+
+@admin.register(SystemOfRecord)
+class SystemOfRecordAdmin(admin.ModelAdmin):
+    """Which system owns which field group: edit an owner here, no deploy needed."""
+
+    list_display = ("entity", "field_group", "owner_role", "note")
+    list_editable = ("owner_role",)
+    list_filter = ("entity", "owner_role")
+
+
+@admin.register(CustomerAlias)
+class CustomerAliasAdmin(admin.ModelAdmin):
+    list_display = ("system", "external_id", "customer", "merged_from", "created_at")
+    search_fields = ("external_id",)
+
+
+@admin.register(CustomerConfirmation)
+class CustomerConfirmationAdmin(admin.ModelAdmin):
+    list_display = ("customer", "version", "references", "confirmed_at", "transaction_id")
+    readonly_fields = ("customer", "version", "references", "confirmed_at", "transaction_id")
 
 
 class InvoiceLineInline(admin.TabularInline):

@@ -30,7 +30,8 @@ def _fold(text: str) -> str:
 def normalize_name(name: str | None) -> str:
     if not name:
         return ""
-    words = _PUNCTUATION.sub(" ", _fold(name).replace("&", " and ")).split()
+    # Dots go without a trace so "K.K." reads as "kk"; other punctuation splits words.
+    words = _PUNCTUATION.sub(" ", _fold(name).replace(".", "").replace("&", " and ")).split()
     # "Acme Co. KK" and "Acme" are the same company; a name that is only a legal
     # form ("Company") keeps its words rather than becoming empty.
     kept = [word for word in words if word not in LEGAL_FORMS]

@@ -22,7 +22,7 @@ from canonical.models import (
     Payment,
     SystemOfRecord,
 )
-from canonical.sor import FIELD_GROUPS, sor_decide
+from canonical.sor import DEFAULT_OWNERS, FIELD_GROUPS, sor_decide
 
 
 class PolicyMissing(LookupError):
@@ -230,7 +230,8 @@ def customer_fields(contract: CustomerV1) -> dict:
 
 
 def sor_owners(entity: str = "customer") -> dict[str, str]:
-    return dict(SystemOfRecord.objects.filter(entity=entity).values_list("field_group", "owner_role"))
+    rules = dict(SystemOfRecord.objects.filter(entity=entity).values_list("field_group", "owner_role"))
+    return {**(DEFAULT_OWNERS if entity == "customer" else {}), **rules}
 
 
 def _link_parent(customer: Customer) -> None:

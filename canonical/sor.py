@@ -29,6 +29,13 @@ FIELD_GROUPS: dict[str, tuple[str, ...]] = {
     "credit_terms": ("credit_terms",),
 }
 
+# The owners the data migration seeds; a group without a ``SystemOfRecord`` row
+# (e.g. deleted in the admin, or a database flushed by tests) falls back to these.
+DEFAULT_OWNERS: dict[str, str] = {
+    "name": "crm", "contact": "crm", "hierarchy": "crm", "addresses": "crm", "currency": "crm",
+    "tax_registration": "erp", "credit_terms": "erp",
+}
+
 
 def _empty(value: Any) -> bool:
     return value in (None, "", [], {}, ())

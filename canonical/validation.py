@@ -27,7 +27,7 @@ ISO_COUNTRIES = frozenset(
 # ERP, which owns tax registration, validates them fully).
 TAX_ID_FORMATS = {
     "eu_vat": re.compile(r"^(AT|BE|BG|CY|CZ|DE|DK|EE|EL|ES|FI|FR|HR|HU|IE|IT|LT|LU|LV|MT|NL|PL|PT|RO|SE|SI|SK|XI)"
-                         r"[0-9A-Z+*]{2,12}$"),
+                         r"[0-9A-Z+*]{8,12}$"),
     "gb_vat": re.compile(r"^GB([0-9]{9}|[0-9]{12}|GD[0-9]{3}|HA[0-9]{3})$"),
     "us_ein": re.compile(r"^[0-9]{2}-?[0-9]{7}$"),
     "jp_cn": re.compile(r"^[0-9]{13}$"),

@@ -47,3 +47,23 @@ def connection_upsert(
     connection.set_credentials(credentials)
     connection.save(update_fields=["encrypted_credentials", "updated_at"])
     return connection
+
+
+def connection_for_vendor(vendor: str) -> Connection:
+    """The active connection of ``vendor`` (source systems are addressed by vendor:
+    an event's source and a record's ``SourceRef.system`` are the vendor name)."""
+    connections = list(Connection.objects.filter(vendor=vendor, is_active=True)[:2])
+    if not connections:
+        raise NeedsConfiguration(f"no active {vendor} connection is configured")
+    if len(connections) > 1:
+        raise NeedsConfiguration(f"more than one active {vendor} connection; deactivate all but one")
+    return connections[0]
+
+
+def connection_can(connection: Connection, method: str) -> bool:
+    """Whether the connection's connector class offers ``method`` (a capability check
+    that builds nothing)."""
+    try:
+        return callable(getattr(registry.connector_class(connection.vendor), method, None))
+    except registry.UnknownVendor:
+        return False

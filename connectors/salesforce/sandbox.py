@@ -182,9 +182,9 @@ class SalesforceSandbox:
             if fault is not None:
                 return fault
             if request.method == "GET" and request.path.endswith("/query"):
-                return self._query(request.query.get("q", ""), request.path)
+                return self._query(request.query.get("q", ""), request.path.rsplit("/", 1)[0])
             if request.method == "GET" and (match := _PAGE.match(request.path)):
-                return self._page(match.group(2), request.path.rsplit("/", 1)[0])
+                return self._page(match.group(2), f"/services/data/{match.group(1)}")
             if match := _RECORD.match(request.path):
                 if request.method == "GET":
                     return self._get(match.group(2), request.query.get("fields"))

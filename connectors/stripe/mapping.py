@@ -174,10 +174,14 @@ def customer_from_stripe(customer: Mapping[str, Any]) -> CustomerV1:
     if customer.get("deleted"):
         raise _fail("customer.deleted", f"customer {customer_id} is deleted; there is nothing to map")
     currency = customer.get("currency")
+    # A customer the hub created carries the canonical id in metadata.hub_id.
+    metadata = customer.get("metadata") if isinstance(customer.get("metadata"), Mapping) else {}
+    hub_id = metadata.get("hub_id")
     return _build(
         CustomerV1,
         "customer",
         source=SourceRef(system=SYSTEM, external_id=customer_id),
+        canonical_id=int(hub_id) if isinstance(hub_id, str) and hub_id.isdigit() else None,
         display_name=_display_name(customer.get("name"), customer.get("email"), customer_id),
         email=_str(customer.get("email"), "customer.email", required=False),
         address=_address(customer.get("address"), "customer.address"),

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from canonical.contracts import InvoiceV1, PaymentV1
+from canonical.contracts import CustomerV1, InvoiceV1, PaymentV1
 from canonical.money import to_major
 from connectors.base import Connector, ExternalDocument
 from connectors.errors import NeedsConfiguration, Permanent, Retryable
@@ -34,7 +34,7 @@ _PARTY_CODE_TAKEN = "code on party must be unique"
 
 @register("tryton")
 class TrytonConnector(Connector):
-    """InvoicePoster over Tryton's JSON-RPC (see module docstring for config)."""
+    """InvoicePoster and CustomerSink over Tryton's JSON-RPC (see module docstring for config)."""
 
     secret_fields = ("password",)
 
@@ -110,6 +110,59 @@ class TrytonConnector(Connector):
         invoice_id, = self.client.call(INVOICE, "create", [values], context={"company": company})
         self._check_total(company, self._read_invoice(company, invoice_id), invoice)
         return self._post(company, invoice_id)
+
+    def upsert_customer(self, customer: CustomerV1, *, idempotency_key: str,
+                        external_id: str | None = None) -> ExternalDocument:
+        """Find the party by code ``HUB-<canonical id>`` (unique in Tryton, so a retry
+        finds what an earlier attempt created), then create it or bring its name,
+        first address and parent identifier up to date. Returns the party id with the
+        code as number. Raises Retryable while the parent is not in the ERP yet."""
+        if customer.canonical_id is None:
+            raise Permanent("a customer without a canonical id cannot be upserted as an ERP party")
+        parent_code = self._parent_code(customer)
+        code = mapping.party_code(customer)
+        party_id = self._party_by_code(code)
+        if party_id is None:
+            values = mapping.party_values(customer)
+            if parent_code:
+                values["identifiers"] = [["create", [{"code": parent_code}]]]
+            try:
+                party_id, = self.client.call("party.party", "create", [values])
+            except Permanent as exc:
+                if _PARTY_CODE_TAKEN not in str(exc) or (party_id := self._party_by_code(code)) is None:
+                    raise
+            else:
+                return ExternalDocument(external_id=str(party_id), number=code, state="created")
+        self._party_update(party_id, customer, parent_code)
+        return ExternalDocument(external_id=str(party_id), number=code, state="updated")
+
+    def _parent_code(self, customer: CustomerV1) -> str | None:
+        if customer.parent is None:
+            return None
+        if customer.parent_canonical_id is None:
+            raise Retryable(f"parent not yet synced: {customer.parent.system} {customer.parent.external_id} "
+                            "is not known to the hub yet")
+        if self._party_by_code(f"HUB-{customer.parent_canonical_id}") is None:
+            raise Retryable(f"parent not yet synced: party HUB-{customer.parent_canonical_id} is not in the ERP yet")
+        return mapping.parent_identifier_code(customer.parent_canonical_id)
+
+    def _party_update(self, party_id: int, customer: CustomerV1, parent_code: str | None) -> None:
+        record, = self.client.call("party.party", "read", [party_id], ["name", "addresses", "identifiers"])
+        if record["name"] != customer.display_name:
+            self.client.call("party.party", "write", [party_id], {"name": customer.display_name})
+        address = mapping.address_values(customer)
+        if address and record["addresses"]:
+            self.client.call("party.address", "write", [record["addresses"][0]], address)
+        elif address:
+            self.client.call("party.address", "create", [{"party": party_id, **address}])
+        identifiers = self.client.call("party.identifier", "read", record["identifiers"], ["code"]) \
+            if record["identifiers"] else []
+        stale = [i["id"] for i in identifiers
+                 if i["code"].startswith(mapping.PARENT_IDENTIFIER_PREFIX) and i["code"] != parent_code]
+        if stale:
+            self.client.call("party.identifier", "delete", stale)
+        if parent_code and parent_code not in {i["code"] for i in identifiers}:
+            self.client.call("party.identifier", "create", [{"party": party_id, "code": parent_code}])
 
     def record_payment(self, payment: PaymentV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
         """Pay the posted invoice through Tryton's pay wizard. A payment whose

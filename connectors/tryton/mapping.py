@@ -39,18 +39,7 @@ def party_values(customer: CustomerV1) -> dict[str, Any]:
     """Create values for ``party.party``: name, code, one address (always, because
     invoices need an invoice address), and the e-mail as a contact mechanism.
     The country is left out: the hub does not load Tryton's country table."""
-    address: dict[str, Any] = {}
-    if customer.address is not None:
-        street = "\n".join(part for part in (customer.address.line1, customer.address.line2) if part)
-        address = {
-            key: value
-            for key, value in (
-                ("street", street or None),
-                ("postal_code", customer.address.postal_code),
-                ("city", customer.address.city),
-            )
-            if value
-        }
+    address = address_values(customer)
     values: dict[str, Any] = {
         "name": customer.display_name,
         "code": party_code(customer),
@@ -59,6 +48,32 @@ def party_values(customer: CustomerV1) -> dict[str, Any]:
     if customer.email:
         values["contact_mechanisms"] = [["create", [{"type": "email", "value": customer.email}]]]
     return values
+
+
+PARENT_IDENTIFIER_PREFIX = "parent:"
+
+
+def parent_identifier_code(parent_canonical_id: int) -> str:
+    """Tryton 8.2's ``party.party`` has no parent field (no module installed here
+    adds one), so the hierarchy is recorded as a ``party.identifier`` without a
+    type whose code names the parent party: ``parent:HUB-<parent canonical id>``."""
+    return f"{PARENT_IDENTIFIER_PREFIX}HUB-{parent_canonical_id}"
+
+
+def address_values(customer: CustomerV1) -> dict[str, Any]:
+    """``party.address`` values (street, postal code, city) from the canonical address."""
+    if customer.address is None:
+        return {}
+    street = "\n".join(part for part in (customer.address.line1, customer.address.line2) if part)
+    return {
+        key: value
+        for key, value in (
+            ("street", street or None),
+            ("postal_code", customer.address.postal_code),
+            ("city", customer.address.city),
+        )
+        if value
+    }
 
 
 @dataclass(frozen=True)

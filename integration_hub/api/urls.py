@@ -11,6 +11,10 @@ router.register("exceptions", views.ExceptionRecordViewSet, basename="exception"
 urlpatterns = [
     path("webhooks/<slug:source>/", webhooks.webhook_receive, name="webhook"),
     path("transactions/<uuid:transaction_id>/", views.transaction_detail, name="transaction-detail"),
+    path("connections/", views.connections_health, name="connections-health"),
+    path("syncs/customers/", views.customers_sync, name="sync-customers"),
+    path("syncs/<int:run_id>/", views.sync_detail, name="sync-detail"),
+    path("customers/<int:customer_id>/", views.customer_detail_view, name="customer-detail"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     *router.urls,
 ]

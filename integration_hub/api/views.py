@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.db import transaction
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
@@ -12,9 +13,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from integration_hub.operations import services as operations
-from integration_hub.operations.selectors import transaction_trace
+from connectors.models import Connection
+from integration_hub.operations.selectors import deliveries_by_state, transaction_trace
+from integration_hub.runtime.governor import governor_status
 from integration_hub.runtime import services
 from integration_hub.runtime.models import Delivery, ExceptionRecord
+from integration_hub.workflows.models import SyncRun
+from integration_hub.workflows.selectors import customer_detail, sync_run_detail
+from integration_hub.workflows.services import PULL_RUN_TASK, sync_run_create
 
 
 @extend_schema(responses={200: dict})
@@ -26,6 +32,18 @@ def transaction_detail(request: Request, transaction_id: uuid.UUID) -> Response:
     if trace is None:
         return Response({"error": "not_found", "detail": "no such business transaction"}, status=404)
     return Response(trace)
+
+
+@extend_schema(responses={200: dict})
+@api_view(["GET"])
+def connections_health(request: Request) -> Response:
+    """Each connection's governor state (circuit, calls in flight, Retry-After wait),
+    and how many deliveries it holds or has dead-lettered, with the hold reasons."""
+    return Response([
+        {"name": connection.name, "vendor": connection.vendor, "role": connection.role,
+         "active": connection.is_active, **governor_status(connection.pk), **deliveries_by_state(connection)}
+        for connection in Connection.objects.order_by("name")
+    ])
 
 
 class DeliverySerializer(serializers.ModelSerializer):
@@ -146,3 +164,34 @@ class ExceptionRecordViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
             return Response({"error": "invalid_transition", "detail": str(exc)}, status=409)
         record.refresh_from_db()
         return Response(ExceptionRecordSerializer(record).data, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema(request=None, responses={202: dict})
+@api_view(["POST"])
+def customers_sync(request: Request) -> Response:
+    """Start a pull of CRM customer changes since the watermark; returns the run id
+    (poll ``GET /api/syncs/<id>/``)."""
+    with transaction.atomic():
+        run = sync_run_create(trigger="api")
+        services.enqueue_after_commit(PULL_RUN_TASK, run.pk)
+    return Response(sync_run_detail(run), status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema(responses={200: dict})
+@api_view(["GET"])
+def sync_detail(request: Request, run_id: int) -> Response:
+    run = SyncRun.objects.filter(pk=run_id).first()
+    if run is None:
+        return Response({"error": "not_found", "detail": "no such sync run"}, status=404)
+    return Response(sync_run_detail(run))
+
+
+@extend_schema(responses={200: dict})
+@api_view(["GET"])
+def customer_detail_view(request: Request, customer_id: int) -> Response:
+    """The canonical customer with its cross-references, deliveries, confirmations,
+    open conflicts and duplicate cases, and one-word sync status."""
+    detail = customer_detail(customer_id)
+    if detail is None:
+        return Response({"error": "not_found", "detail": "no such customer"}, status=404)
+    return Response(detail)

@@ -57,3 +57,33 @@ def scenario_build(sandbox: StripeSandbox) -> Scenario:
         usd_late["id"]: "USD, paid-before-finalized",
     }
     return Scenario(deliveries, invoices)
+
+
+@dataclass
+class CrmScenario:
+    events: list[tuple[str, dict[str, Any]]]  # (label, change event envelope)
+    accounts: dict[str, str]  # Salesforce account id -> what it shows
+
+
+def crm_scenario_build(org: Any) -> CrmScenario:
+    """Sales creates accounts in Salesforce: a plain one, a likely duplicate of it,
+    and a parent/child pair whose child's change event arrives first."""
+    vandelay = org.account_create("Vandelay Industries GmbH", BillingCountry="DE", BillingCity="Hamburg",
+                                  CurrencyIsoCode="EUR", Website="https://vandelay.example")
+    duplicate = org.account_create("Vandelay Industries", BillingCountry="DE", Website="www.vandelay.example")
+    parent = org.account_create("Initech Holding Inc.", BillingCountry="US", BillingCity="Austin")
+    child = org.account_create("Initech Services LLC", BillingCountry="US", ParentId=parent["Id"])
+    events = [
+        ("Account CREATE Vandelay", org.last_event(vandelay["Id"])),
+        ("Account CREATE Vandelay (relay retried: same change)", org.last_event(vandelay["Id"])),
+        ("Account CREATE Initech Services (child, before its parent)", org.last_event(child["Id"])),
+        ("Account CREATE Initech Holding (parent)", org.last_event(parent["Id"])),
+        ("Account CREATE Vandelay Industries (likely duplicate)", org.last_event(duplicate["Id"])),
+    ]
+    accounts = {
+        vandelay["Id"]: "new account",
+        duplicate["Id"]: "same domain as Vandelay",
+        parent["Id"]: "parent",
+        child["Id"]: "child, arrived first",
+    }
+    return CrmScenario(events, accounts)

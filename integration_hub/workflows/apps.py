@@ -2,7 +2,7 @@ from importlib import import_module
 
 from django.apps import AppConfig
 
-WORKFLOW_MODULES = ("customer_sync", "invoice_posting")
+WORKFLOW_MODULES = ("customer_sync", "invoice_posting", "customer_onboarding")
 
 
 class WorkflowsConfig(AppConfig):
@@ -14,3 +14,4 @@ class WorkflowsConfig(AppConfig):
         # Each workflow module registers its fact handlers and delivery actions.
         for module in WORKFLOW_MODULES:
             import_module(f"{self.name}.{module}")
+        import_module(f"{self.name}.tasks")  # the pull's beat and API tasks

@@ -23,13 +23,15 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from rest_framework.authtoken.models import Token
 
-from canonical.models import Invoice, LegalEntity
+from canonical.models import CrossReference, Customer, Invoice, LegalEntity
 from canonical.money import to_major
 from connectors.services import connection_upsert
+from connectors.salesforce.sandbox import SalesforceSandbox
+from connectors.stripe.api_sandbox import StripeApiSandbox
 from connectors.stripe.sandbox import StripeSandbox
 from connectors.tryton.client import TrytonClient
 from connectors.tryton.server import TrytonServer, TrytonServerError
-from integration_hub.operations.demo import scenario_build
+from integration_hub.operations.demo import crm_scenario_build, scenario_build
 from integration_hub.runtime.models import Delivery, ExceptionRecord, InboundEvent
 
 LEGAL_ENTITIES = [("US", "Acme US Inc.", "USD", "US"), ("EU", "Acme Europe GmbH", "EUR", "DE"),
@@ -67,15 +69,27 @@ class Command(BaseCommand):
             self.say(f"  Tryton is serving {tryton.url} (log: {tryton.log_path})")
 
             secret = "whsec_demo_" + secrets.token_hex(16)
+            # The CRM and Stripe's API run in this process as real HTTP servers;
+            # the worker calls them like the real vendors.
+            self.salesforce = SalesforceSandbox(seed=int(time.time()))
+            self.salesforce.serve()
+            self.stripe_api = StripeApiSandbox()
+            self.stripe_api.serve()
             self.configure(tryton, secret)
             web_url = self.start_processes()
             self.send_events(web_url, secret)
+            self.send_crm_events(web_url)
             self.follow(timeout)
             self.report(tryton)
+            self.report_crm(tryton)
+            self.step("Done")
             if keep_running:
                 self.explore(web_url)
         finally:
             self.stop_processes()
+            for sandbox in (getattr(self, "salesforce", None), getattr(self, "stripe_api", None)):
+                if sandbox is not None:
+                    sandbox.stop()
             if tryton is not None:
                 tryton.stop()
 
@@ -95,8 +109,10 @@ class Command(BaseCommand):
         for code, name, currency, country in LEGAL_ENTITIES:
             LegalEntity.objects.update_or_create(code=code, defaults={"name": name, "currency": currency,
                                                                       "country": country})
-        connection_upsert(name="stripe", vendor="stripe", role="billing", config={},
-                          credentials={"webhook_secrets": [secret]})
+        connection_upsert(name="stripe", vendor="stripe", role="billing", config=self.stripe_api.connection_config(),
+                          credentials={"webhook_secrets": [secret], "api_key": self.stripe_api.api_key})
+        connection_upsert(name="salesforce", vendor="salesforce", role="crm",
+                          config=self.salesforce.connection_config(), credentials=self.salesforce.credentials())
         connection_upsert(name="tryton", vendor="tryton", role="erp", config=tryton.connection_config(),
                           credentials=tryton.credentials())
         self.say("  stripe (billing, webhook secret stored encrypted), tryton (ERP: companies "
@@ -142,6 +158,40 @@ class Command(BaseCommand):
                 self.say(f"  {response.status_code} {status:<9} {delivery.label}")
                 if response.status_code != 200:
                     raise CommandError(f"the hub refused a demo event: {response.text}")
+
+    def send_crm_events(self, web_url: str) -> None:
+        self.step("The Salesforce sandbox relays signed Account change events")
+        self.crm = crm_scenario_build(self.salesforce)
+        with httpx.Client(timeout=10) as client:
+            for label, event in self.crm.events:
+                response = self.salesforce.deliver(event, f"{web_url}/api/webhooks/salesforce/", client=client)
+                status = response.json().get("status", response.json().get("error"))
+                self.say(f"  {response.status_code} {status:<9} {label}")
+
+    def report_crm(self, tryton: TrytonServer) -> None:
+        self.step("Where each CRM account ended up (ERP read back from Tryton; write-back read from the CRM)")
+        client = TrytonClient(tryton.url, tryton.database, **tryton.credentials())
+        try:
+            self.say(f"  {'Salesforce account':<20} {'scenario':<26} {'hub status':<10} {'ERP party':<10} "
+                     f"{'ERP name':<26} {'parent in ERP':<15} {'ERP_Id__c in CRM'}")
+            for account_id, label in self.crm.accounts.items():
+                xref = CrossReference.objects.filter(system="salesforce", object_type="customer",
+                                                     external_id=account_id).first()
+                customer = Customer.objects.filter(pk=xref.canonical_id).first() if xref else None
+                party = (client.call("party.party", "search_read", [("code", "=", f"HUB-{customer.pk}")], 0, None,
+                                     None, ["code", "name", "identifiers"]) if customer else [])
+                parent = "-"
+                if party and party[0]["identifiers"]:
+                    codes = client.call("party.identifier", "read", party[0]["identifiers"], ["code"])
+                    parent = next((c["code"].split(":", 1)[1] for c in codes if c["code"].startswith("parent:")), "-")
+                self.say(f"  {account_id:<20} {label:<26} {customer.status if customer else 'failed':<10} "
+                         f"{party[0]['code'] if party else '-':<10} {party[0]['name'][:26] if party else '-':<26} "
+                         f"{parent:<15} {self.salesforce.accounts[account_id].get('ERP_Id__c') or '-'}")
+        finally:
+            client.close()
+        self.say(f"  billing customers created in Stripe: {len(self.stripe_api.customers)}; "
+                 f"held as possible duplicates: {Customer.objects.filter(status='held').count()} "
+                 "(see Duplicate cases in the admin)")
 
     def follow(self, timeout: float) -> None:
         self.step("Following the deliveries to the ERP (posting takes about a second per invoice)")
@@ -190,7 +240,6 @@ class Command(BaseCommand):
             external_id__in=[d.event["id"] for d in self.scenario.deliveries]).count()
         open_exceptions = ExceptionRecord.objects.filter(status=ExceptionRecord.Status.OPEN).count()
         self.say(f"  inbox: {ignored} ignored, {duplicates} duplicate(s) dropped; open exceptions: {open_exceptions}")
-        self.step("Done")
 
     def explore(self, web_url: str) -> None:
         user, created = get_user_model().objects.get_or_create(

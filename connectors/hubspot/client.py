@@ -1,0 +1,97 @@
+"""HubSpot CRM v3 over plain httpx, and the one place HubSpot errors become
+``connectors.errors``.
+
+Errors come as ``{"status": "error", "message", "category", "errorType"?,
+"correlationId", "policyName"?}``; 429 carries ``policyName`` (SECONDLY,
+TEN_SECONDLY_ROLLING, DAILY), which sets the wait when there is no Retry-After.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import httpx
+
+from connectors.errors import ConnectorError, NeedsConfiguration, Permanent, RateLimited, Retryable
+from connectors.tryton.client import parse_retry_after
+
+API_BASE = "https://api.hubapi.com"
+_POLICY_WAIT = {"SECONDLY": 1.0, "TEN_SECONDLY_ROLLING": 10.0, "DAILY": 3600.0}
+_CONFIG_CATEGORIES = {"MISSING_SCOPES", "INVALID_AUTHENTICATION", "PROPERTY_DOESNT_EXIST"}
+
+
+def error_from_response(response: httpx.Response, *, what: str) -> ConnectorError:
+    status = response.status_code
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    body = body if isinstance(body, Mapping) else {}
+    category = str(body.get("category") or body.get("errorType") or "")
+    text = f"HubSpot {what}: HTTP {status} {category} {str(body.get('message', response.text))[:300]}".rstrip()
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    if status == 429:
+        wait = retry_after if retry_after is not None else _POLICY_WAIT.get(str(body.get("policyName")), 10.0)
+        return RateLimited(text, retry_after=wait, http_status=status)
+    if status in (401, 403) or category in _CONFIG_CATEGORIES:
+        return NeedsConfiguration(text, http_status=status)
+    if status >= 500 or status in (408, 409, 423):
+        return Retryable(text, retry_after=retry_after, http_status=status)
+    return Permanent(text, http_status=status)
+
+
+class HubSpotClient:
+    def __init__(self, access_token: str, *, base_url: str = API_BASE, timeout: float = 20.0,
+                 transport: httpx.BaseTransport | None = None):
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"), headers={"Authorization": f"Bearer {access_token}"},
+            timeout=httpx.Timeout(timeout, connect=5.0), transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, *, what: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            # A search is a POST but reads only; only PATCH may have landed.
+            raise Retryable(f"HubSpot {what}: timed out ({exc})", outcome_unknown=method == "PATCH") from None
+        except httpx.TransportError as exc:
+            raise Retryable(f"HubSpot {what}: {type(exc).__name__}: {exc}") from None
+        if response.status_code >= 300:
+            raise error_from_response(response, what=what)
+        return response
+
+    def get_company(self, company_id: str, properties: list[str]) -> dict[str, Any] | None:
+        try:
+            return self._request("GET", f"/crm/v3/objects/companies/{company_id}",
+                                 params={"properties": ",".join(properties)}, what=f"read company {company_id}").json()
+        except Permanent as exc:
+            if exc.http_status == 404:
+                return None
+            raise
+
+    def update_company(self, company_id: str, properties: Mapping[str, str]) -> dict[str, Any]:
+        return self._request("PATCH", f"/crm/v3/objects/companies/{company_id}",
+                             json={"properties": dict(properties)}, what=f"update company {company_id}").json()
+
+    def search_modified_since(self, since_ms: int | None, properties: list[str]) -> Iterator[dict[str, Any]]:
+        """Companies by ``hs_lastmodifieddate`` ascending, following ``paging.next.after``."""
+        after: str | None = None
+        while True:
+            body: dict[str, Any] = {
+                "sorts": [{"propertyName": "hs_lastmodifieddate", "direction": "ASCENDING"}],
+                "properties": properties, "limit": 100,
+            }
+            if since_ms is not None:
+                body["filterGroups"] = [{"filters": [
+                    {"propertyName": "hs_lastmodifieddate", "operator": "GTE", "value": str(since_ms)}]}]
+            if after:
+                body["after"] = after
+            page = self._request("POST", "/crm/v3/objects/companies/search", json=body, what="search").json()
+            yield from page.get("results", [])
+            after = ((page.get("paging") or {}).get("next") or {}).get("after")
+            if not after:
+                return

@@ -1,0 +1,192 @@
+"""A local stand-in for a HubSpot portal: companies over CRM v3 and signed
+webhook batches (signature v3).
+
+Shapes follow HubSpot's documents: ``{id, properties (all strings), createdAt,
+updatedAt, archived}``, search results with ``paging.next.after``, errors as
+``{"status": "error", "message", "category", "correlationId"}``, 429 bodies with
+``policyName``. Webhook batches are JSON arrays of events; a write-back emits a
+``company.propertyChange`` for the written property, as HubSpot would (the echo the
+hub must ignore). ``serve()`` runs it as a real HTTP server.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import random
+import re
+import threading
+import time
+import uuid
+from typing import Any
+
+import httpx
+
+from connectors.hubspot.mapping import COMPANY_PROPERTIES
+from connectors.hubspot.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, compute_signature
+from connectors.sandbox_server import Fault, FaultQueue, Request, Response, SandboxServer
+
+_COMPANY = re.compile(r"^/crm/v3/objects/companies/(\d+)$")
+
+
+def _error(status: int, category: str, message: str, **extra: Any) -> Response:
+    return Response(status, {"status": "error", "message": message, "category": category,
+                             "correlationId": str(uuid.uuid4()), **extra})
+
+
+class HubSpotSandbox:
+    def __init__(self, *, access_token: str = "pat-sandbox-token", client_secret: str = "hubspot-app-secret",
+                 seed: int | None = None, portal_id: int = 62515, app_id: int = 54321):
+        self.access_token = access_token
+        self.client_secret = client_secret
+        self.portal_id, self.app_id = portal_id, app_id
+        self.companies: dict[str, dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []
+        self.write_backs: list[tuple[str, str, str]] = []
+        self.faults = FaultQueue()
+        self._rng = random.Random(seed)
+        self._event_id = self._rng.randrange(1, 10**6)
+        self._last = 0
+        self._lock = threading.RLock()
+        self._server: SandboxServer | None = None
+
+    def _now_ms(self) -> int:
+        self._last = max(int(time.time() * 1000), self._last + 1)
+        return self._last
+
+    def _event(self, subscription: str, company_id: str, occurred: int, **extra: Any) -> dict[str, Any]:
+        self._event_id += 1
+        return {"eventId": self._event_id, "subscriptionId": 12345, "portalId": self.portal_id,
+                "appId": self.app_id, "occurredAt": occurred, "subscriptionType": subscription,
+                "attemptNumber": 0, "objectId": int(company_id), "changeSource": "CRM_UI", **extra}
+
+    def company_create(self, name: str, *, emit: bool = True, **properties: str | None) -> dict[str, Any]:
+        with self._lock:
+            company_id = str(self._rng.randrange(10**9, 10**10))
+            now = self._now_ms()
+            props = {key: None for key in COMPANY_PROPERTIES}
+            props.update(properties, name=name, hs_object_id=company_id, hs_lastmodifieddate=str(now),
+                         createdate=str(now))
+            iso = dt.datetime.fromtimestamp(now / 1000, tz=dt.UTC).isoformat().replace("+00:00", "Z")
+            self.companies[company_id] = {"id": company_id, "properties": props, "createdAt": iso,
+                                          "updatedAt": iso, "archived": False}
+            if emit:
+                self.events.append(self._event("company.creation", company_id, now, changeFlag="CREATED"))
+            return copy.deepcopy(self.companies[company_id])
+
+    def company_update(self, company_id: str, *, emit: bool = True, **properties: str | None) -> dict[str, Any]:
+        """Change properties; one ``company.propertyChange`` event per property."""
+        with self._lock:
+            company = self.companies[company_id]
+            now = self._now_ms()
+            company["properties"].update(properties, hs_lastmodifieddate=str(now))
+            company["updatedAt"] = dt.datetime.fromtimestamp(now / 1000, tz=dt.UTC).isoformat().replace("+00:00", "Z")
+            if emit:
+                for name, value in properties.items():
+                    self.events.append(self._event("company.propertyChange", company_id, now, propertyName=name,
+                                                   propertyValue=value if value is not None else ""))
+            return copy.deepcopy(company)
+
+    def events_for(self, company_id: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if str(e["objectId"]) == str(company_id)]
+
+    # ---------------------------------------------------------------- webhooks
+
+    def webhook_request(self, events: list[dict[str, Any]], url: str, *, timestamp_ms: int | None = None,
+                        secret: str | None = None, method: str = "POST") -> tuple[bytes, dict[str, str]]:
+        body = json.dumps(events).encode()
+        timestamp = str(int(time.time() * 1000) if timestamp_ms is None else timestamp_ms)
+        signature = compute_signature(secret=secret or self.client_secret, method=method, uri=url, body=body,
+                                      timestamp=timestamp)
+        return body, {"Content-Type": "application/json", SIGNATURE_HEADER: signature, TIMESTAMP_HEADER: timestamp}
+
+    def deliver(self, events: list[dict[str, Any]], url: str, *, client: httpx.Client | None = None) -> httpx.Response:
+        body, headers = self.webhook_request(events, url)
+        if client is not None:
+            return client.post(url, content=body, headers=headers)
+        with httpx.Client(timeout=10) as own:
+            return own.post(url, content=body, headers=headers)
+
+    # ---------------------------------------------------------------- HTTP
+
+    def serve(self) -> SandboxServer:
+        self._server = SandboxServer(self.handle).start()
+        return self._server
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "call serve() first"
+        return self._server.url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def connection_config(self) -> dict[str, Any]:
+        return {"base_url": self.url}
+
+    def credentials(self) -> dict[str, Any]:
+        return {"access_token": self.access_token, "webhook_secrets": [self.client_secret]}
+
+    def rate_limit_next(self, *, times: int = 1, policy: str = "SECONDLY", retry_after: int | None = None) -> None:
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        body = {"status": "error", "message": "You have reached your secondly limit.", "errorType": "RATE_LIMIT",
+                "correlationId": str(uuid.uuid4()), "policyName": policy}
+        self.faults.add(Fault(429, body, headers, times=times))
+
+    def fail_next(self, status: int = 502, *, times: int = 1) -> None:
+        self.faults.add(Fault(status, {"status": "error", "message": "Bad gateway", "category": "INTERNAL_ERROR",
+                                       "correlationId": str(uuid.uuid4())}, times=times))
+
+    def handle(self, request: Request) -> Response:
+        with self._lock:
+            if request.headers.get("authorization") != f"Bearer {self.access_token}":
+                return _error(401, "INVALID_AUTHENTICATION", "Authentication credentials not found.")
+            if (fault := self.faults.take(request)) is not None:
+                return fault
+            if request.method == "POST" and request.path == "/crm/v3/objects/companies/search":
+                return self._search(request.json() or {})
+            if match := _COMPANY.match(request.path):
+                company = self.companies.get(match.group(1))
+                if company is None or company["archived"]:
+                    return _error(404, "OBJECT_NOT_FOUND", "resource not found")
+                if request.method == "GET":
+                    return Response(200, self._render(company, request.query.get("properties")))
+                if request.method == "PATCH":
+                    return self._patch(company, (request.json() or {}).get("properties") or {})
+            return _error(404, "OBJECT_NOT_FOUND", "resource not found")
+
+    @staticmethod
+    def _render(company: dict[str, Any], properties: str | list[str] | None) -> dict[str, Any]:
+        wanted = properties.split(",") if isinstance(properties, str) else properties
+        shown = copy.deepcopy(company)
+        if wanted:
+            shown["properties"] = {key: company["properties"].get(key) for key in wanted}
+        return shown
+
+    def _patch(self, company: dict[str, Any], properties: dict[str, Any]) -> Response:
+        unknown = [name for name in properties if name not in COMPANY_PROPERTIES]
+        if unknown:
+            return _error(400, "VALIDATION_ERROR", f'Property "{unknown[0]}" does not exist')
+        for name, value in properties.items():
+            self.write_backs.append((company["id"], name, value))
+        return Response(200, self.company_update(company["id"], **{k: str(v) for k, v in properties.items()}))
+
+    def _search(self, body: dict[str, Any]) -> Response:
+        since = 0
+        for group in body.get("filterGroups") or []:
+            for item in group.get("filters") or []:
+                if item.get("propertyName") == "hs_lastmodifieddate" and item.get("operator") == "GTE":
+                    since = int(item["value"])
+        found = sorted((c for c in self.companies.values()
+                        if not c["archived"] and int(c["properties"]["hs_lastmodifieddate"]) >= since),
+                       key=lambda c: int(c["properties"]["hs_lastmodifieddate"]))
+        offset, limit = int(body.get("after") or 0), int(body.get("limit") or 10)
+        page = found[offset: offset + limit]
+        result: dict[str, Any] = {"total": len(found),
+                                  "results": [self._render(c, body.get("properties")) for c in page]}
+        if offset + limit < len(found):
+            result["paging"] = {"next": {"after": str(offset + limit)}}
+        return Response(200, result)

@@ -1,0 +1,93 @@
+"""Master-data cases for people: conflicts (accept / reject) and possible duplicates
+(merge / not a duplicate). Deciding re-plans the customer's sync where needed."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db import transaction
+
+from canonical.models import DuplicateCase, FieldConflict
+from canonical.services import (
+    InvalidCaseTransition,
+    conflict_decide,
+    customer_merge,
+    duplicate_case_release,
+)
+from integration_hub.workflows.customer_onboarding import customer_resync
+from integration_hub.workflows.models import SyncRun, SyncWatermark
+
+
+def _each(modeladmin, request, queryset, decide, done_text: str) -> None:
+    done = 0
+    for obj in queryset:
+        try:
+            with transaction.atomic():
+                decide(obj)
+            done += 1
+        except InvalidCaseTransition as exc:
+            modeladmin.message_user(request, f"Skipped: {exc}", messages.WARNING)
+    if done:
+        modeladmin.message_user(request, f"{done} {done_text}", messages.SUCCESS)
+
+
+@admin.register(FieldConflict)
+class FieldConflictAdmin(admin.ModelAdmin):
+    list_display = ("customer", "field_group", "source_system", "owner_role", "proposed", "current", "status",
+                    "created_at")
+    list_filter = ("status", "owner_role", "field_group", "source_system")
+    search_fields = ("customer__display_name",)
+    readonly_fields = ("customer", "field_group", "source_system", "source_role", "owner_role", "proposed",
+                       "current", "status", "transaction_id", "decided_by", "decided_at")
+    actions = ["accept", "reject"]
+
+    @admin.action(description="Accept: apply the proposed values (and sync them)")
+    def accept(self, request, queryset):
+        def decide(conflict):
+            customer = conflict_decide(conflict, accept=True, user=request.user)
+            customer_resync(customer, transaction_id=conflict.transaction_id or customer.transaction_id)
+
+        _each(self, request, queryset, decide, "accepted.")
+
+    @admin.action(description="Reject: keep the canonical values")
+    def reject(self, request, queryset):
+        _each(self, request, queryset, lambda c: conflict_decide(c, accept=False, user=request.user), "rejected.")
+
+
+@admin.register(DuplicateCase)
+class DuplicateCaseAdmin(admin.ModelAdmin):
+    list_display = ("customer", "survivor", "reasons", "status", "created_at")
+    list_filter = ("status",)
+    search_fields = ("customer__display_name",)
+    readonly_fields = ("customer", "reasons", "status", "transaction_id", "decided_by", "decided_at")
+    fields = ("customer", "survivor", "reasons", "status", "transaction_id", "decided_by", "decided_at")
+    actions = ["merge", "distinct"]
+
+    @admin.action(description="Merge into the chosen survivor")
+    def merge(self, request, queryset):
+        def decide(case):
+            if case.status != DuplicateCase.Status.OPEN or case.survivor is None:
+                raise InvalidCaseTransition(f"case {case.pk} is {case.status} or has no survivor")
+            survivor = customer_merge(case.customer, case.survivor)
+            DuplicateCase.objects.filter(pk=case.pk).update(decided_by=request.user)
+            customer_resync(survivor, transaction_id=case.transaction_id)
+
+        _each(self, request, queryset, decide, "merged.")
+
+    @admin.action(description="Not a duplicate: onboard it")
+    def distinct(self, request, queryset):
+        def decide(case):
+            customer = duplicate_case_release(case, user=request.user)
+            customer_resync(customer, transaction_id=case.transaction_id)
+
+        _each(self, request, queryset, decide, "released and onboarding.")
+
+
+@admin.register(SyncRun)
+class SyncRunAdmin(admin.ModelAdmin):
+    list_display = ("id", "kind", "trigger", "status", "counts", "created_at", "finished_at")
+    list_filter = ("status", "trigger")
+
+
+@admin.register(SyncWatermark)
+class SyncWatermarkAdmin(admin.ModelAdmin):
+    list_display = ("connection", "object_type", "value", "updated_at")
