@@ -51,6 +51,15 @@ Team = ExceptionRecord.Team
 Category = ExceptionRecord.Category
 
 
+# Who fixes bad data, by the kind of business object: customer master data belongs to
+# sales operations, everything financial to finance.
+DATA_OWNERS = {"customer": Team.SALES_OPERATIONS}
+
+
+def data_owner(kind: str) -> str:
+    return DATA_OWNERS.get(kind, Team.FINANCE)
+
+
 class InvalidTransition(Exception):
     def __init__(self, obj: object, status: str, target: str):
         super().__init__(f"{obj} is {status}; cannot move to {target}")
@@ -135,7 +144,7 @@ def inbound_process(event_id: int) -> None:
             log.info("inbound_processed", status=locked.status, facts=len(handled))
         except (MappingError, PolicyMissing) as exc:
             category = Category.POLICY if isinstance(exc, PolicyMissing) else Category.MAPPING
-            _inbound_fail(event, Team.FINANCE, category, str(exc))
+            _inbound_fail(event, data_owner(event.transaction.kind), category, str(exc))
         except NeedsConfiguration as exc:
             _inbound_fail(event, Team.IT_OPERATIONS, Category.CONFIGURATION, str(exc))
         except Exception as exc:
@@ -398,7 +407,7 @@ def delivery_record_failure(delivery: Delivery, exc: Exception, *, started: dt.d
     if isinstance(exc, NeedsConfiguration):
         team, category = Team.IT_OPERATIONS, Category.CONFIGURATION
     elif isinstance(exc, Permanent):
-        team, category = Team.FINANCE, Category.REJECTED
+        team, category = data_owner(locked.transaction.kind), Category.REJECTED
     else:
         team, category = Team.IT_OPERATIONS, Category.RETRIES_EXHAUSTED
     exception_open(
