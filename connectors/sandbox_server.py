@@ -135,3 +135,27 @@ class SandboxServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class Served:
+    """Mixin for a sandbox with a ``handle(request) -> Response`` method: serve it on
+    127.0.0.1 with ``serve()``, read its ``url``, ``stop()`` it."""
+
+    _server: SandboxServer | None = None
+
+    def handle(self, request: Request) -> Response:
+        raise NotImplementedError
+
+    def serve(self) -> SandboxServer:
+        self._server = SandboxServer(self.handle).start()
+        return self._server
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "call serve() first"
+        return self._server.url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None

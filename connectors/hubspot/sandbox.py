@@ -25,7 +25,7 @@ import httpx
 
 from connectors.hubspot.mapping import COMPANY_PROPERTIES
 from connectors.hubspot.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, compute_signature
-from connectors.sandbox_server import Fault, FaultQueue, Request, Response, SandboxServer
+from connectors.sandbox_server import Fault, FaultQueue, Request, Response, Served
 
 _COMPANY = re.compile(r"^/crm/v3/objects/companies/(\d+)$")
 
@@ -35,7 +35,7 @@ def _error(status: int, category: str, message: str, **extra: Any) -> Response:
                              "correlationId": str(uuid.uuid4()), **extra})
 
 
-class HubSpotSandbox:
+class HubSpotSandbox(Served):
     def __init__(self, *, access_token: str = "pat-sandbox-token", client_secret: str = "hubspot-app-secret",
                  seed: int | None = None, portal_id: int = 62515, app_id: int = 54321):
         self.access_token = access_token
@@ -49,7 +49,6 @@ class HubSpotSandbox:
         self._event_id = self._rng.randrange(1, 10**6)
         self._last = 0
         self._lock = threading.RLock()
-        self._server: SandboxServer | None = None
 
     def _now_ms(self) -> int:
         self._last = max(int(time.time() * 1000), self._last + 1)
@@ -109,20 +108,6 @@ class HubSpotSandbox:
             return own.post(url, content=body, headers=headers)
 
     # ---------------------------------------------------------------- HTTP
-
-    def serve(self) -> SandboxServer:
-        self._server = SandboxServer(self.handle).start()
-        return self._server
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "call serve() first"
-        return self._server.url
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
 
     def connection_config(self) -> dict[str, Any]:
         return {"base_url": self.url}

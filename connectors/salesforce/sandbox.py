@@ -28,7 +28,7 @@ import httpx
 from connectors.salesforce.client import DEFAULT_API_VERSION
 from connectors.salesforce.mapping import ACCOUNT_FIELDS, ERP_ID_FIELD, parse_timestamp
 from connectors.salesforce.webhooks import sign
-from connectors.sandbox_server import Fault, FaultQueue, Request, Response, SandboxServer
+from connectors.sandbox_server import Fault, FaultQueue, Request, Response, Served
 
 _ALPHABET = string.ascii_letters + string.digits
 _PAGE = re.compile(r"^/services/data/(v[\d.]+)/query/([\w-]+)$")
@@ -48,7 +48,7 @@ def _error(status: int, code: str, message: str) -> Response:
     return Response(status, [{"message": message, "errorCode": code}])
 
 
-class SalesforceSandbox:
+class SalesforceSandbox(Served):
     """An in-memory org. ``access_token`` is what the hub's connection must send;
     ``relay_secret`` signs relayed change events."""
 
@@ -67,7 +67,6 @@ class SalesforceSandbox:
         self._last_modified = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
         self._replay = 0
         self._lock = threading.RLock()
-        self._server: SandboxServer | None = None
 
     # ---------------------------------------------------------------- records
 
@@ -144,20 +143,6 @@ class SalesforceSandbox:
             return own.post(url, content=body, headers=headers)
 
     # ---------------------------------------------------------------- HTTP
-
-    def serve(self) -> SandboxServer:
-        self._server = SandboxServer(self.handle).start()
-        return self._server
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "call serve() first"
-        return self._server.url
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
 
     def connection_config(self) -> dict[str, Any]:
         return {"instance_url": self.url, "api_version": DEFAULT_API_VERSION}

@@ -13,7 +13,7 @@ import re
 import threading
 from typing import Any
 
-from connectors.sandbox_server import Fault, FaultQueue, Request, Response, SandboxServer
+from connectors.sandbox_server import Fault, FaultQueue, Request, Response, Served
 from connectors.stripe.sandbox import StripeSandbox
 
 _CUSTOMER = re.compile(r"^/v1/customers/(cus_\w+)$")
@@ -35,7 +35,7 @@ def _error(status: int, kind: str, message: str, code: str | None = None) -> Res
     return Response(status, {"error": {"type": kind, "code": code, "message": message}})
 
 
-class StripeApiSandbox:
+class StripeApiSandbox(Served):
     def __init__(self, *, api_key: str = "sk_test_sandbox", seed: int | None = None):
         self.api_key = api_key
         self.objects = StripeSandbox("whsec_unused", seed=seed or 0)
@@ -44,21 +44,6 @@ class StripeApiSandbox:
         self.faults = FaultQueue()
         self._idempotency: dict[str, tuple[str, dict[str, Any], Response]] = {}
         self._lock = threading.RLock()
-        self._server: SandboxServer | None = None
-
-    def serve(self) -> SandboxServer:
-        self._server = SandboxServer(self.handle).start()
-        return self._server
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "call serve() first"
-        return self._server.url
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
 
     def connection_config(self) -> dict[str, Any]:
         return {"api_base": self.url}
