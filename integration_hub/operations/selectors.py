@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from canonical.models import CrossReference, Invoice, Payment
-from django.db.models import Count
+from django.db.models import Count, Q
 
+from canonical.models import CrossReference, Customer, Invoice, Payment
 from integration_hub.runtime.models import BusinessTransaction, Delivery
 
 
@@ -21,14 +21,18 @@ def transaction_trace(transaction_id: uuid.UUID) -> dict[str, Any] | None:
         Delivery.objects.filter(transaction=txn).select_related("connection").prefetch_related("attempt_log")
         .order_by("created_at")
     )
-    invoices = list(Invoice.objects.filter(transaction_id=txn.pk).prefetch_related("lines"))
-    invoice_ids = {d.object_id for d in deliveries if d.object_type == "invoice"} | {i.pk for i in invoices}
-    if invoice_ids - {i.pk for i in invoices}:
-        invoices += list(Invoice.objects.filter(pk__in=invoice_ids - {i.pk for i in invoices}).prefetch_related("lines"))
+    def touched(model, object_type):
+        """Records of ``model`` this transaction created or delivered."""
+        delivered = {d.object_id for d in deliveries if d.object_type == object_type}
+        return list(model.objects.filter(Q(transaction_id=txn.pk) | Q(pk__in=delivered)))
+
+    invoices = touched(Invoice, "invoice")
+    customers = touched(Customer, "customer")
     payments = list(Payment.objects.filter(invoice__in=invoices))
-    xrefs = list(
-        CrossReference.objects.filter(object_type="invoice", canonical_id__in=[i.pk for i in invoices])
-    )
+    xrefs = list(CrossReference.objects.filter(
+        Q(object_type="invoice", canonical_id__in=[i.pk for i in invoices])
+        | Q(object_type="customer", canonical_id__in=[c.pk for c in customers])
+    ))
     return {
         "id": txn.pk,
         "kind": txn.kind,
@@ -47,9 +51,13 @@ def transaction_trace(transaction_id: uuid.UUID) -> dict[str, Any] | None:
                 "id": i.pk, "source": f"{i.source_system}:{i.source_id}", "number": i.number,
                 "currency": i.currency, "status": i.status, "subtotal": i.subtotal, "tax": i.tax,
                 "total": i.total, "amount_paid": i.amount_paid, "version": i.version,
-                "issued_on": i.issued_on, "lines": len(i.lines.all()),
+                "issued_on": i.issued_on, "lines": i.lines.count(),
             }
             for i in invoices
+        ],
+        "customers": [
+            {"id": c.pk, "name": c.display_name, "country": c.country, "version": c.version}
+            for c in customers
         ],
         "payments": [
             {"id": p.pk, "source": f"{p.source_system}:{p.source_id}", "amount": p.amount, "currency": p.currency}
