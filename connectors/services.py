@@ -22,9 +22,23 @@ def connection_for_role(role: str) -> Connection:
     return connections[0]
 
 
+_connectors: dict[int, tuple[object, Connector]] = {}
+
+
 def connector_for(connection: Connection) -> Connector:
+    """The connector for ``connection``, reused within this process while the
+    connection is unchanged: its HTTP client, session (a Tryton login costs a third
+    of a second) and look-up caches outlive one call. Saving the connection (new
+    credentials, config) builds a fresh one. Callers do not close it."""
+    cached = _connectors.get(connection.pk)
+    if cached is not None and cached[0] == connection.updated_at:
+        return cached[1]
+    if cached is not None:
+        cached[1].close()
     cls = registry.connector_class(connection.vendor)
-    return cls(config=connection.config, credentials=connection.credentials)
+    connector = cls(config=connection.config, credentials=connection.credentials)
+    _connectors[connection.pk] = (connection.updated_at, connector)
+    return connector
 
 
 def webhook_secrets_for(source: str) -> list[str]:

@@ -276,14 +276,11 @@ def _attempt_call(delivery: Delivery) -> tuple[str, float | None]:
     started, clock = timezone.now(), time.monotonic()
     try:
         connector = connector_for(delivery.connection)
-        try:
-            if not isinstance(connector, action.capability):
-                raise NeedsConfiguration(
-                    f"connection {delivery.connection.name} ({delivery.connection.vendor}) cannot do {action.name}"
-                )
-            document = action.send(connector, delivery)
-        finally:
-            connector.close()
+        if not isinstance(connector, action.capability):
+            raise NeedsConfiguration(
+                f"connection {delivery.connection.name} ({delivery.connection.vendor}) cannot do {action.name}"
+            )
+        document = action.send(connector, delivery)
     except SoftTimeLimitExceeded:
         failure = Retryable("the task's time limit cut the call short", outcome_unknown=True)
         delivery_record_failure(delivery, failure, started=started, seconds=time.monotonic() - clock)

@@ -57,14 +57,11 @@ class CustomerInvalid(MappingError):
 def customer_referenced(fact: CustomerReferenced, event: InboundEvent) -> None:
     connection = connection_for_vendor(fact.source.system)
     connector = connector_for(connection)
-    try:
-        if not isinstance(connector, CustomerSource):
-            raise NeedsConfiguration(f"connection {connection.name} cannot read customers")
-        # I/O inside the event's transaction: the lock is per CRM record, and the
-        # runtime retries a Retryable here like any processing failure (see docs).
-        contract = connector.fetch_customer(fact.source.external_id)
-    finally:
-        connector.close()
+    if not isinstance(connector, CustomerSource):
+        raise NeedsConfiguration(f"connection {connection.name} cannot read customers")
+    # I/O inside the event's transaction: the lock is per CRM record, and the runtime
+    # retries a Retryable here like any processing failure (see docs).
+    contract = connector.fetch_customer(fact.source.external_id)
     if contract is None:
         log.info("crm_record_gone", source=fact.source.external_id)
         return

@@ -43,7 +43,6 @@ def _pull_connection(connection: Connection) -> dict[str, int]:
             if event.occurred_at is not None and (newest is None or event.occurred_at > newest):
                 newest = event.occurred_at
     finally:
-        connector.close()
         # Advance past what was stored even when the pull broke off midway; the
         # rest is read next time (never move backwards: runs may overlap).
         with transaction.atomic():
