@@ -19,6 +19,7 @@ import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from canonical.events import Ignored
@@ -40,6 +41,7 @@ from integration_hub.runtime.models import (
 )
 from integration_hub.runtime.governor import GovernorUnavailable, governor_admit, governor_release
 from integration_hub.runtime.retry import retry_delay
+from integration_hub.runtime.sql import insert_ignore
 
 log = structlog.get_logger(__name__)
 
@@ -84,37 +86,33 @@ def enqueue_after_commit(task_name: str, object_id: int, *, countdown: float | N
 def inbound_accept(*, source: str, event: ReceivedEvent) -> tuple[InboundEvent, bool]:
     """Store a verified vendor event in the inbox. Returns (row, created); a
     duplicate (same source and event id) returns the existing row untouched."""
+    subject = f"{source}:{event.subject}"
+    now = timezone.now()
     with transaction.atomic():
-        existing = InboundEvent.objects.filter(source=source, external_id=event.external_id).first()
-        if existing is not None:
-            return existing, False
-        txn, _ = BusinessTransaction.objects.get_or_create(
-            subject=f"{source}:{event.subject}", defaults={"kind": event.subject.split(":", 1)[0]}
-        )
-        row, created = InboundEvent.objects.get_or_create(
-            source=source,
-            external_id=event.external_id,
-            defaults={
-                "transaction": txn,
-                "event_type": event.type,
-                "payload": dict(event.payload),
-                "occurred_at": event.occurred_at,
-                "enqueued_at": timezone.now(),
-            },
-        )
-        if created:
-            enqueue_after_commit(PROCESS_TASK, row.pk)
-    return row, created
+        txn_id = insert_ignore(BusinessTransaction, {
+            "id": uuid.uuid4(), "kind": event.subject.split(":", 1)[0], "subject": subject, "created_at": now,
+        }) or BusinessTransaction.objects.values_list("pk", flat=True).get(subject=subject)
+        values = {
+            "transaction": txn_id, "source": source, "external_id": event.external_id, "event_type": event.type,
+            "payload": dict(event.payload), "occurred_at": event.occurred_at,
+            "status": InboundEvent.Status.RECEIVED, "attempts": 0, "note": "", "received_at": now,
+            "enqueued_at": now,
+        }
+        row_id = insert_ignore(InboundEvent, values)
+        if row_id is None:
+            return InboundEvent.objects.get(source=source, external_id=event.external_id), False
+        enqueue_after_commit(PROCESS_TASK, row_id)
+    values["transaction_id"] = values.pop("transaction")
+    return InboundEvent(pk=row_id, **values), True
 
 
 def _inbound_start(event_id: int) -> InboundEvent | None:
-    with transaction.atomic():
-        event = InboundEvent.objects.select_for_update().filter(pk=event_id).first()
-        if event is None or event.status != InboundEvent.Status.RECEIVED:
-            return None
-        event.attempts += 1
-        event.save(update_fields=["attempts"])
-        return event
+    """Count an attempt (committed at once, so crash loops stay bounded) and return
+    the event, or None if it is finished or gone."""
+    started = InboundEvent.objects.filter(pk=event_id, status=InboundEvent.Status.RECEIVED).update(
+        attempts=F("attempts") + 1
+    )
+    return InboundEvent.objects.select_related("transaction").filter(pk=event_id).first() if started else None
 
 
 def inbound_process(event_id: int) -> None:

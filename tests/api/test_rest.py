@@ -43,7 +43,10 @@ def test_a_transaction_trace_tells_the_whole_story(api, processed):
     assert trace["invoices"][0]["currency"] == "JPY" and trace["invoices"][0]["total"] == 700
     [delivery] = trace["deliveries"]
     assert delivery["status"] == "posted" and delivery["attempt_log"][0]["outcome"] == "posted"
-    assert trace["cross_references"][0]["number"] == "INV-1"
+    [erp_invoice] = [x for x in trace["cross_references"] if x["object_type"] == "invoice"]
+    assert (erp_invoice["system"], erp_invoice["number"]) == ("erp", "INV-1")
+    assert {x["system"] for x in trace["cross_references"] if x["object_type"] == "customer"} == {"stripe", "erp"}
+    assert len(trace["customers"]) == 1
     assert trace["exceptions"] == []
 
 
