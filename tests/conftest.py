@@ -59,6 +59,19 @@ class MemoryErpConnector(Connector):
         return SCRIPT.handle("void", invoice.source.external_id)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_governor_config():
+    """Policies and windows are cached per process for a few seconds; tests edit them.
+    The governor's Redis state outlives a test database: start each test without it."""
+    from integration_hub.runtime.governor import RedisStore, config_cache_clear, store
+
+    config_cache_clear()
+    if isinstance(store(), RedisStore):
+        store().clear()  # the test database's ids restart every run; Redis keeps its keys
+    yield
+    config_cache_clear()
+
+
 @pytest.fixture
 def memory_erp(db):
     from connectors.services import connection_upsert

@@ -27,6 +27,24 @@ from integration_hub.runtime.models import AdmissionPolicy, GovernorState, Maint
 State = dict[str, Any]
 
 
+# Policies and maintenance windows are admin-edited data read on every call: each
+# process keeps them this long (an edit takes effect within these seconds).
+CONFIG_TTL_SECONDS = 5.0
+_config: dict[tuple, tuple[float, Any]] = {}
+
+
+def _cached(key: tuple, load: Callable[[], Any]) -> Any:
+    now = time.monotonic()
+    hit = _config.get(key)
+    if hit is None or hit[0] < now:
+        hit = _config[key] = (now + CONFIG_TTL_SECONDS, load())
+    return hit[1]
+
+
+def config_cache_clear() -> None:
+    _config.clear()
+
+
 class GovernorUnavailable(RuntimeError):
     """The governor's shared state cannot be read or written right now."""
 
@@ -41,6 +59,10 @@ class Policy:
 
     @classmethod
     def for_connection(cls, connection_id: int) -> Policy:
+        return _cached(("policy", connection_id), lambda: cls._load(connection_id))
+
+    @classmethod
+    def _load(cls, connection_id: int) -> Policy:
         row = AdmissionPolicy.objects.filter(connection_id=connection_id).first()
         if row is None:
             return cls()
@@ -58,11 +80,19 @@ class Decision:
 # ---------------------------------------------------------------- pure logic
 
 
-def admit(state: State, policy: Policy, *, now: float, token: str, lease: float) -> Decision:
+# A delivery held by the concurrency cap is woken by the release of a slot; this is
+# only the fallback if that wake-up is lost.
+CAP_WAIT_SECONDS = 30.0
+
+
+def admit(state: State, policy: Policy, *, now: float, token: str, lease: float,
+          waiter: int | None = None) -> Decision:
     """Decide whether one call may go out now; on admission, record it in ``state``
-    (a concurrency slot, a token spent, the half-open probe)."""
-    slots = {t: expiry for t, expiry in state.get("slots", {}).items() if expiry > now}
-    state["slots"] = slots
+    (a concurrency slot, a token spent, the half-open probe). A call refused for the
+    concurrency cap queues ``waiter`` to be woken when a slot frees."""
+    slots = state.get("slots", {})
+    if any(expiry <= now for expiry in slots.values()):
+        slots = state["slots"] = {t: expiry for t, expiry in slots.items() if expiry > now}
 
     blocked_until = state.get("blocked_until", 0.0)
     if blocked_until > now:
@@ -79,8 +109,10 @@ def admit(state: State, policy: Policy, *, now: float, token: str, lease: float)
         probing = True
 
     if policy.max_concurrency is not None and len(slots) >= policy.max_concurrency:
-        soonest = min(slots.values())
-        return Decision(False, f"concurrency cap of {policy.max_concurrency} reached", min(soonest, now + 1.0))
+        if waiter is not None and waiter not in state.setdefault("waiters", []):
+            state["waiters"].append(waiter)
+        return Decision(False, f"concurrency cap of {policy.max_concurrency} reached",
+                        min(min(slots.values()), now + CAP_WAIT_SECONDS))
 
     if policy.rate_per_second:
         elapsed = max(now - state.get("refilled_at", now), 0.0)
@@ -90,28 +122,35 @@ def admit(state: State, policy: Policy, *, now: float, token: str, lease: float)
             return Decision(False, "rate limit", now + (1.0 - tokens) / policy.rate_per_second)
         state["tokens"], state["refilled_at"] = tokens - 1.0, now
 
-    slots[token] = now + lease
+    # Slots are only kept where something needs them: a cap, or the probe's lease.
+    if policy.max_concurrency is not None or probing:
+        state.setdefault("slots", {})[token] = now + lease
     if probing:
         state["probe"] = token
     return Decision(True)
 
 
 def release(state: State, policy: Policy, *, now: float, token: str, outcome: str,
-            retry_after: float | None = None) -> None:
+            retry_after: float | None = None) -> int | None:
     """Record how an admitted call ended: ``success``, ``failure`` (the target is
     unwell: timeout, 5xx, connection error), ``rate_limited`` or ``neutral`` (the
-    target answered; the request itself was wrong)."""
-    state.setdefault("slots", {}).pop(token, None)
+    target answered; the request itself was wrong). Returns a waiter to wake, if the
+    call freed a concurrency slot someone is queued for."""
+    freed = state.get("slots", {}).pop(token, None) is not None
     if state.get("probe") == token:
         state["probe"] = None
     if outcome == "success":
-        state["failures"], state["opened_until"] = 0, 0.0
+        if state.get("failures") or state.get("opened_until"):
+            state["failures"], state["opened_until"] = 0, 0.0
     elif outcome == "failure":
         state["failures"] = state.get("failures", 0) + 1
         if state["failures"] >= policy.failure_threshold:
             state["opened_until"] = now + policy.open_seconds
     elif outcome == "rate_limited" and retry_after:
         state["blocked_until"] = max(state.get("blocked_until", 0.0), now + retry_after)
+    if freed and state.get("waiters"):
+        return state["waiters"].pop(0)
+    return None
 
 
 # ---------------------------------------------------------------- stores
@@ -123,6 +162,8 @@ class Store(Protocol):
 
     def read(self, connection_id: int) -> State: ...
 
+    def clear(self) -> None: ...
+
 
 class RedisStore:
     def __init__(self, url: str):
@@ -132,12 +173,27 @@ class RedisStore:
 
     @staticmethod
     def _key(connection_id: int) -> str:
-        return f"hub:governor:{connection_id}"
+        # Namespaced by database: hubs sharing a Redis never share a connection's state.
+        return f"hub:governor:{settings.DATABASES['default']['NAME']}:{connection_id}"
+
+    def clear(self) -> None:
+        """Forget every connection's state in this namespace (tests, after a restore)."""
+        for key in self.client.scan_iter(match=self._key(0)[:-1] + "*"):
+            self.client.delete(key)
 
     def update(self, connection_id: int, change: Callable[[State], Any]) -> Any:
         import redis
 
         key, outcome = self._key(connection_id), []
+        try:
+            raw = self.client.get(key)
+        except redis.RedisError as exc:
+            raise GovernorUnavailable(str(exc)) from exc
+        # Most calls change nothing (circuit closed, no limits): one round trip.
+        state = json.loads(raw) if raw else {}
+        result = change(state)
+        if state == (json.loads(raw) if raw else {}):
+            return result
 
         def apply(pipe) -> None:
             raw = pipe.get(key)
@@ -167,13 +223,18 @@ class DatabaseStore:
     def update(self, connection_id: int, change: Callable[[State], Any]) -> Any:
         with transaction.atomic():
             row, _ = GovernorState.objects.select_for_update().get_or_create(connection_id=connection_id)
+            before = json.dumps(row.state, sort_keys=True)
             result = change(row.state)
-            row.save(update_fields=["state"])
+            if json.dumps(row.state, sort_keys=True) != before:
+                row.save(update_fields=["state"])
             return result
 
     def read(self, connection_id: int) -> State:
         row = GovernorState.objects.filter(connection_id=connection_id).first()
         return row.state if row else {}
+
+    def clear(self) -> None:
+        GovernorState.objects.all().delete()
 
 
 @cache
@@ -186,10 +247,14 @@ def store() -> Store:
 
 
 def _maintenance(connection_id: int, now: dt.datetime) -> MaintenanceWindow | None:
-    return MaintenanceWindow.objects.filter(connection_id=connection_id, starts_at__lte=now, ends_at__gt=now).first()
+    # Cached with the windows that start within the cache's lifetime, so none is missed.
+    horizon = dt.timedelta(seconds=CONFIG_TTL_SECONDS)
+    windows = _cached(("windows", connection_id), lambda: list(MaintenanceWindow.objects.filter(
+        connection_id=connection_id, starts_at__lte=timezone.now() + horizon, ends_at__gt=timezone.now())))
+    return next((w for w in windows if w.starts_at <= now < w.ends_at), None)
 
 
-def governor_admit(connection_id: int, *, token: str) -> Decision:
+def governor_admit(connection_id: int, *, token: str, waiter: int | None = None) -> Decision:
     """May a call to this connection go out now? Held calls get a reason and a time."""
     now = timezone.now()
     window = _maintenance(connection_id, now)
@@ -201,13 +266,14 @@ def governor_admit(connection_id: int, *, token: str) -> Decision:
     policy = Policy.for_connection(connection_id)
     lease = float(settings.CELERY_TASK_TIME_LIMIT + 10)
     return store().update(
-        connection_id, lambda state: admit(state, policy, now=time.time(), token=token, lease=lease)
+        connection_id, lambda state: admit(state, policy, now=time.time(), token=token, lease=lease, waiter=waiter)
     )
 
 
-def governor_release(connection_id: int, *, token: str, outcome: str, retry_after: float | None = None) -> None:
+def governor_release(connection_id: int, *, token: str, outcome: str, retry_after: float | None = None) -> int | None:
+    """Record the call's end; returns a delivery waiting for the freed slot, if any."""
     policy = Policy.for_connection(connection_id)
-    store().update(
+    return store().update(
         connection_id,
         lambda state: release(state, policy, now=time.time(), token=token, outcome=outcome, retry_after=retry_after),
     )

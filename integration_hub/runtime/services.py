@@ -239,7 +239,7 @@ def delivery_attempt(delivery_id: int) -> None:
     with structlog.contextvars.bound_contextvars(txn=str(delivery.transaction_id), delivery=delivery.pk):
         token = f"{delivery.pk}:{delivery.claimed_at.timestamp()}"
         try:
-            decision = governor_admit(delivery.connection_id, token=token)
+            decision = governor_admit(delivery.connection_id, token=token, waiter=delivery.pk)
         except GovernorUnavailable as exc:
             # Without its state the governor cannot protect the target: wait, don't call.
             delivery_hold(delivery, reason=f"governor unavailable: {exc}", until=time.time() + 5)
@@ -254,7 +254,16 @@ def delivery_attempt(delivery_id: int) -> None:
             # Always give the slot back, even if recording the attempt failed; if the
             # store is unreachable the slot's lease frees it.
             with contextlib.suppress(GovernorUnavailable):
-                governor_release(delivery.connection_id, token=token, outcome=outcome, retry_after=retry_after)
+                woken = governor_release(delivery.connection_id, token=token, outcome=outcome, retry_after=retry_after)
+                if woken is not None:
+                    delivery_wake(woken)
+
+
+def delivery_wake(delivery_id: int) -> None:
+    """A held delivery's reason is gone (a concurrency slot freed): make it due now."""
+    now = timezone.now()
+    if Delivery.objects.filter(pk=delivery_id, status=Delivery.Status.HELD).update(next_attempt_at=now, enqueued_at=now):
+        _send(DELIVER_TASK, delivery_id)
 
 
 def _governor_outcome(exc: Exception) -> tuple[str, float | None]:

@@ -16,6 +16,7 @@ from integration_hub.runtime import services
 from integration_hub.runtime.governor import (
     DatabaseStore,
     Policy,
+    config_cache_clear,
     RedisStore,
     admit,
     governor_status,
@@ -105,8 +106,6 @@ def test_a_store_makes_admission_atomic_across_threads(kind, memory_erp):
         pytest.skip("SQLite serializes writers; the race needs a server database (CI runs PostgreSQL)")
     connection = Connection.objects.get(name="erp")
     store = RedisStore(django_settings.HUB_REDIS_URL) if kind == "redis" else DatabaseStore()
-    if kind == "redis":
-        store.client.delete(store._key(connection.pk))
     policy, admitted, barrier = Policy(max_concurrency=3), [], threading.Barrier(8)
 
     def worker(i):
@@ -131,11 +130,7 @@ pytestmark_db = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def invoice_deliveries(stripe_connection, legal_entities, memory_erp, sandbox, post_webhook, sent_tasks):
     """Planned post deliveries for three invoices, not yet attempted."""
-    from integration_hub.runtime.governor import store
-
     connection = Connection.objects.get(name="erp")
-    if isinstance(store(), RedisStore):
-        store().client.delete(store()._key(connection.pk))
     for _ in range(3):
         invoice = sandbox.finalize(sandbox.invoice("cus_1", [("Plan", 1, 1000)], currency="eur"))
         post_webhook(sandbox.event("invoice.finalized", invoice))
@@ -186,6 +181,7 @@ def test_a_maintenance_window_holds_without_spending_budget_and_drains_after(
     window.ends_at = now
     window.starts_at = now - dt.timedelta(hours=1)
     window.save()
+    config_cache_clear()  # as if the few seconds of the per-process cache had passed
     Delivery.objects.update(next_attempt_at=now)
     services.sweep()
     drain(sent_tasks)
@@ -248,3 +244,43 @@ def test_an_unreachable_governor_holds_instead_of_calling(invoice_deliveries, me
     delivery = Delivery.objects.get(pk=deliveries[0].pk)
     assert delivery.status == "held" and "governor unavailable" in delivery.hold_reason and delivery.attempts == 0
     assert memory_erp.calls == []
+
+
+def test_a_call_refused_by_the_cap_is_woken_when_a_slot_frees():
+    policy, state = Policy(max_concurrency=1), {}
+    assert admit(state, policy, now=100, token="a", lease=LEASE, waiter=1).admitted
+    denied = admit(state, policy, now=100, token="b", lease=LEASE, waiter=2)
+    assert not denied.admitted and denied.retry_at > 100
+    admit(state, policy, now=100, token="b2", lease=LEASE, waiter=2)  # queued once
+    assert release(state, policy, now=101, token="a", outcome="success") == 2
+    assert release(state, policy, now=101, token="unknown", outcome="success") is None
+
+
+def test_without_limits_an_ordinary_call_leaves_the_state_untouched():
+    policy, state = Policy(), {"failures": 0}
+    before = dict(state)
+    assert admit(state, policy, now=100, token="a", lease=LEASE).admitted
+    release(state, policy, now=100, token="a", outcome="success")
+    assert state == before  # so the store skips the write: one round trip per call
+
+
+@pytestmark_db
+def test_a_freed_slot_wakes_the_held_delivery_at_once(invoice_deliveries, memory_erp, sent_tasks):
+    from integration_hub.runtime.governor import governor_admit
+
+    connection, deliveries = invoice_deliveries
+    AdmissionPolicy.objects.create(connection=connection, max_concurrency=1)
+    assert governor_admit(connection.pk, token="someone-else").admitted  # the only slot is taken
+    services.delivery_attempt(deliveries[0].pk)
+    held = Delivery.objects.get(pk=deliveries[0].pk)
+    assert held.status == "held" and "concurrency cap of 1" in held.hold_reason
+    sent_tasks.clear()
+
+    from integration_hub.runtime.governor import governor_release
+
+    woken = governor_release(connection.pk, token="someone-else", outcome="success")
+    assert woken == held.pk
+    services.delivery_wake(woken)
+    assert sent_tasks == [("hub.deliver", held.pk, None)]
+    drain(sent_tasks)
+    assert Delivery.objects.get(pk=held.pk).status == "posted"

@@ -1,0 +1,1132 @@
+"""The performance suite's one runner: ``make bench`` (full) and ``make bench-smoke``.
+
+Every figure is a ratio against a baseline measured in the same run, on the same
+PostgreSQL, Redis, server and worker settings, interleaved (baseline, hub, baseline,
+hub, ...). It uses the running PostgreSQL and Redis, creates its own databases
+(``bench_*``), a dedicated Redis database (/5) and queue (``hub-bench``), starts its
+own gunicorn and Celery worker processes and stops them. Load goes to 127.0.0.1 only
+and is bounded in count and time.
+
+The orchestrator does not load Django: everything that touches the hub's database
+runs in a child process (``python -m benchmarks.run _<step>``) with that database's
+``DATABASE_URL``, exactly as the hub's own processes would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = Path(__file__).resolve().parent
+PYTHON = sys.executable
+PG = os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")
+REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/5")
+QUEUE = "hub-bench"
+WEBHOOK_SECRET = "whsec_bench_0123456789abcdef"
+SLOW_ERP_PREFIX = "bench:slow-erp"
+TEMPLATE_DB = "bench_template"
+ENCRYPTION_KEY = "mT0d8tqH8Y2t7kq4V2b0v5lS3aQ9cX1eR6uY4iO0pWk="  # bench only: a fixed Fernet key
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    pairs: int
+    ingest_connections: tuple[int, ...]
+    ingest_seconds: float
+    ingest_max_requests: int
+    pipeline_events: int
+    worker_concurrency: int
+    slow_docs: int
+    slow_latency_ms: int
+    slow_cap: int
+    slow_worker_concurrency: int
+    history_rows: tuple[int, int]
+    history_events: int
+    sweep_repeats: int
+    profile_events: int
+
+
+FULL = Plan(
+    name="full", pairs=3, ingest_connections=(8, 32), ingest_seconds=6.0, ingest_max_requests=4500,
+    pipeline_events=2_000, worker_concurrency=2, slow_docs=120, slow_latency_ms=200, slow_cap=4,
+    slow_worker_concurrency=8, history_rows=(1_000, 1_000_000), history_events=600, sweep_repeats=15,
+    profile_events=1_000,
+)
+SMOKE = Plan(
+    name="smoke", pairs=1, ingest_connections=(8, 32), ingest_seconds=1.0, ingest_max_requests=200,
+    pipeline_events=150, worker_concurrency=2, slow_docs=12, slow_latency_ms=200, slow_cap=4,
+    slow_worker_concurrency=8, history_rows=(100, 2_000), history_events=60, sweep_repeats=3,
+    profile_events=0,
+)
+
+# The figures every run must produce (bench-smoke checks they are all there).
+FIGURES = [
+    "ingest_rps_c8", "ingest_p99_c8", "ingest_rps_c32", "ingest_p99_c32",
+    "pipeline_throughput", "slow_erp_throughput", "slow_erp_peak_concurrency",
+    "history_throughput", "sweep_query_ms_small", "sweep_query_ms_large",
+    "web_rss_mb", "worker_rss_mb",
+]
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --------------------------------------------------------------------- environment
+
+
+def hub_env(database: str, **extra: str) -> dict[str, str]:
+    """The environment of every hub process in the run: production mode, our own
+    database, Redis db and queue, and the stub ERP package."""
+    env = {
+        **os.environ,
+        "HUB_ENV": "production",
+        "SECRET_KEY": "bench-only-secret-key-not-for-production-0123456789",
+        "HUB_ENCRYPTION_KEYS": ENCRYPTION_KEY,
+        "DATABASE_URL": f"{PG}/{database}",
+        "CELERY_BROKER_URL": REDIS,
+        "HUB_REDIS_URL": REDIS,  # the governor's state, in our Redis db too
+        "HUB_QUEUE": QUEUE,
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "HUB_CONNECTOR_PACKAGES": "connectors.stripe,connectors.tryton,benchmarks.stub_erp",
+        "LOG_LEVEL": "INFO",
+        "DJANGO_SETTINGS_MODULE": "integration_hub.settings",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": str(ROOT),
+    }
+    env.update(extra)
+    return env
+
+
+def child(step: str, database: str, *args: str, capture: bool = False, **env: str) -> str:
+    """Run ``python -m benchmarks.run _<step>`` against ``database``; returns stdout."""
+    result = subprocess.run(
+        [PYTHON, "-m", "benchmarks.run", f"_{step}", *args], cwd=ROOT, env=hub_env(database, **env),
+        capture_output=capture, text=True,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"step {step} on {database} failed:\n{(result.stderr or '')[-3000:]}")
+    return result.stdout if capture else ""
+
+
+def pg_admin():
+    import psycopg
+
+    return psycopg.connect(f"{PG}/postgres", autocommit=True)
+
+
+def pg(database: str):
+    import psycopg
+
+    return psycopg.connect(f"{PG}/{database}", autocommit=True)
+
+
+def db_drop(name: str) -> None:
+    with pg_admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def db_clone(name: str, template: str = TEMPLATE_DB) -> None:
+    db_drop(name)
+    with pg_admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
+
+
+def redis_client():
+    import redis
+
+    return redis.Redis.from_url(REDIS)
+
+
+def queue_purge() -> None:
+    client = redis_client()
+    # The governor's per-connection state lives here too (HUB_REDIS_URL defaults to the
+    # broker): every run starts with closed circuits and free slots.
+    keys = [*client.keys(f"{QUEUE}*"), *client.keys("hub:governor:*"), *client.keys("bench:*"),
+            b"unacked", b"unacked_index", b"unacked_mutex"]
+    client.delete(*keys)
+
+
+def queue_depth() -> int:
+    client = redis_client()
+    return sum(client.llen(key) for key in client.keys(f"{QUEUE}*") if client.type(key) == b"list") + client.hlen(
+        "unacked"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --------------------------------------------------------------------- processes and memory
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def process_tree(pid: int) -> list[int]:
+    found, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*") if Path(f"/proc/{current}").exists() else []:
+            with contextlib.suppress(OSError):
+                stack.extend(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
+class RssSampler:
+    """Samples the resident memory of a process tree; ``peak`` is the largest single
+    process (a gunicorn or Celery child), ``peak_total`` the whole tree."""
+
+    def __init__(self, pid: int, interval: float = 0.25):
+        self.pid, self.interval = pid, interval
+        self.peak = self.peak_total = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            sizes = [rss_mb(p) for p in process_tree(self.pid)]
+            if sizes:
+                self.peak = max(self.peak, max(sizes))
+                self.peak_total = max(self.peak_total, sum(sizes))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def stop(process: subprocess.Popen, timeout: float = 20) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def worker(database: str, concurrency: int, logdir: Path, tag: str) -> Iterator[subprocess.Popen]:
+    """A Celery worker on our queue and ``database``; yields once it is ready."""
+    log_path = logdir / f"worker-{tag}.log"
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(
+            [PYTHON, "-m", "celery", "-A", "integration_hub", "worker", "-Q", QUEUE, "-c", str(concurrency),
+             "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO",
+             "-n", f"bench-{os.getpid()}-{tag}@%h"],
+            cwd=ROOT, env=hub_env(database), stdout=log_file, stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while "ready." not in log_path.read_text():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the worker did not start:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.02)
+            yield process
+        finally:
+            stop(process)
+
+
+@contextlib.contextmanager
+def gunicorn(database: str, logdir: Path) -> Iterator[tuple[subprocess.Popen, int]]:
+    port = free_port()
+    log_path = logdir / "gunicorn.log"
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(
+            [str(Path(PYTHON).parent / "gunicorn"), "benchmarks.wsgi:application", "--workers", "2",
+             "--worker-class", "sync", "--bind", f"127.0.0.1:{port}", "--backlog", "2048", "--timeout", "60"],
+            cwd=ROOT, env=hub_env(database, DJANGO_SETTINGS_MODULE="benchmarks.settings"),
+            stdout=log_file, stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"gunicorn did not start:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.1)
+            yield process, port
+        finally:
+            stop(process)
+
+
+# --------------------------------------------------------------------- statistics
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """Median and spread ((max - min) / median) of a figure's runs."""
+    median = statistics.median(values)
+    spread = (max(values) - min(values)) / median if median else 0.0
+    return {"median": median, "min": min(values), "max": max(values), "spread": spread, "runs": values}
+
+
+def interleave(pairs: int, baseline: Callable[[int], float], hub: Callable[[int], float]) -> tuple[list, list]:
+    base_runs, hub_runs = [], []
+    for i in range(pairs):
+        base_runs.append(baseline(i))
+        hub_runs.append(hub(i))
+    return base_runs, hub_runs
+
+
+# --------------------------------------------------------------------- the figures
+
+
+class Suite:
+    def __init__(self, plan: Plan, logdir: Path):
+        self.plan = plan
+        self.logdir = logdir
+        self.figures: dict[str, dict] = {}
+        self.extra: dict[str, object] = {}
+        self.seed = 1000
+
+    def next_seed(self) -> int:
+        self.seed += 1
+        return self.seed
+
+    def figure(self, key: str, *, title: str, unit: str, hub: list[float], baseline: list[float] | None,
+               goal: str, met: bool | None, higher_is_better: bool = True, note: str = "") -> None:
+        hub_s = summary(hub)
+        base_s = summary(baseline) if baseline else None
+        ratio = hub_s["median"] / base_s["median"] if base_s and base_s["median"] else None
+        self.figures[key] = {
+            "title": title, "unit": unit, "hub": hub_s, "baseline": base_s, "ratio": ratio,
+            "goal": goal, "met": met, "higher_is_better": higher_is_better, "note": note,
+        }
+        shown = f"{hub_s['median']:.1f} {unit}" + (f" vs {base_s['median']:.1f} (ratio {ratio:.2f})" if base_s else "")
+        log(f"  {title}: {shown} — goal {goal}: {'met' if met else ('pending' if met is None else 'NOT met')}")
+
+    # -- setup ---------------------------------------------------------------
+
+    def setup_template(self) -> None:
+        log("creating the template database (migrations, connections, legal entities)")
+        db_drop(TEMPLATE_DB)
+        with pg_admin() as conn:
+            conn.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
+        subprocess.run(
+            [PYTHON, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, check=True,
+            env=hub_env(TEMPLATE_DB, DJANGO_SETTINGS_MODULE="benchmarks.settings"),
+        )
+        child("setup", TEMPLATE_DB)
+
+    def feed(self, database: str, events: int) -> float:
+        """Accept ``events`` distinct invoice events into the inbox through
+        ``inbound_accept`` (two feeder processes); returns seconds taken."""
+        start = time.perf_counter()
+        parts = 2 if events >= 200 else 1
+        seed = self.next_seed()
+        procs = [
+            subprocess.Popen(
+                [PYTHON, "-m", "benchmarks.run", "_feed", "--events", str(events // parts + (i < events % parts)),
+                 "--seed", str(seed * 10 + i)],
+                cwd=ROOT, env=hub_env(database),
+            )
+            for i in range(parts)
+        ]
+        for proc in procs:
+            if proc.wait() != 0:
+                raise RuntimeError("a feeder failed")
+        return time.perf_counter() - start
+
+    # -- webhook ingest --------------------------------------------------------
+
+    def ingest(self) -> None:
+        from connectors.stripe.sandbox import StripeSandbox
+
+        from benchmarks.loadgen import build_request, run_load
+
+        plan = self.plan
+        log("webhook ingest: gunicorn, 2 sync workers; hub = /api/webhooks/stripe/, baseline = bare DRF insert")
+        db_clone("bench_ingest")
+        sandbox = StripeSandbox(WEBHOOK_SECRET, seed=self.next_seed())
+        customers = [sandbox.customer(f"Customer {i}", f"c{i}@example.com") for i in range(50)]
+
+        def requests(port: int, path: str, count: int, signed: bool) -> list[bytes]:
+            built = []
+            for i in range(count):
+                invoice = sandbox.finalize(sandbox.invoice(customers[i % 50], [("Seats", 1 + i % 5, 2500)]))
+                body, headers = sandbox.webhook_request(sandbox.event("invoice.finalized", invoice))
+                if not signed:
+                    headers = {"Content-Type": "application/json"}
+                built.append(build_request(port, path, body, headers))
+            return built
+
+        web_rss = {"hub": [], "baseline": []}
+        with gunicorn("bench_ingest", self.logdir) as (server, port):
+            for path, signed in (("/bench/baseline/", False), ("/api/webhooks/stripe/", True)):
+                warm = run_load(port, requests(port, path, 40, signed), connections=4, duration=10)
+                if warm.errors:
+                    raise RuntimeError(f"warm-up of {path} failed: {warm.statuses}; see {self.logdir}/gunicorn.log")
+            for connections in plan.ingest_connections:
+                results: dict[str, list] = {"hub": [], "baseline": []}
+
+                def one(kind: str, connections: int = connections, results=results) -> float:
+                    path, signed = ("/api/webhooks/stripe/", True) if kind == "hub" else ("/bench/baseline/", False)
+                    batch = requests(port, path, plan.ingest_max_requests, signed)
+                    with RssSampler(server.pid) as rss:
+                        result = run_load(port, batch, connections=connections, duration=plan.ingest_seconds)
+                    if result.errors:
+                        raise RuntimeError(f"{kind} ingest had errors: {result.statuses} ({result.errors})")
+                    web_rss[kind].append(rss.peak)
+                    results[kind].append(result)
+                    log(f"  {kind:8} c={connections}: {result.rps:7.1f} req/s  p50 {result.percentile(50)*1000:6.1f} ms"
+                        f"  p99 {result.percentile(99)*1000:6.1f} ms  ({result.ok} requests)")
+                    return result.rps
+
+                base_rps, hub_rps = interleave(plan.pairs, lambda i: one("baseline"), lambda i: one("hub"))
+                hub_p99 = [r.percentile(99) * 1000 for r in results["hub"]]
+                base_p99 = [r.percentile(99) * 1000 for r in results["baseline"]]
+                rps_ratio = statistics.median(hub_rps) / statistics.median(base_rps)
+                p99_ratio = statistics.median(hub_p99) / statistics.median(base_p99)
+                self.figure(f"ingest_rps_c{connections}", title=f"Webhook ingest, {connections} connections",
+                            unit="req/s", hub=hub_rps, baseline=base_rps, goal="ratio ≥ 0.7", met=rps_ratio >= 0.7)
+                self.figure(f"ingest_p99_c{connections}", title=f"Webhook p99 latency, {connections} connections",
+                            unit="ms", hub=hub_p99, baseline=base_p99, goal="≤ 1.5 × baseline", met=p99_ratio <= 1.5,
+                            higher_is_better=False)
+        self.extra["web_rss"] = web_rss
+        queue_purge()
+        db_drop("bench_ingest")
+
+    # -- pipeline --------------------------------------------------------------
+
+    def hub_pipeline(self, database: str, events: int, *, concurrency: int, tag: str,
+                     fresh: bool = True, profile: Path | None = None, timeout: float = 900) -> dict:
+        """Feed ``events`` into the inbox with no worker running, then start one worker
+        and time it from ready until every delivery is posted."""
+        if fresh:
+            db_clone(database)
+        queue_purge()
+        # Only rows above these marks are this run's: polling must not scan the history.
+        with pg(database) as conn:
+            mark, inbound_mark, attempt_mark = conn.execute(
+                "SELECT (SELECT coalesce(max(id), 0) FROM runtime_delivery),"
+                " (SELECT coalesce(max(id), 0) FROM runtime_inboundevent),"
+                " (SELECT coalesce(max(id), 0) FROM runtime_deliveryattempt)"
+            ).fetchone()
+        feed_seconds = self.feed(database, events)
+        with worker(database, concurrency, self.logdir, tag) as proc, RssSampler(proc.pid) as rss:
+            spy = None
+            if profile is not None:
+                spy = subprocess.Popen(
+                    [str(Path(PYTHON).parent / "py-spy"), "record", "--pid", str(proc.pid), "--subprocesses",
+                     "--rate", "200", "--format", "raw", "--output", str(profile), "--nonblocking"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+                time.sleep(1.0)  # let py-spy attach before the clock starts
+            start = time.perf_counter()
+            deadline = start + timeout
+            with pg(database) as conn:
+                while True:
+                    done, failed = conn.execute(
+                        "SELECT count(*) FILTER (WHERE status = 'posted'), count(*) FILTER (WHERE status = 'dead')"
+                        " FROM runtime_delivery WHERE id > %s", [mark]
+                    ).fetchone()
+                    if done >= events:
+                        break
+                    if failed or time.perf_counter() > deadline:
+                        raise RuntimeError(f"pipeline stalled: {done}/{events} posted, {failed} dead")
+                    time.sleep(0.05)
+            elapsed = time.perf_counter() - start
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(timeout=60)
+        with pg(database) as conn:
+            outcomes = dict(conn.execute("SELECT outcome, count(*) FROM runtime_deliveryattempt"
+                                         " WHERE id > %s GROUP BY 1", [attempt_mark]).fetchall())
+            inbound_window, delivery_window = conn.execute(
+                "SELECT (SELECT extract(epoch FROM max(processed_at) - min(processed_at)) FROM runtime_inboundevent"
+                "        WHERE id > %s),"
+                "       (SELECT extract(epoch FROM max(updated_at) - min(claimed_at)) FROM runtime_delivery"
+                "        WHERE status = 'posted' AND id > %s)", [inbound_mark, mark]
+            ).fetchone()
+        return {"events": events, "elapsed": elapsed, "rate": events / elapsed, "feed_seconds": feed_seconds,
+                "attempt_outcomes": outcomes, "inbound_phase_s": float(inbound_window or 0),
+                "delivery_phase_s": float(delivery_window or 0),
+                "feed_rate": events / feed_seconds, "worker_rss_peak": rss.peak, "worker_rss_total": rss.peak_total}
+
+    def noop_pipeline(self, tasks: int, *, concurrency: int, tag: str) -> dict:
+        queue_purge()
+        child("noop_send", TEMPLATE_DB, "--tasks", str(tasks))
+        with worker(TEMPLATE_DB, concurrency, self.logdir, tag) as proc, RssSampler(proc.pid) as rss:
+            start = time.perf_counter()
+            while queue_depth() > 0:
+                if time.perf_counter() - start > 600:
+                    raise RuntimeError("no-op tasks did not drain")
+                time.sleep(0.02)
+            elapsed = time.perf_counter() - start
+        return {"tasks": tasks, "elapsed": elapsed, "rate": tasks / elapsed, "worker_rss_peak": rss.peak}
+
+    def pipeline(self) -> None:
+        plan = self.plan
+        log(f"pipeline: {plan.pipeline_events} invoice events inbox → posted, one worker -c {plan.worker_concurrency},"
+            f" vs {plan.pipeline_events} no-op tasks")
+        runs = {"hub": [], "baseline": []}
+
+        def base(i: int) -> float:
+            result = self.noop_pipeline(plan.pipeline_events, concurrency=plan.worker_concurrency, tag=f"noop{i}")
+            runs["baseline"].append(result)
+            log(f"  no-op    : {result['rate']:7.1f} tasks/s  ({result['elapsed']:.1f} s)")
+            return result["rate"]
+
+        def hub(i: int) -> float:
+            result = self.hub_pipeline("bench_pipeline", plan.pipeline_events,
+                                       concurrency=plan.worker_concurrency, tag=f"pipe{i}")
+            runs["hub"].append(result)
+            log(f"  hub      : {result['rate']:7.1f} events/s ({result['elapsed']:.1f} s; fed at"
+                f" {result['feed_rate']:.0f}/s)")
+            return result["rate"]
+
+        base_rates, hub_rates = interleave(plan.pairs, base, hub)
+        ratio = statistics.median(hub_rates) / statistics.median(base_rates)
+        self.figure("pipeline_throughput", title="Pipeline, invoice events posted per s (instant ERP)",
+                    unit="/s", hub=hub_rates, baseline=base_rates, goal="ratio ≥ 0.3", met=ratio >= 0.3,
+                    note="hub: events from inbox to posted (2 tasks each); baseline: no-op tasks")
+        self.extra["pipeline_runs"] = runs
+        db_drop("bench_pipeline")
+
+    # -- slow ERP --------------------------------------------------------------
+
+    def slow_erp(self) -> None:
+        from benchmarks.stub_erp.connector import SlowErpCounters
+
+        plan = self.plan
+        cap, latency = plan.slow_cap, plan.slow_latency_ms
+        ceiling = cap * 1000 / latency
+        log(f"slow ERP: {latency} ms per call, at most {cap} at once (≤ {ceiling:.0f} documents/s);"
+            f" worker -c {plan.slow_worker_concurrency}")
+        counters = SlowErpCounters(REDIS, SLOW_ERP_PREFIX)
+        runs: dict[str, list] = {"hub": [], "baseline": []}
+
+        def base(i: int) -> float:
+            counters.reset()
+            todo = iter(range(plan.slow_docs))
+            lock = threading.Lock()
+
+            def client() -> None:
+                while True:
+                    with lock:
+                        n = next(todo, None)
+                    if n is None:
+                        return
+                    counters.call(f"base-{i}-{n}", latency=latency / 1000, limit=cap)
+
+            start = time.perf_counter()
+            threads = [threading.Thread(target=client) for _ in range(cap)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            rate = plan.slow_docs / (time.perf_counter() - start)
+            runs["baseline"].append({"rate": rate, **counters.read()})
+            log(f"  baseline : {rate:5.1f} docs/s (a client holding exactly {cap} calls open)")
+            return rate
+
+        def hub(i: int) -> float:
+            counters.reset()
+            db_clone("bench_slow")
+            policy = child("slow_erp_setup", "bench_slow", "--latency-ms", str(latency), "--cap", str(cap),
+                           capture=True).strip()
+            result = self.hub_pipeline("bench_slow", plan.slow_docs, concurrency=plan.slow_worker_concurrency,
+                                       tag=f"slow{i}", fresh=False, timeout=300)
+            with pg("bench_slow") as conn:
+                first, last, refused_attempts = conn.execute(
+                    "SELECT min(started_at) FILTER (WHERE outcome = 'posted' OR outcome = 'rate_limited'),"
+                    " max(started_at + duration_ms * interval '1 millisecond') FILTER (WHERE outcome = 'posted'),"
+                    " count(*) FILTER (WHERE outcome <> 'posted') FROM runtime_deliveryattempt"
+                ).fetchone()
+            rate = plan.slow_docs / (last - first).total_seconds()
+            counts = counters.read()
+            counts["held"] = (self.logdir / f"worker-slow{i}.log").read_text().count('"delivery_held"')
+            runs["hub"].append({"rate": rate, "policy": policy, "failed_attempts": refused_attempts, **counts,
+                                "end_to_end_rate": result["rate"]})
+            log(f"  hub      : {rate:5.1f} docs/s, peak {counts['peak']} concurrent calls, {counts['refused']} refused,"
+                f" {counts['held']} holds"
+                f" (governor: {policy})")
+            return rate
+
+        base_rates, hub_rates = interleave(plan.pairs, base, hub)
+        peaks = [float(run["peak"]) for run in runs["hub"]]
+        governed = all(run["policy"].startswith("max_concurrency") for run in runs["hub"])
+        ratio = statistics.median(hub_rates) / ceiling
+        within_cap = max(peaks) <= cap
+        met = (ratio >= 0.9 and within_cap) if governed else None
+        note = "" if governed else "pending the governor: no per-connection concurrency cap in the runtime yet"
+        self.figure("slow_erp_throughput", title=f"Slow ERP ({latency} ms, cap {cap}), documents/s",
+                    unit="docs/s", hub=hub_rates, baseline=base_rates,
+                    goal=f"≥ 0.9 × {ceiling:.0f}/s, never above the cap", met=met, note=note)
+        self.figures["slow_erp_throughput"]["ratio_to_ceiling"] = ratio
+        self.figure("slow_erp_peak_concurrency", title="Slow ERP, peak concurrent calls arriving",
+                    unit="calls", hub=peaks, baseline=[float(r["peak"]) for r in runs["baseline"]],
+                    goal=f"≤ {cap}", met=within_cap if governed else None, higher_is_better=False, note=note)
+        self.extra["slow_erp_runs"] = runs
+        db_drop("bench_slow")
+
+    # -- history -----------------------------------------------------------------
+
+    def history(self) -> None:
+        plan = self.plan
+        small, large = plan.history_rows
+        log(f"history: {small:,} vs {large:,} finished deliveries and inbox rows already in the tables")
+        dbs = {"small": "bench_hist_small", "large": "bench_hist_large"}
+        for key, rows in (("small", small), ("large", large)):
+            db_clone(dbs[key])
+            start = time.perf_counter()
+            child("load_history", dbs[key], "--rows", str(rows))
+            log(f"  loaded {rows:,} rows of history into {dbs[key]} in {time.perf_counter() - start:.1f} s")
+
+        sweeps: dict[str, list[float]] = {"small": [], "large": []}
+        plans: dict[str, str] = {}
+        for _ in range(plan.pairs):
+            for key in ("small", "large"):
+                out = json.loads(child("sweep", dbs[key], "--repeat", str(plan.sweep_repeats), capture=True))
+                sweeps[key].append(out["median_ms"])
+                plans[key] = out["explain"]
+        for key in ("small", "large"):
+            self.figure(f"sweep_query_ms_{key}", title=f"Sweeper pass with {plan.history_rows[key == 'large']:,} rows",
+                        unit="ms", hub=sweeps[key], baseline=None, goal="< 50 ms",
+                        met=max(sweeps[key]) < 50, higher_is_better=False)
+        self.extra["sweep_plans"] = plans
+
+        runs: dict[str, list] = {"small": [], "large": []}
+
+        def one(key: str) -> float:
+            marks = json.loads(child("history_marks", dbs[key], capture=True))
+            result = self.hub_pipeline(dbs[key], plan.history_events, concurrency=plan.worker_concurrency,
+                                       tag=f"hist-{key}", fresh=False)
+            child("history_trim", dbs[key], "--marks", json.dumps(marks))
+            runs[key].append(result)
+            log(f"  {key:5} history: {result['rate']:7.1f} events/s")
+            return result["rate"]
+
+        small_rates, large_rates = interleave(plan.pairs, lambda i: one("small"), lambda i: one("large"))
+        ratio = statistics.median(large_rates) / statistics.median(small_rates)
+        self.figure("history_throughput", title=f"Pipeline with {large:,} vs {small:,} rows of history",
+                    unit="/s", hub=large_rates, baseline=small_rates, goal="within 20 % (ratio ≥ 0.8)",
+                    met=ratio >= 0.8, note="baseline here is the same hub with a small history")
+        for name in dbs.values():
+            db_drop(name)
+
+    # -- memory and profile ---------------------------------------------------------
+
+    def memory(self) -> None:
+        web = self.extra.get("web_rss", {"hub": [0.0], "baseline": [0.0]})
+        pipe = self.extra.get("pipeline_runs", {"hub": [], "baseline": []})
+        self.figure("web_rss_mb", title="Web worker RSS under load (largest gunicorn process)", unit="MB",
+                    hub=web["hub"], baseline=web["baseline"], goal="< 300 MB", met=max(web["hub"]) < 300,
+                    higher_is_better=False, note="baseline: same server while serving the bare endpoint")
+        self.figure("worker_rss_mb", title="Celery worker RSS under load (largest process)", unit="MB",
+                    hub=[r["worker_rss_peak"] for r in pipe["hub"]],
+                    baseline=[r["worker_rss_peak"] for r in pipe["baseline"]],
+                    goal="< 300 MB", met=max(r["worker_rss_peak"] for r in pipe["hub"]) < 300,
+                    higher_is_better=False, note="baseline: same worker running no-op tasks")
+
+    def profile(self) -> None:
+        if not self.plan.profile_events:
+            return
+        raw = self.logdir / "pipeline.pyspy"
+        log(f"profiling the worker with py-spy over {self.plan.profile_events} events")
+        result = self.hub_pipeline("bench_profile", self.plan.profile_events,
+                                   concurrency=self.plan.worker_concurrency, tag="profile", profile=raw)
+        db_drop("bench_profile")
+        if raw.exists():
+            text = profile_summary(raw.read_text(), result)
+            (BENCH_DIR / "profiles").mkdir(exist_ok=True)
+            (BENCH_DIR / "profiles" / "pipeline-current.txt").write_text(text)
+            self.extra["profile"] = text
+        else:
+            log("  py-spy wrote nothing (is ptrace allowed?); profile skipped")
+
+
+# --------------------------------------------------------------------- profile summary
+
+
+_OURS = re.compile(r"(integration_hub|connectors|canonical|benchmarks)/")
+
+
+def profile_summary(raw: str, run: dict) -> str:
+    """Inclusive share of samples per function from py-spy's collapsed stacks, for the
+    hub's own code and for the libraries underneath (ORM, driver, pydantic, Celery)."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        samples = int(count)
+        frames = stack.split(";")
+        if frames and frames[0].startswith("process "):
+            frames = frames[1:]
+        total += samples
+        seen = set()
+        for frame in frames:
+            name = re.sub(r":\d+\)$", ")", frame.strip())  # one entry per function, not per line
+            if name not in seen:
+                seen.add(name)
+                inclusive[name] = inclusive.get(name, 0) + samples
+        if frames:
+            leaf = re.sub(r":\d+\)$", ")", frames[-1].strip())
+            own[leaf] = own.get(leaf, 0) + samples
+    busy = max((n for name, n in inclusive.items() if "trace_task" in name), default=0) or total
+    lines = [
+        f"py-spy, {run['events']} events at {run['rate']:.1f} events/s under the profiler;"
+        f" {total} samples, {busy} inside tasks (percentages below are of task samples)",
+        "",
+        "inclusive, the hub's own functions:",
+    ]
+    ours = sorted(((n, name) for name, n in inclusive.items() if _OURS.search(name)), reverse=True)[:30]
+    lines += [f"  {100 * n / busy:5.1f} %  {name}" for n, name in ours]
+    lines += ["", "own time (leaf frames), top 20:"]
+    lines += [f"  {100 * n / busy:5.1f} %  {name}" for n, name in sorted(((n, k) for k, n in own.items()),
+                                                                      reverse=True)[:20]]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------- report
+
+
+def machine() -> dict[str, str]:
+    with pg_admin() as conn:
+        pg_version = conn.execute("SHOW server_version").fetchone()[0]
+        shared_buffers = conn.execute("SHOW shared_buffers").fetchone()[0]
+    redis_version = redis_client().info("server")["redis_version"]
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    import celery
+    import django
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True)
+    return {
+        "cpu": f"{os.cpu_count()} × {cpu}", "memory": f"{int(mem) // 1024 // 1024} GiB",
+        "python": platform.python_version(), "django": django.get_version(), "celery": celery.__version__,
+        "postgresql": f"{pg_version} (shared_buffers {shared_buffers})", "redis": redis_version,
+        "commit": commit.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip() else ""),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "load average at the end (other work on the machine shows here)": Path("/proc/loadavg").read_text().strip(),
+    }
+
+
+def fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
+
+
+def write_report(suite: Suite, out_md: Path, out_json: Path, seconds: float) -> None:
+    info = machine()
+    plan = suite.plan
+    data = {"plan": plan.__dict__, "machine": info, "seconds": seconds, "figures": suite.figures,
+            "details": {k: v for k, v in suite.extra.items() if k not in ("profile",)}}
+    out_json.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+    rows = []
+    for key in FIGURES:
+        fig = suite.figures.get(key)
+        if fig is None:
+            continue
+        hub, base = fig["hub"], fig["baseline"]
+        status = {True: "met", False: "**not met**", None: "pending"}[fig["met"]]
+        ratio = fig.get("ratio_to_ceiling", fig["ratio"])
+        rows.append(
+            f"| {fig['title']} | {fmt(hub['median'])} {fig['unit']} | "
+            f"{fmt(base['median']) + ' ' + fig['unit'] if base else '—'} | {fmt(ratio)} | "
+            f"±{hub['spread'] * 100:.0f} % / {('±' + format(base['spread'] * 100, '.0f') + ' %') if base else '—'} | "
+            f"{fig['goal']} | {status} |"
+        )
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `make {'bench' if plan.name == 'full' else 'bench-smoke'}` ({plan.name} plan) in {seconds:.0f} s."
+        " Every figure is the median of interleaved runs (baseline, hub, baseline, hub, …) in the same run, on the"
+        " same services and settings; spread is (max − min) / median over the runs. See docs/benchmarks.md.",
+        "",
+        "| figure | hub | baseline | ratio | spread hub / baseline | goal | status |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        *rows,
+        "",
+        "Ratios: hub ÷ baseline; for the slow ERP, hub ÷ the sandbox's ceiling"
+        f" ({plan.slow_cap} × 1000 / {plan.slow_latency_ms} ms)."
+        " Latency and memory figures are better when lower.",
+        "",
+    ]
+    notes = [f"* {fig['title']}: {fig['note']}" for fig in suite.figures.values() if fig.get("note")]
+    if notes:
+        lines += ["Notes:", "", *notes, ""]
+    lines += [
+        "## Machine and settings",
+        "",
+        *[f"* {k}: {v}" for k, v in info.items()],
+        f"* pairs per figure: {plan.pairs}; ingest: {plan.ingest_seconds:.0f} s per run (at most"
+        f" {plan.ingest_max_requests} requests), connections {', '.join(map(str, plan.ingest_connections))};"
+        " gunicorn 2 sync workers; one new TCP connection per request (sync workers close after each response)",
+        f"* pipeline: {plan.pipeline_events:,} events, one worker `-c {plan.worker_concurrency}` (prefork,"
+        " prefetch 1, acks late); events fed through `inbound_accept` with the worker stopped, timed from the"
+        " worker's `ready.` until the last delivery is posted (no-op: until the queue and its unacked set are empty)",
+        f"* slow ERP: {plan.slow_docs} documents, worker `-c {plan.slow_worker_concurrency}`; the sandbox refuses"
+        " (429) a call beyond its cap; rate from the first attempt to the last posted document",
+        f"* history: {plan.history_rows[0]:,} vs {plan.history_rows[1]:,} finished rows in each of inbox, business"
+        f" transactions, invoices, deliveries, attempts and cross-references; {plan.history_events:,} events per run",
+        "* HUB_ENV=production (DEBUG off), LOG_LEVEL=INFO with JSON logs to a file, PostgreSQL and Redis as"
+        " running on this machine (Redis db 5, queue `hub-bench`), databases `bench_*`",
+        "",
+    ]
+    if "sweep_plans" in suite.extra:
+        lines += ["## Sweeper query plans (EXPLAIN ANALYZE)", ""]
+        for key, text in suite.extra["sweep_plans"].items():
+            lines += [f"### {key} history", "", "```", text.rstrip(), "```", ""]
+    before = BENCH_DIR / "profiles" / "pipeline-before.txt"
+    if before.exists() or "profile" in suite.extra:
+        lines += ["## Worker profile (py-spy) during the pipeline benchmark", ""]
+        if before.exists():
+            lines += ["### Before the fixes", "", "```", before.read_text().rstrip(), "```", ""]
+        if "profile" in suite.extra:
+            lines += ["### This run", "", "```", str(suite.extra["profile"]).rstrip(), "```", ""]
+    findings = BENCH_DIR / "profiles" / "findings.md"
+    if findings.exists():
+        lines += [findings.read_text().rstrip(), ""]
+    out_md.write_text("\n".join(lines))
+
+
+# --------------------------------------------------------------------- child steps (Django loaded)
+
+
+def _django() -> None:
+    import django
+
+    django.setup()
+
+
+def step_setup(args) -> None:
+    _django()
+    from canonical.models import LegalEntity
+    from connectors.services import connection_upsert
+
+    for code, name, currency, country in (("US", "Acme US Inc.", "USD", "US"),
+                                          ("EU", "Acme Europe GmbH", "EUR", "DE"),
+                                          ("JP", "Acme Japan KK", "JPY", "JP")):
+        LegalEntity.objects.get_or_create(code=code, defaults={"name": name, "currency": currency, "country": country})
+    connection_upsert(name="stripe", vendor="stripe", role="billing", config={},
+                      credentials={"webhook_secrets": [WEBHOOK_SECRET]})
+    connection_upsert(name="erp", vendor="bench-erp", role="erp", config={}, credentials={"login": "bench"})
+
+
+def step_slow_erp_setup(args) -> None:
+    """Swap the instant ERP for the slow one, and give it the concurrency cap if the
+    runtime's governor has one (prints what it configured)."""
+    _django()
+    from django.apps import apps
+
+    from connectors.models import Connection
+    from connectors.services import connection_upsert
+
+    Connection.objects.filter(name="erp").update(is_active=False)
+    slow = connection_upsert(
+        name="slow-erp", vendor="bench-slow-erp", role="erp", credentials={},
+        config={"redis_url": REDIS, "prefix": SLOW_ERP_PREFIX, "latency_ms": args.latency_ms,
+                "max_concurrency": args.cap},
+    )
+    try:
+        policy_model = apps.get_model("runtime", "AdmissionPolicy")
+    except LookupError:
+        print("none (no AdmissionPolicy model)")
+        return
+    policy_model.objects.update_or_create(connection=slow, defaults={"max_concurrency": args.cap})
+    print(f"max_concurrency={args.cap} (AdmissionPolicy)")
+
+
+def step_feed(args) -> None:
+    """Accept ``--events`` distinct signed-and-parsed Stripe invoice events through the
+    webhook's own service, ``inbound_accept`` (which enqueues after commit)."""
+    _django()
+    from connectors.registry import webhook_receiver
+    from connectors.stripe.sandbox import StripeSandbox
+    from integration_hub.runtime.services import inbound_accept
+
+    sandbox = StripeSandbox(WEBHOOK_SECRET, seed=args.seed)
+    receiver = webhook_receiver("stripe")
+    customers = [sandbox.customer(f"Customer {args.seed}-{i}", f"c{i}@example.com") for i in range(200)]
+    currencies = ["usd"] * 7 + ["eur"] * 2 + ["jpy"]
+    for i in range(args.events):
+        currency = currencies[i % 10]
+        invoice = sandbox.finalize(sandbox.invoice(
+            customers[i % 200], [("Seats", 1 + i % 5, 2500), ("Support", 1, 1000)], currency=currency,
+        ))
+        body, headers = sandbox.webhook_request(sandbox.event("invoice.finalized", invoice))
+        receiver.verify(body=body, headers=headers, secrets=[WEBHOOK_SECRET], method="POST", url="")
+        for event in receiver.parse(body):
+            inbound_accept(source="stripe", event=event)
+
+
+def step_noop_send(args) -> None:
+    _django()
+    from integration_hub.celery import app
+
+    from benchmarks.stub_erp.tasks import NOOP_TASK
+
+    with app.producer_or_acquire() as producer:
+        for i in range(args.tasks):
+            app.send_task(NOOP_TASK, args=[i], producer=producer)
+
+
+HISTORY_TABLES = [  # child tables first (the order rows are trimmed in)
+    "runtime_deliveryattempt", "runtime_exceptionrecord", "runtime_delivery", "canonical_crossreference",
+    "canonical_invoiceline", "canonical_payment", "canonical_invoice", "canonical_customer", "runtime_inboundevent",
+]
+
+
+def _fill(cur, table: str, given: dict[str, str]) -> tuple[str, str]:
+    """Column list and SELECT expressions for ``table``: ``given`` plus a neutral value
+    for every other NOT NULL column without a default (so a new column added by a
+    migration does not break the loader)."""
+    cur.execute(
+        "SELECT column_name, data_type, is_nullable, column_default, is_identity FROM information_schema.columns"
+        " WHERE table_name = %s ORDER BY ordinal_position", [table],
+    )
+    columns, values = [], []
+    for name, kind, nullable, default, identity in cur.fetchall():
+        if identity == "YES":
+            continue
+        if name in given:
+            columns.append(name)
+            values.append(given[name])
+        elif nullable == "NO" and default is None:
+            neutral = {"boolean": "false", "jsonb": "'{}'::jsonb", "uuid": "gen_random_uuid()",
+                       "timestamp with time zone": "now()", "date": "current_date"}.get(kind)
+            if neutral is None:
+                neutral = "0" if kind in ("integer", "bigint", "smallint", "numeric", "double precision") else "''"
+            columns.append(name)
+            values.append(neutral)
+    return ", ".join(columns), ", ".join(values)
+
+
+def step_load_history(args) -> None:
+    """Bulk-load ``--rows`` finished invoices with their inbox event, business
+    transaction, posted delivery, attempt and cross-reference (INSERT … SELECT
+    generate_series), then ANALYZE."""
+    _django()
+    from django.db import connection
+
+    n = args.rows
+    with connection.cursor() as cur:
+        cur.execute("SELECT id FROM connectors_connection WHERE name = 'erp'")
+        erp = cur.fetchone()[0]
+        cur.execute("SELECT id FROM canonical_legalentity WHERE code = 'US'")
+        entity = cur.fetchone()[0]
+        columns, values = _fill(cur, "canonical_customer", {
+            "display_name": "'History customer'", "email": "'h@example.com'", "address": "'{}'::jsonb",
+            "country": "'US'", "tax_ids": "'[]'::jsonb", "currency": "'USD'", "version": "1",
+            "created_at": "now()", "updated_at": "now()"})
+        cur.execute(f"INSERT INTO canonical_customer ({columns}) SELECT {values} RETURNING id")
+        customer = cur.fetchone()[0]
+        cur.execute("CREATE TEMP TABLE hist AS SELECT g AS n, gen_random_uuid() AS txn,"
+                    " now() - (g || ' seconds')::interval AS at FROM generate_series(1, %s) g", [n])
+        statements = {
+            "runtime_businesstransaction": {"id": "txn", "kind": "'invoice'", "subject": "'hist:invoice:' || n",
+                                            "created_at": "at"},
+            "runtime_inboundevent": {
+                "transaction_id": "txn", "source": "'stripe'", "external_id": "'evt_hist_' || n",
+                "event_type": "'invoice.finalized'",
+                "payload": "jsonb_build_object('id', 'evt_hist_' || n, 'object', 'event', 'type', 'invoice.finalized')",
+                "occurred_at": "at", "status": "'processed'", "attempts": "1", "note": "''", "received_at": "at",
+                "enqueued_at": "at", "processed_at": "at"},
+            "canonical_invoice": {
+                "source_system": "'stripe'", "source_id": "'in_hist_' || n", "number": "'H-' || n",
+                "customer_id": str(customer), "legal_entity_id": str(entity), "currency": "'USD'",
+                "status": "'open'", "issued_on": "at::date", "subtotal": "2500", "tax": "250", "total": "2750",
+                "amount_paid": "0", "subscription_ref": "''", "transaction_id": "txn", "version": "1",
+                "created_at": "at", "updated_at": "at"},
+        }
+        for table, given in statements.items():
+            columns, values = _fill(cur, table, given)
+            cur.execute(f"INSERT INTO {table} ({columns}) SELECT {values} FROM hist")
+        cur.execute("CREATE TEMP TABLE hist_inv AS SELECT h.*, i.id AS invoice FROM hist h"
+                    " JOIN canonical_invoice i ON i.source_id = 'in_hist_' || h.n")
+        later = {
+            "runtime_delivery": {
+                "transaction_id": "txn", "connection_id": str(erp), "action": "'invoice.post'",
+                "object_type": "'invoice'", "object_id": "invoice",
+                "idempotency_key": "'invoice.post:erp:invoice:' || invoice || ':v1'", "status": "'posted'",
+                "attempts": "1", "next_attempt_at": "at", "enqueued_at": "at", "claimed_at": "at",
+                "external_id": "'erp-hist-' || n", "external_number": "'H-' || n", "last_error": "''",
+                "created_at": "at", "updated_at": "at"},
+            "canonical_crossreference": {
+                "system": "'erp'", "object_type": "'invoice'", "canonical_id": "invoice",
+                "external_id": "'erp-hist-' || n", "external_number": "'H-' || n"},
+        }
+        for table, given in later.items():
+            columns, values = _fill(cur, table, given)
+            cur.execute(f"INSERT INTO {table} ({columns}) SELECT {values} FROM hist_inv")
+        columns, values = _fill(cur, "runtime_deliveryattempt", {
+            "delivery_id": "d.id", "number": "1", "started_at": "d.created_at", "duration_ms": "5",
+            "outcome": "'posted'", "error_class": "''", "message": "''"})
+        cur.execute(f"INSERT INTO runtime_deliveryattempt ({columns}) SELECT {values} FROM runtime_delivery d"
+                    " WHERE d.external_id LIKE 'erp-hist-%'")
+    # Leave nothing for autovacuum to do during the measurements (a first vacuum of a
+    # million fresh rows rewrites every page), and flush the load's WAL now.
+    with connection.cursor() as cur:
+        cur.execute("VACUUM (FREEZE, ANALYZE)")
+        cur.execute("CHECKPOINT")
+
+
+def step_history_marks(args) -> None:
+    _django()
+    from django.db import connection
+
+    marks = {}
+    with connection.cursor() as cur:
+        for table in HISTORY_TABLES:
+            cur.execute(f"SELECT coalesce(max(id), 0) FROM {table}")
+            marks[table] = cur.fetchone()[0]
+        cur.execute("SELECT now()")
+        marks["now"] = cur.fetchone()[0].isoformat()
+    print(json.dumps(marks))
+
+
+def step_history_trim(args) -> None:
+    """Remove what a run added, so every run starts with the same history."""
+    _django()
+    from django.db import connection, transaction
+
+    marks = json.loads(args.marks)
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute("UPDATE runtime_delivery SET after_id = NULL WHERE id > %s", [marks["runtime_delivery"]])
+        for table in HISTORY_TABLES:
+            cur.execute(f"DELETE FROM {table} WHERE id > %s", [marks[table]])
+        cur.execute("DELETE FROM runtime_businesstransaction WHERE created_at >= %s", [marks["now"]])
+
+
+def step_sweep(args) -> None:
+    """Time ``sweep()`` (nothing to do, as in steady state) and EXPLAIN ANALYZE its queries."""
+    _django()
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from integration_hub.runtime.services import sweep
+
+    timings = []
+    sweep()  # warm the connection and caches
+    for _ in range(args.repeat):
+        start = time.perf_counter()
+        sweep()
+        timings.append((time.perf_counter() - start) * 1000)
+    with CaptureQueriesContext(connection) as captured:
+        sweep()
+    explains = []
+    for query in captured.captured_queries:
+        sql = query["sql"]
+        if not sql.lstrip().upper().startswith("SELECT"):
+            continue
+        with transaction.atomic(), connection.cursor() as cur:
+            cur.execute(f"EXPLAIN (ANALYZE, BUFFERS, TIMING) {sql}")
+            plan = "\n".join(row[0] for row in cur.fetchall())
+            transaction.set_rollback(True)
+        explains.append(f"-- {sql}\n{plan}")
+    print(json.dumps({"median_ms": statistics.median(timings), "runs_ms": timings,
+                      "explain": "\n\n".join(explains)}))
+
+
+STEPS = {
+    "_setup": step_setup, "_slow_erp_setup": step_slow_erp_setup, "_feed": step_feed,
+    "_noop_send": step_noop_send, "_load_history": step_load_history, "_history_marks": step_history_marks,
+    "_history_trim": step_history_trim, "_sweep": step_sweep,
+}
+
+
+# --------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in STEPS:
+        parser = argparse.ArgumentParser(prog=f"benchmarks.run {argv[0]}")
+        parser.add_argument("--events", type=int, default=0)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--tasks", type=int, default=0)
+        parser.add_argument("--rows", type=int, default=0)
+        parser.add_argument("--repeat", type=int, default=5)
+        parser.add_argument("--marks", default="{}")
+        parser.add_argument("--latency-ms", type=int, default=200)
+        parser.add_argument("--cap", type=int, default=4)
+        STEPS[argv[0]](parser.parse_args(argv[1:]))
+        return 0
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="small counts, the same code paths (CI)")
+    parser.add_argument("--pipeline-events", type=int, default=0,
+                        help="events per pipeline run (the issue's figure is 20000: about N / rate seconds per run)")
+    parser.add_argument("--only", default="", help="comma-separated: ingest,pipeline,slow,history,profile")
+    parser.add_argument("--output", default="", help="where the results go (default: benchmarks/, or the"
+                        " run's log folder for --smoke)")
+    args = parser.parse_args(argv)
+    plan = SMOKE if args.smoke else FULL
+    if args.pipeline_events:
+        plan = dataclasses.replace(plan, pipeline_events=args.pipeline_events)
+    only = {part for part in args.only.split(",") if part}
+    logdir = Path(tempfile.mkdtemp(prefix="hub-bench-"))
+    out = Path(args.output or (logdir if args.smoke else BENCH_DIR))
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"{plan.name} plan; process logs in {logdir}")
+    started = time.perf_counter()
+    suite = Suite(plan, logdir)
+    suite.setup_template()
+    try:
+        for name, run in (("ingest", suite.ingest), ("pipeline", suite.pipeline), ("slow", suite.slow_erp),
+                          ("history", suite.history), ("profile", suite.profile)):
+            if not only or name in only:
+                run()
+        if not only or {"ingest", "pipeline"} <= only:
+            suite.memory()
+    finally:
+        queue_purge()
+        db_drop(TEMPLATE_DB)
+    seconds = time.perf_counter() - started
+    results_md = out / ("RESULTS.md" if plan.name == "full" else "RESULTS-smoke.md")
+    results_json = out / ("results.json" if plan.name == "full" else "results-smoke.json")
+    write_report(suite, results_md, results_json, seconds)
+    log(f"wrote {results_md} and {results_json} in {seconds:.0f} s")
+    missing = [key for key in FIGURES if key not in suite.figures]
+    if missing and not only:
+        log(f"FAIL: figures missing: {', '.join(missing)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
