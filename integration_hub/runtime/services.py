@@ -12,6 +12,7 @@ import datetime as dt
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -192,22 +193,21 @@ def delivery_plan(
     )
     ready = after is None or after.status == Delivery.Status.POSTED
     now = timezone.now()
-    delivery, created = Delivery.objects.get_or_create(
-        idempotency_key=key,
-        defaults={
-            "transaction_id": transaction_id,
-            "connection": connection,
-            "action": action,
-            "object_type": object_type,
-            "object_id": object_id,
-            "after": after,
-            "next_attempt_at": now,
-            "enqueued_at": now if ready else None,
-        },
-    )
-    if created and ready:
-        enqueue_after_commit(DELIVER_TASK, delivery.pk)
-    return delivery
+    values = {
+        "idempotency_key": key, "transaction": transaction_id, "connection": connection.pk, "action": action,
+        "object_type": object_type, "object_id": object_id, "after": after.pk if after else None,
+        "status": Delivery.Status.PENDING, "attempts": 0, "next_attempt_at": now,
+        "enqueued_at": now if ready else None, "hold_reason": "", "external_id": "", "external_number": "",
+        "last_error": "", "created_at": now, "updated_at": now,
+    }
+    delivery_id = insert_ignore(Delivery, values)
+    if delivery_id is None:  # planned before: the same effect, once
+        return Delivery.objects.get(idempotency_key=key)
+    if ready:
+        enqueue_after_commit(DELIVER_TASK, delivery_id)
+    for name in ("transaction", "connection", "after"):
+        values[f"{name}_id"] = values.pop(name)
+    return Delivery(pk=delivery_id, **values)
 
 
 @transaction.atomic
@@ -247,16 +247,23 @@ def delivery_attempt(delivery_id: int) -> None:
         if not decision.admitted:
             delivery_hold(delivery, reason=decision.reason, until=decision.retry_at)
             return
-        outcome, retry_after = "failure", None
-        try:
-            outcome, retry_after = _attempt_call(delivery)
-        finally:
-            # Always give the slot back, even if recording the attempt failed; if the
-            # store is unreachable the slot's lease frees it.
+        released = False
+
+        def release(outcome: str, retry_after: float | None = None) -> None:
+            # The slot is the target's: give it back the moment the call is over,
+            # before our own bookkeeping. If the store is unreachable, the lease frees it.
+            nonlocal released
+            released = True
             with contextlib.suppress(GovernorUnavailable):
                 woken = governor_release(delivery.connection_id, token=token, outcome=outcome, retry_after=retry_after)
                 if woken is not None:
                     delivery_wake(woken)
+
+        try:
+            _attempt_call(delivery, release)
+        finally:
+            if not released:
+                release("failure")
 
 
 def delivery_wake(delivery_id: int) -> None:
@@ -276,9 +283,9 @@ def _governor_outcome(exc: Exception) -> tuple[str, float | None]:
     return "failure", None
 
 
-def _attempt_call(delivery: Delivery) -> tuple[str, float | None]:
-    """One call through the connector, recorded as an attempt; returns how it
-    counts for the governor (outcome, retry_after)."""
+def _attempt_call(delivery: Delivery, release: Callable[..., None]) -> None:
+    """One call through the connector: tell the governor how it went (``release``),
+    then record it as an attempt."""
     action = dispatch.delivery_action(delivery.action)
     started, clock = timezone.now(), time.monotonic()
     try:
@@ -289,15 +296,18 @@ def _attempt_call(delivery: Delivery) -> tuple[str, float | None]:
             )
         document = action.send(connector, delivery)
     except SoftTimeLimitExceeded:
+        release("failure")
         failure = Retryable("the task's time limit cut the call short", outcome_unknown=True)
         delivery_record_failure(delivery, failure, started=started, seconds=time.monotonic() - clock)
-        return "failure", None
+        return
     except Exception as exc:  # noqa: BLE001 - classified and recorded, never swallowed silently
+        release(*_governor_outcome(exc))
         if not isinstance(exc, ConnectorError):
             log.exception("delivery_unexpected_error")
         delivery_record_failure(delivery, exc, started=started, seconds=time.monotonic() - clock)
-        return _governor_outcome(exc)
+        return
     seconds = time.monotonic() - clock
+    release("success")
     try:
         delivery_record_success(delivery, document, started=started, seconds=seconds)
     except IntegrityError as exc:
@@ -306,7 +316,6 @@ def _attempt_call(delivery: Delivery) -> tuple[str, float | None]:
         # person must look, so dead-letter instead of retrying.
         conflict = Permanent(f"posted as {document.external_id}, but its binding conflicts: {exc}")
         delivery_record_failure(delivery, conflict, started=started, seconds=seconds)
-    return "success", None
 
 
 @transaction.atomic
@@ -347,7 +356,7 @@ def _attempt_row(delivery: Delivery, *, started: dt.datetime, seconds: float, ou
 def delivery_record_success(
     delivery: Delivery, document: ExternalDocument, *, started: dt.datetime, seconds: float
 ) -> Delivery:
-    locked = Delivery.objects.select_for_update().get(pk=delivery.pk)
+    locked = Delivery.objects.select_for_update(of=("self",)).select_related("connection").get(pk=delivery.pk)
     _attempt_row(locked, started=started, seconds=seconds, outcome=Outcome.POSTED)
     if locked.status == Delivery.Status.POSTED:
         return locked  # a replay or a redelivered message: nothing more to do
