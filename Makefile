@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test faults install migrate worker beat web schemas clean bench bench-smoke
+.PHONY: demo test faults lint install migrate worker beat web schemas clean bench bench-smoke
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ bench: $(BENCH_STAMP)
 ## The same code paths with small counts (CI): checks every figure is produced, not its value.
 bench-smoke: $(STAMP)
 	$(BIN)/python -m benchmarks.run --smoke $(BENCH_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check integration_hub canonical connectors tests benchmarks
 
 ## The fault-injection suite (real processes; needs redis-server and PostgreSQL, as in CI)
 ## and its reliability table, also written to var/reliability-report.md.

@@ -70,7 +70,7 @@ async def _run(port: int, requests: list[bytes], connections: int, duration: flo
             sent = time.perf_counter()
             try:
                 status = await asyncio.wait_for(_one(port, request), timeout=30)
-            except (OSError, asyncio.TimeoutError, ValueError, IndexError):
+            except (TimeoutError, OSError, ValueError, IndexError):
                 result.errors += 1
                 continue
             result.statuses[status] = result.statuses.get(status, 0) + 1

@@ -366,9 +366,8 @@ class Suite:
     # -- webhook ingest --------------------------------------------------------
 
     def ingest(self) -> None:
-        from connectors.stripe.sandbox import StripeSandbox
-
         from benchmarks.loadgen import build_request, run_load
+        from connectors.stripe.sandbox import StripeSandbox
 
         plan = self.plan
         log("webhook ingest: gunicorn, 2 sync workers; hub = /api/webhooks/stripe/, baseline = bare DRF insert")
@@ -896,9 +895,8 @@ def step_feed(args) -> None:
 
 def step_noop_send(args) -> None:
     _django()
-    from integration_hub.celery import app
-
     from benchmarks.stub_erp.tasks import NOOP_TASK
+    from integration_hub.celery import app
 
     with app.producer_or_acquire() as producer:
         for i in range(args.tasks):

@@ -12,11 +12,11 @@ from rest_framework.decorators import action, api_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from integration_hub.operations import services as operations
 from connectors.models import Connection
+from integration_hub.operations import services as operations
 from integration_hub.operations.selectors import deliveries_by_state, transaction_trace
-from integration_hub.runtime.governor import governor_status
 from integration_hub.runtime import services
+from integration_hub.runtime.governor import governor_status
 from integration_hub.runtime.models import Delivery, ExceptionRecord
 from integration_hub.workflows.models import SyncRun
 from integration_hub.workflows.selectors import customer_detail, sync_run_detail

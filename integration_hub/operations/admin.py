@@ -18,11 +18,11 @@ from integration_hub.runtime.models import (
     AdmissionPolicy,
     AuditEntry,
     BusinessTransaction,
-    MaintenanceWindow,
     Delivery,
     DeliveryAttempt,
     ExceptionRecord,
     InboundEvent,
+    MaintenanceWindow,
 )
 
 

@@ -28,8 +28,8 @@ class DeliveryAction:
 
     name: str
     capability: type
-    send: Callable[["Connector", "Delivery"], "ExternalDocument"]
-    bind: Callable[["Delivery", "ExternalDocument"], None]
+    send: Callable[[Connector, Delivery], ExternalDocument]
+    bind: Callable[[Delivery, ExternalDocument], None]
 
 
 _fact_handlers: dict[type, FactHandler] = {}

@@ -27,11 +27,19 @@ from canonical.events import Ignored
 from canonical.services import PolicyMissing
 from connectors import registry
 from connectors.base import ExternalDocument, ReceivedEvent
-from connectors.errors import ConnectorError, MappingError, NeedsConfiguration, Permanent, RateLimited, Retryable
+from connectors.errors import (
+    ConnectorError,
+    MappingError,
+    NeedsConfiguration,
+    Permanent,
+    RateLimited,
+    Retryable,
+)
 from connectors.models import Connection
 from connectors.services import connector_for
 from integration_hub.celery import app as celery_app
 from integration_hub.runtime import dispatch
+from integration_hub.runtime.governor import GovernorUnavailable, governor_admit, governor_release
 from integration_hub.runtime.models import (
     AuditEntry,
     BusinessTransaction,
@@ -40,7 +48,6 @@ from integration_hub.runtime.models import (
     ExceptionRecord,
     InboundEvent,
 )
-from integration_hub.runtime.governor import GovernorUnavailable, governor_admit, governor_release
 from integration_hub.runtime.retry import retry_delay
 from integration_hub.runtime.sql import insert_ignore
 
@@ -326,7 +333,7 @@ def delivery_hold(delivery: Delivery, *, reason: str, until: float) -> Delivery:
     if locked.status != Delivery.Status.IN_FLIGHT:
         return locked
     now = timezone.now()
-    resume = dt.datetime.fromtimestamp(until, tz=dt.timezone.utc)
+    resume = dt.datetime.fromtimestamp(until, tz=dt.UTC)
     locked.status, locked.hold_reason = Delivery.Status.HELD, reason[:200]
     locked.attempts -= 1  # the claim counted an attempt that never happened
     locked.next_attempt_at = max(resume, now)

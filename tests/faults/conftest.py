@@ -107,7 +107,7 @@ class Scenario:
 
         accepted = [r for r in self.responses if r.status_code == 200]
         stored = set(InboundEvent.objects.values_list("external_id", flat=True))
-        missing_events = [e for e, r in zip(self.sent_events, self.responses) if r.status_code == 200 and e not in stored]
+        missing_events = [e for e, r in zip(self.sent_events, self.responses, strict=True) if r.status_code == 200 and e not in stored]
         counts = {ref: [i for i in self.erp.invoices(reference=ref) if i["total_amount"] > 0] for ref in self.expected}
         lost = [ref for ref, docs in counts.items() if not docs]
         duplicated = [ref for ref, docs in counts.items() if len(docs) > 1]

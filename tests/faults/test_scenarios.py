@@ -275,7 +275,7 @@ def test_postgresql_restarted_mid_run(fault_redis, fault_proxy, tryton_server, e
         stopper.join()
         fault_ended = time.monotonic()
         assert set(during) <= {200, 503} and 500 not in during
-        for event, status in zip(events[3:], during):
+        for event, status in zip(events[3:], during, strict=True):
             statuses[event["id"]] = status
         for event in events:  # the vendor retries what was not acknowledged
             if statuses[event["id"]] != 200:

@@ -16,9 +16,9 @@ from integration_hub.runtime import services
 from integration_hub.runtime.governor import (
     DatabaseStore,
     Policy,
-    config_cache_clear,
     RedisStore,
     admit,
+    config_cache_clear,
     governor_status,
     release,
 )

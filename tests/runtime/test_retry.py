@@ -1,7 +1,6 @@
 import random
 
 from django.conf import settings
-
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -8,7 +8,15 @@ import httpx
 import pytest
 
 from canonical.events import CustomerReferenced, CustomerSnapshot, Ignored
-from connectors.errors import InvalidSignature, MalformedPayload, MappingError, NeedsConfiguration, Permanent, RateLimited, Retryable
+from connectors.errors import (
+    InvalidSignature,
+    MalformedPayload,
+    MappingError,
+    NeedsConfiguration,
+    Permanent,
+    RateLimited,
+    Retryable,
+)
 from connectors.hubspot import webhooks
 from connectors.hubspot.client import error_from_response
 from connectors.hubspot.connector import HubSpotConnector

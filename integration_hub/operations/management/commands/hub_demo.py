@@ -25,8 +25,8 @@ from rest_framework.authtoken.models import Token
 
 from canonical.models import CrossReference, Customer, Invoice, LegalEntity
 from canonical.money import to_major
-from connectors.services import connection_upsert
 from connectors.salesforce.sandbox import SalesforceSandbox
+from connectors.services import connection_upsert
 from connectors.stripe.api_sandbox import StripeApiSandbox
 from connectors.stripe.sandbox import StripeSandbox
 from connectors.tryton.client import TrytonClient
