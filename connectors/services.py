@@ -8,6 +8,7 @@ from django.db import transaction
 
 from connectors import registry
 from connectors.base import Connector
+from connectors.cache import cached
 from connectors.errors import NeedsConfiguration
 from connectors.models import Connection
 
@@ -42,11 +43,17 @@ def connector_for(connection: Connection) -> Connector:
 
 
 def webhook_secrets_for(source: str) -> list[str]:
-    """Every active secret of every active connection of vendor ``source`` (rotation)."""
-    found: list[str] = []
-    for connection in Connection.objects.filter(vendor=source, is_active=True):
-        found.extend(connection.webhook_secrets())
-    return found
+    """Every active secret of every active connection of vendor ``source`` (rotation).
+    Read on every webhook, so cached for a few seconds: add the new secret before
+    rotating it at the vendor, as the rotation procedure says anyway."""
+
+    def load() -> list[str]:
+        found: list[str] = []
+        for connection in Connection.objects.filter(vendor=source, is_active=True):
+            found.extend(connection.webhook_secrets())
+        return found
+
+    return cached(("webhook_secrets", source), load)
 
 
 @transaction.atomic

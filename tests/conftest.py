@@ -61,15 +61,16 @@ class MemoryErpConnector(Connector):
 
 @pytest.fixture(autouse=True)
 def _fresh_governor_config():
-    """Policies and windows are cached per process for a few seconds; tests edit them.
+    """Secrets, policies and windows are cached per process for a few seconds; tests edit them.
     The governor's Redis state outlives a test database: start each test without it."""
-    from integration_hub.runtime.governor import RedisStore, config_cache_clear, store
+    from connectors import cache
+    from integration_hub.runtime.governor import RedisStore, store
 
-    config_cache_clear()
+    cache.clear()
     if isinstance(store(), RedisStore):
         store().clear()  # the test database's ids restart every run; Redis keeps its keys
     yield
-    config_cache_clear()
+    cache.clear()
 
 
 @pytest.fixture

@@ -22,27 +22,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from connectors.cache import TTL_SECONDS, cached
 from integration_hub.runtime.models import AdmissionPolicy, GovernorState, MaintenanceWindow
 
 State = dict[str, Any]
-
-
-# Policies and maintenance windows are admin-edited data read on every call: each
-# process keeps them this long (an edit takes effect within these seconds).
-CONFIG_TTL_SECONDS = 5.0
-_config: dict[tuple, tuple[float, Any]] = {}
-
-
-def _cached(key: tuple, load: Callable[[], Any]) -> Any:
-    now = time.monotonic()
-    hit = _config.get(key)
-    if hit is None or hit[0] < now:
-        hit = _config[key] = (now + CONFIG_TTL_SECONDS, load())
-    return hit[1]
-
-
-def config_cache_clear() -> None:
-    _config.clear()
 
 
 class GovernorUnavailable(RuntimeError):
@@ -59,7 +42,7 @@ class Policy:
 
     @classmethod
     def for_connection(cls, connection_id: int) -> Policy:
-        return _cached(("policy", connection_id), lambda: cls._load(connection_id))
+        return cached(("policy", connection_id), lambda: cls._load(connection_id))
 
     @classmethod
     def _load(cls, connection_id: int) -> Policy:
@@ -248,8 +231,8 @@ def store() -> Store:
 
 def _maintenance(connection_id: int, now: dt.datetime) -> MaintenanceWindow | None:
     # Cached with the windows that start within the cache's lifetime, so none is missed.
-    horizon = dt.timedelta(seconds=CONFIG_TTL_SECONDS)
-    windows = _cached(("windows", connection_id), lambda: list(MaintenanceWindow.objects.filter(
+    horizon = dt.timedelta(seconds=TTL_SECONDS)
+    windows = cached(("windows", connection_id), lambda: list(MaintenanceWindow.objects.filter(
         connection_id=connection_id, starts_at__lte=timezone.now() + horizon, ends_at__gt=timezone.now())))
     return next((w for w in windows if w.starts_at <= now < w.ends_at), None)
 

@@ -10,6 +10,7 @@ from django.utils import timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
+from connectors import cache
 from connectors.errors import Permanent, RateLimited, Retryable
 from connectors.models import Connection
 from integration_hub.runtime import services
@@ -18,7 +19,6 @@ from integration_hub.runtime.governor import (
     Policy,
     RedisStore,
     admit,
-    config_cache_clear,
     governor_status,
     release,
 )
@@ -181,7 +181,7 @@ def test_a_maintenance_window_holds_without_spending_budget_and_drains_after(
     window.ends_at = now
     window.starts_at = now - dt.timedelta(hours=1)
     window.save()
-    config_cache_clear()  # as if the few seconds of the per-process cache had passed
+    cache.clear()  # as if the few seconds of the per-process cache had passed
     Delivery.objects.update(next_attempt_at=now)
     services.sweep()
     drain(sent_tasks)
