@@ -44,17 +44,35 @@ class Connector:
     """Base of every connector: built from a Connection's config and credentials.
 
     ``secret_fields`` names the credential keys that must never be shown or logged.
+    A connector that speaks HTTP builds its vendor client in ``build_client`` (from
+    ``self.config``, ``self.credentials`` and ``self.transport``, an httpx transport
+    tests may inject); ``client`` builds it on first use and ``close`` releases it.
     """
 
     vendor: str = ""
     secret_fields: tuple[str, ...] = ()
 
-    def __init__(self, *, config: Mapping[str, Any], credentials: Mapping[str, Any]):
+    def __init__(self, *, config: Mapping[str, Any], credentials: Mapping[str, Any], transport: Any = None):
         self.config = dict(config)
         self.credentials = dict(credentials)
+        self.transport = transport
+        self._client: Any = None
+
+    def build_client(self) -> Any:
+        """The vendor's HTTP client. Raise NeedsConfiguration if settings are missing."""
+        raise NotImplementedError(f"{type(self).__name__} has no HTTP client")
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self.build_client()
+        return self._client
 
     def close(self) -> None:
         """Release network resources. Safe to call more than once."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
 
 @runtime_checkable

@@ -32,25 +32,14 @@ class HubSpotConnector(Connector):
 
     def __init__(self, *, config: Mapping[str, Any], credentials: Mapping[str, Any],
                  transport: httpx.BaseTransport | None = None):
-        super().__init__(config=config, credentials=credentials)
-        self._transport = transport
-        self._client: HubSpotClient | None = None
+        super().__init__(config=config, credentials=credentials, transport=transport)
         self.erp_id_property = self.config.get("erp_id_property") or mapping.ERP_ID_PROPERTY
 
-    @property
-    def client(self) -> HubSpotClient:
-        if self._client is None:
-            if not self.credentials.get("access_token"):
-                raise NeedsConfiguration("HubSpot connection lacks access_token")
-            self._client = HubSpotClient(self.credentials["access_token"],
-                                         base_url=self.config.get("base_url") or API_BASE,
-                                         timeout=float(self.config.get("timeout", 20)), transport=self._transport)
-        return self._client
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+    def build_client(self) -> HubSpotClient:
+        if not self.credentials.get("access_token"):
+            raise NeedsConfiguration("HubSpot connection lacks access_token")
+        return HubSpotClient(self.credentials["access_token"], base_url=self.config.get("base_url") or API_BASE,
+                             timeout=float(self.config.get("timeout", 20)), transport=self.transport)
 
     @property
     def _properties(self) -> list[str]:

@@ -40,27 +40,17 @@ class SalesforceConnector(Connector):
 
     def __init__(self, *, config: Mapping[str, Any], credentials: Mapping[str, Any],
                  transport: httpx.BaseTransport | None = None):
-        super().__init__(config=config, credentials=credentials)
-        self._transport = transport
-        self._client: SalesforceClient | None = None
+        super().__init__(config=config, credentials=credentials, transport=transport)
         self.erp_id_field = self.config.get("erp_id_field") or mapping.ERP_ID_FIELD
 
-    @property
-    def client(self) -> SalesforceClient:
-        if self._client is None:
-            if not self.config.get("instance_url") or not self.credentials.get("access_token"):
-                raise NeedsConfiguration("Salesforce connection lacks instance_url or access_token")
-            self._client = SalesforceClient(
-                self.config["instance_url"], self.credentials["access_token"],
-                api_version=self.config.get("api_version") or DEFAULT_API_VERSION,
-                timeout=float(self.config.get("timeout", 20)), transport=self._transport,
-            )
-        return self._client
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+    def build_client(self) -> SalesforceClient:
+        if not self.config.get("instance_url") or not self.credentials.get("access_token"):
+            raise NeedsConfiguration("Salesforce connection lacks instance_url or access_token")
+        return SalesforceClient(
+            self.config["instance_url"], self.credentials["access_token"],
+            api_version=self.config.get("api_version") or DEFAULT_API_VERSION,
+            timeout=float(self.config.get("timeout", 20)), transport=self.transport,
+        )
 
     @property
     def _fields(self) -> list[str]:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
-
-import httpx
 
 from canonical.contracts import CustomerV1
 from connectors.base import Connector, ExternalDocument
@@ -39,25 +36,11 @@ class StripeConnector(Connector):
 
     secret_fields = ("api_key", "webhook_secrets")
 
-    def __init__(self, *, config: Mapping[str, Any], credentials: Mapping[str, Any],
-                 transport: httpx.BaseTransport | None = None):
-        super().__init__(config=config, credentials=credentials)
-        self._transport = transport
-        self._client: StripeApiClient | None = None
-
-    @property
-    def client(self) -> StripeApiClient:
-        if self._client is None:
-            if not self.credentials.get("api_key"):
-                raise NeedsConfiguration("Stripe connection lacks api_key (needed to create customers)")
-            self._client = StripeApiClient(self.credentials["api_key"], base_url=self.config.get("api_base") or API_BASE,
-                                           timeout=float(self.config.get("timeout", 20)), transport=self._transport)
-        return self._client
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+    def build_client(self) -> StripeApiClient:
+        if not self.credentials.get("api_key"):
+            raise NeedsConfiguration("Stripe connection lacks api_key (needed to create customers)")
+        return StripeApiClient(self.credentials["api_key"], base_url=self.config.get("api_base") or API_BASE,
+                               timeout=float(self.config.get("timeout", 20)), transport=self.transport)
 
     def upsert_customer(self, customer: CustomerV1, *, idempotency_key: str,
                         external_id: str | None = None) -> ExternalDocument:

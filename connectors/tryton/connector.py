@@ -45,36 +45,26 @@ class TrytonConnector(Connector):
         credentials: Mapping[str, Any],
         transport: httpx.BaseTransport | None = None,
     ):
-        super().__init__(config=config, credentials=credentials)
+        super().__init__(config=config, credentials=credentials, transport=transport)
         missing = [key for key in ("url", "database", "companies") if not self.config.get(key)]
         missing += [key for key in ("login", "password") if not self.credentials.get(key)]
         if missing:
             raise NeedsConfiguration(f"Tryton connection lacks {', '.join(missing)}")
-        self._transport = transport
-        self._client: TrytonClient | None = None
         self._company_cache: dict[tuple[int, str], Any] = {}
 
-    @property
-    def client(self) -> TrytonClient:
-        if self._client is None:
-            timeout = self.config.get("timeout")
-            connect, read = 5.0, 30.0
-            if isinstance(timeout, Mapping):
-                connect = float(timeout.get("connect", connect))
-                read = float(timeout.get("read", read))
-            elif timeout is not None:
-                read = float(timeout)
-            self._client = TrytonClient(
-                self.config["url"], self.config["database"],
-                self.credentials["login"], self.credentials["password"],
-                connect_timeout=connect, read_timeout=read, transport=self._transport,
-            )
-        return self._client
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+    def build_client(self) -> TrytonClient:
+        timeout = self.config.get("timeout")
+        connect, read = 5.0, 30.0
+        if isinstance(timeout, Mapping):
+            connect = float(timeout.get("connect", connect))
+            read = float(timeout.get("read", read))
+        elif timeout is not None:
+            read = float(timeout)
+        return TrytonClient(
+            self.config["url"], self.config["database"],
+            self.credentials["login"], self.credentials["password"],
+            connect_timeout=connect, read_timeout=read, transport=self.transport,
+        )
 
     def post_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
         """Find by reference, else create (party, lines, taxes), check the total
