@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from integration_hub.runtime.models import Delivery, InboundEvent
 
 FactHandler = Callable[[Any, "InboundEvent"], None]
+# Turns a fact that needs I/O (e.g. reading the current record from its source) into
+# the facts it stands for, before the event's database transaction opens.
+FactResolver = Callable[[Any], list]
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class DeliveryAction:
 
 
 _fact_handlers: dict[type, FactHandler] = {}
+_fact_resolvers: dict[type, FactResolver] = {}
 _actions: dict[str, DeliveryAction] = {}
 
 
@@ -49,6 +53,23 @@ def fact_handler(fact: Any) -> FactHandler:
         return _fact_handlers[type(fact)]
     except KeyError:
         raise LookupError(f"no workflow handles {type(fact).__name__}") from None
+
+
+def on_resolve(fact_type: type) -> Callable[[FactResolver], FactResolver]:
+    def decorate(resolver: FactResolver) -> FactResolver:
+        _fact_resolvers[fact_type] = resolver
+        return resolver
+
+    return decorate
+
+
+def facts_resolve(facts: list) -> list:
+    """Each fact, or what its resolver says it stands for (facts without one pass)."""
+    resolved: list = []
+    for fact in facts:
+        resolver = _fact_resolvers.get(type(fact))
+        resolved.extend(resolver(fact) if resolver else [fact])
+    return resolved
 
 
 def register_action(action: DeliveryAction) -> DeliveryAction:

@@ -133,6 +133,8 @@ def inbound_process(event_id: int) -> None:
     with structlog.contextvars.bound_contextvars(txn=str(event.transaction_id), inbound_event=event.external_id):
         try:
             facts = registry.event_translator(event.source)(event.event_type, event.payload)
+            # Calls to other systems happen here, outside the transaction and its locks.
+            facts = dispatch.facts_resolve(facts)
             with transaction.atomic():
                 # Events about one business object are applied one at a time, in
                 # whatever order they arrive; the canonical upserts make order moot.
@@ -156,6 +158,16 @@ def inbound_process(event_id: int) -> None:
         except Exception as exc:
             if event.attempts >= settings.HUB_INBOUND_MAX_ATTEMPTS:
                 _inbound_fail(event, Team.IT_OPERATIONS, Category.PROCESSING, repr(exc), traceback.format_exc())
+                return
+            if isinstance(exc, Retryable):
+                # A source system is briefly unavailable: try again after a backoff
+                # (Retry-After as a floor) instead of waiting for the sweeper.
+                delay = retry_delay(event.attempts, retry_after=exc.retry_after)
+                InboundEvent.objects.filter(pk=event.pk).update(
+                    enqueued_at=timezone.now() + dt.timedelta(seconds=delay)
+                )
+                _send(PROCESS_TASK, event.pk, countdown=delay)
+                log.warning("inbound_retry_scheduled", attempts=event.attempts, delay=round(delay, 2), error=str(exc))
                 return
             log.exception("inbound_failed_will_retry", attempts=event.attempts)
             raise

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from canonical.contracts import CustomerV1
-from canonical.events import CustomerReferenced, CustomerSnapshot
+from canonical.events import CustomerReferenced, CustomerSnapshot, Ignored
 from canonical.models import CrossReference, Customer, LegalEntity
 from canonical.selectors import customer_contract, customer_source_ref
 from canonical.services import (
@@ -37,7 +37,7 @@ from connectors.base import CustomerSink, CustomerSource, CustomerWriteBack, Ext
 from connectors.errors import MappingError, NeedsConfiguration, Permanent, Retryable
 from connectors.models import Connection
 from connectors.services import connection_can, connection_for_role, connection_for_vendor, connector_for
-from integration_hub.runtime.dispatch import DeliveryAction, on_fact, register_action
+from integration_hub.runtime.dispatch import DeliveryAction, on_fact, on_resolve, register_action
 from integration_hub.runtime.models import Delivery, InboundEvent
 from integration_hub.runtime.services import delivery_plan
 
@@ -53,19 +53,18 @@ class CustomerInvalid(MappingError):
 # ---------------------------------------------------------------- inbound
 
 
-@on_fact(CustomerReferenced)
-def customer_referenced(fact: CustomerReferenced, event: InboundEvent) -> None:
+@on_resolve(CustomerReferenced)
+def customer_read(fact: CustomerReferenced) -> list:
+    """A notice stands for the record as its source holds it now (read before the
+    event's transaction opens; a Retryable from the CRM retries the event)."""
     connection = connection_for_vendor(fact.source.system)
     connector = connector_for(connection)
     if not isinstance(connector, CustomerSource):
         raise NeedsConfiguration(f"connection {connection.name} cannot read customers")
-    # I/O inside the event's transaction: the lock is per CRM record, and the runtime
-    # retries a Retryable here like any processing failure (see docs).
     contract = connector.fetch_customer(fact.source.external_id)
     if contract is None:
-        log.info("crm_record_gone", source=fact.source.external_id)
-        return
-    crm_customer_apply(contract, event=event, connection=connection)
+        return [Ignored(f"{fact.source.system} record {fact.source.external_id} no longer exists")]
+    return [CustomerSnapshot(contract)]
 
 
 @on_fact(CustomerSnapshot)

@@ -233,3 +233,29 @@ class TestApi:
         assert client.get("/api/customers/1/").status_code == 401
         assert api.get("/api/customers/999999/").status_code == 404
         assert api.get("/api/syncs/999999/").status_code == 404
+
+
+def test_a_crm_outage_while_reading_a_notice_retries_the_event_after_retry_after(
+    hub, salesforce_org, post_salesforce, sent_tasks
+):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from integration_hub.runtime.services import inbound_process
+
+    record = salesforce_org.account_create("Flaky Read GmbH", BillingCountry="DE")
+    salesforce_org.fail_next(503, code="SERVER_UNAVAILABLE", retry_after=7, method="GET")
+    assert post_salesforce(salesforce_org.last_event(record["Id"])).status_code == 200
+    before = timezone.now()
+    drain(sent_tasks)  # the read fails: nothing is applied, nothing is lost
+
+    event = InboundEvent.objects.get()
+    assert (event.status, event.attempts) == ("received", 1)
+    assert event.enqueued_at >= before + dt.timedelta(seconds=7)  # its retry honours Retry-After
+    assert not Customer.objects.exists()
+
+    inbound_process(event.pk)  # the countdown has run out and the CRM is back
+    drain(sent_tasks)
+    assert InboundEvent.objects.get().status == "processed"
+    assert Customer.objects.get().display_name == "Flaky Read GmbH"
