@@ -13,14 +13,18 @@ from connectors.errors import NeedsConfiguration
 from connectors.models import Connection
 
 
+def _the_active(label: str, **lookup: str) -> Connection:
+    connections = list(Connection.objects.filter(is_active=True, **lookup)[:2])
+    if not connections:
+        raise NeedsConfiguration(f"no active {label} connection is configured")
+    if len(connections) > 1:
+        raise NeedsConfiguration(f"more than one active {label} connection; deactivate all but one")
+    return connections[0]
+
+
 def connection_for_role(role: str) -> Connection:
     """The active connection playing ``role``; NeedsConfiguration if none or several."""
-    connections = list(Connection.objects.filter(role=role, is_active=True)[:2])
-    if not connections:
-        raise NeedsConfiguration(f"no active {role} connection is configured")
-    if len(connections) > 1:
-        raise NeedsConfiguration(f"more than one active {role} connection; deactivate all but one")
-    return connections[0]
+    return _the_active(role, role=role)
 
 
 _connectors: dict[int, tuple[object, Connector]] = {}
@@ -73,12 +77,7 @@ def connection_upsert(
 def connection_for_vendor(vendor: str) -> Connection:
     """The active connection of ``vendor`` (source systems are addressed by vendor:
     an event's source and a record's ``SourceRef.system`` are the vendor name)."""
-    connections = list(Connection.objects.filter(vendor=vendor, is_active=True)[:2])
-    if not connections:
-        raise NeedsConfiguration(f"no active {vendor} connection is configured")
-    if len(connections) > 1:
-        raise NeedsConfiguration(f"more than one active {vendor} connection; deactivate all but one")
-    return connections[0]
+    return _the_active(vendor, vendor=vendor)
 
 
 def connection_can(connection: Connection, method: str) -> bool:

@@ -118,6 +118,17 @@ def sandbox():
 
 
 @pytest.fixture
+def api(db, admin_user):
+    """A REST client authenticated with an admin's token."""
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=admin_user).key}")
+    return client
+
+
+@pytest.fixture
 def sent_tasks(monkeypatch) -> list[tuple[str, int, float | None]]:
     """Records what the hub sends to the broker instead of sending it."""
     from integration_hub.celery import app

@@ -114,17 +114,8 @@ class ExceptionRecordViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
     @action(detail=True, methods=["post"])
     def replay(self, request: Request, pk: str | None = None) -> Response:
         """Replay the dead delivery or failed event behind this exception."""
-        record = get_object_or_404(ExceptionRecord, pk=pk)
-        form = ReplaySerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        if record.status != ExceptionRecord.Status.OPEN:
-            return Response({"error": "not_open", "detail": "this exception is already resolved"}, status=409)
-        try:
-            services.exception_replay(record, user=request.user, reason=form.validated_data["reason"])
-        except services.InvalidTransition as exc:
-            return Response({"error": "invalid_transition", "detail": str(exc)}, status=409)
-        record.refresh_from_db()
-        return Response(ExceptionRecordSerializer(record).data, status=status.HTTP_202_ACCEPTED)
+        return self._act_on_open(request, pk, ReplaySerializer, lambda record, data: services.exception_replay(
+            record, user=request.user, reason=data["reason"]))
 
     @extend_schema(request=BulkReplaySerializer, responses={202: dict})
     @action(detail=False, methods=["post"], url_path="replay")
@@ -148,16 +139,20 @@ class ExceptionRecordViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
     @action(detail=True, methods=["post"], url_path="edit-and-replay")
     def edit_and_replay(self, request: Request, pk: str | None = None) -> Response:
         """Correct the payload or the canonical invoice behind this exception, then replay."""
+        return self._act_on_open(request, pk, EditAndReplaySerializer, lambda record, data: (
+            operations.exception_edit_and_replay(record, user=request.user, reason=data["reason"],
+                                                 payload=data.get("payload"), invoice=data.get("invoice"))))
+
+    def _act_on_open(self, request: Request, pk: str | None, form_class, act) -> Response:
+        """Validate the request, act on the exception if it is still open, answer
+        202 with its new state; 409 if resolved or not replayable, 400 if rejected."""
         record = get_object_or_404(ExceptionRecord, pk=pk)
-        form = EditAndReplaySerializer(data=request.data)
+        form = form_class(data=request.data)
         form.is_valid(raise_exception=True)
         if record.status != ExceptionRecord.Status.OPEN:
             return Response({"error": "not_open", "detail": "this exception is already resolved"}, status=409)
         try:
-            operations.exception_edit_and_replay(
-                record, user=request.user, reason=form.validated_data["reason"],
-                payload=form.validated_data.get("payload"), invoice=form.validated_data.get("invoice"),
-            )
+            act(record, form.validated_data)
         except operations.CorrectionRejected as exc:
             return Response({"error": "correction_rejected", "detail": str(exc)}, status=400)
         except services.InvalidTransition as exc:

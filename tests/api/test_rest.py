@@ -3,21 +3,12 @@
 import uuid
 
 import pytest
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from connectors.errors import Permanent
 from integration_hub.runtime.models import Delivery, ExceptionRecord
 from tests.helpers import drain
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def api(admin_user):
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=admin_user).key}")
-    return client
 
 
 @pytest.fixture

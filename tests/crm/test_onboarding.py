@@ -3,8 +3,6 @@ sandboxes over HTTP and an in-memory ERP party book."""
 
 import pytest
 from django.test import override_settings
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from canonical.models import Customer, CustomerConfirmation, DuplicateCase, FieldConflict
 from canonical.services import duplicate_case_release
@@ -203,12 +201,6 @@ def test_a_hubspot_request_signed_for_another_url_is_refused(client, hub, hubspo
 
 
 class TestApi:
-    @pytest.fixture
-    def api(self, admin_user):
-        client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=admin_user).key}")
-        return client
-
     def test_a_sync_is_triggered_and_reported(self, api, hub, salesforce_org, sent_tasks):
         salesforce_org.account_create("Pulled Co", BillingCountry="US")
         response = api.post("/api/syncs/customers/")

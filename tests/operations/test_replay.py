@@ -4,8 +4,6 @@ edit-and-replay; every replay and edit is audited."""
 import json
 
 import pytest
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from canonical.models import Invoice, LegalEntity
 from connectors.errors import Permanent
@@ -13,13 +11,6 @@ from integration_hub.runtime.models import AuditEntry, Delivery, ExceptionRecord
 from tests.helpers import drain
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def api(admin_user):
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=admin_user).key}")
-    return client
 
 
 @pytest.fixture

@@ -210,17 +210,12 @@ def test_permanent_rejections_do_not_open_the_circuit(invoice_deliveries, memory
 
 
 @pytestmark_db
-def test_held_work_is_visible_with_its_reason_in_the_api(invoice_deliveries, memory_erp, admin_user):
-    from rest_framework.authtoken.models import Token
-    from rest_framework.test import APIClient
-
+def test_held_work_is_visible_with_its_reason_in_the_api(invoice_deliveries, memory_erp, api):
     connection, deliveries = invoice_deliveries
     MaintenanceWindow.objects.create(connection=connection, starts_at=timezone.now() - dt.timedelta(minutes=1),
                                      ends_at=timezone.now() + dt.timedelta(hours=1), reason="month-end freeze")
     for delivery in deliveries:
         services.delivery_attempt(delivery.pk)
-    api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=admin_user).key}")
 
     [erp] = [c for c in api.get("/api/connections/").json() if c["name"] == "erp"]
     [(reason, count)] = erp["held"].items()
