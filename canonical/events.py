@@ -53,9 +53,4 @@ class InvoiceVoided:
     invoice: InvoiceV1
 
 
-@dataclass(frozen=True)
-class Ignored:
-    reason: str
-
-
-Fact = CustomerChanged | CustomerReferenced | CustomerSnapshot | InvoiceIssued | InvoicePaid | InvoiceVoided | Ignored
+Fact = CustomerChanged | CustomerReferenced | CustomerSnapshot | InvoiceIssued | InvoicePaid | InvoiceVoided

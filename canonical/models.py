@@ -17,12 +17,22 @@ country_code = RegexValidator(r"^[A-Z]{2}$", "ISO 3166-1 alpha-2, upper case")
 
 class LegalEntity(models.Model):
     """A company of the group that books revenue. Invoices in ``currency`` are
-    booked by the legal entity whose functional currency it is."""
+    booked by the legal entity whose functional currency it is.
+
+    ``erp_connection`` and ``billing_connection`` name the connections that hold its
+    books and its billing account; blank means "the only active one of that role"."""
 
     code = models.SlugField(max_length=20, unique=True)
     name = models.CharField(max_length=200)
     currency = models.CharField(max_length=3, unique=True, validators=[currency_code])
     country = models.CharField(max_length=2, validators=[country_code])
+    erp_connection = models.SlugField(
+        max_length=50, blank=True, help_text="Name of the ERP connection that books it (blank: the only active ERP)"
+    )
+    billing_connection = models.SlugField(
+        max_length=50, blank=True,
+        help_text="Name of its billing connection (blank: the only active billing connection)",
+    )
 
     class Meta:
         verbose_name_plural = "legal entities"
@@ -176,7 +186,9 @@ class CrossReference(models.Model):
     """An external id of a canonical record in one system, unique both ways:
     one external id maps to one record, and one record has one id per system."""
 
-    system = models.CharField(max_length=50, help_text="Connection name, e.g. 'stripe' or 'tryton'")
+    system = models.CharField(
+        max_length=50, help_text="Name of the connection the id belongs to, e.g. 'stripe-live' or 'tryton'"
+    )
     object_type = models.CharField(max_length=50)
     canonical_id = models.BigIntegerField()
     external_id = models.CharField(max_length=255)

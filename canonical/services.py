@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -83,46 +84,6 @@ def _refresh_keys(customer: Customer) -> None:
         tax_ids=customer.tax_ids,
     ).items():
         setattr(customer, name, value)
-
-
-@transaction.atomic
-def customer_upsert(contract: CustomerV1, *, transaction_id: uuid.UUID | None = None, fill_only: bool = False) -> Customer:
-    """Create or update the customer known in ``contract.source``.
-
-    ``fill_only`` updates only empty fields: used when the data comes second-hand
-    (the customer block of an invoice) rather than from the customer record itself.
-    """
-    fields = _customer_fields(contract)
-    source = contract.source
-    canonical_id = xref_lookup(system=source.system, object_type="customer", external_id=source.external_id)
-    if canonical_id is None:
-        try:
-            with transaction.atomic():
-                customer = Customer(transaction_id=transaction_id, **fields)
-                _refresh_keys(customer)
-                customer.save()
-                xref_bind(
-                    system=source.system, object_type="customer", canonical_id=customer.pk,
-                    external_id=source.external_id,
-                )
-            return customer
-        except IntegrityError:
-            # A concurrent upsert bound this source id first: update its record instead.
-            canonical_id = xref_lookup(system=source.system, object_type="customer", external_id=source.external_id)
-            if canonical_id is None:
-                raise
-    customer = Customer.objects.select_for_update().get(pk=canonical_id)
-    if fill_only:
-        fields = {name: value for name, value in fields.items() if value and not getattr(customer, name)}
-    changed = {name: value for name, value in fields.items() if getattr(customer, name) != value}
-    if changed:
-        for name, value in changed.items():
-            setattr(customer, name, value)
-        customer.version += 1
-        customer.transaction_id = transaction_id or customer.transaction_id
-        _refresh_keys(customer)
-        customer.save()
-    return customer
 
 
 @transaction.atomic
@@ -304,6 +265,100 @@ def customer_apply(
         return False, opened
     _customer_change(customer, decision.changes, transaction_id=transaction_id)
     return True, opened
+
+
+@dataclass(frozen=True)
+class CustomerIntake:
+    """What ``customer_ingest`` did with a source's customer record."""
+
+    customer: Customer
+    created: bool = False
+    held: bool = False  # a first sighting that looks like a known customer: a DuplicateCase is open
+    changed: bool = False
+    conflicts: tuple[FieldConflict, ...] = ()
+    merged_alias: bool = False  # the record was merged into another; its change is not applied
+
+
+def customer_ingest(
+    contract: CustomerV1, *, source_role: str = "", transaction_id: uuid.UUID | None = None,
+    second_hand: bool = False,
+) -> CustomerIntake:
+    """The one way a source system's customer record reaches the canonical store,
+    whichever system sends it (CRM, billing, the customer block of an invoice).
+
+    * Known (its cross-reference, the alias a merge left, or the canonical id the hub
+      stamped on a record it created itself): the change is applied under the
+      system-of-record rules for ``source_role``; a group that role does not own
+      opens a ``FieldConflict``. A record merged into another changes nothing.
+    * First sighting: a new customer bound to the source id; if it shares a match
+      key with a live customer it is held and a ``DuplicateCase`` opens, so a person
+      decides rather than the hub creating a twin downstream.
+    * ``second_hand``: the data is a copy inside another document (an invoice's
+      customer snapshot), not the record itself: it only fills empty fields and
+      never opens conflicts.
+
+    Safe under concurrency: two first sightings of one source id make one customer.
+    """
+    source = contract.source
+    customer = customer_resolve(system=source.system, external_id=source.external_id)
+    if customer is None and contract.canonical_id is not None:
+        customer = _bind_stamped(contract)
+    if customer is None:
+        try:
+            with transaction.atomic():
+                return _customer_first_sighting(contract, transaction_id=transaction_id)
+        except IntegrityError:
+            # A concurrent intake bound this source id first: apply to its record.
+            customer = customer_resolve(system=source.system, external_id=source.external_id)
+            if customer is None:
+                raise
+    with transaction.atomic():
+        if customer.aliases.filter(system=source.system, external_id=source.external_id).exists():
+            return CustomerIntake(customer, merged_alias=True)
+        if second_hand:
+            changed = _customer_fill(customer, contract, transaction_id=transaction_id)
+            return CustomerIntake(Customer.objects.get(pk=customer.pk), changed=changed)
+        changed, conflicts = customer_apply(
+            customer, contract, source_role=source_role, transaction_id=transaction_id
+        )
+    return CustomerIntake(Customer.objects.get(pk=customer.pk), changed=changed, conflicts=tuple(conflicts))
+
+
+def _bind_stamped(contract: CustomerV1) -> Customer | None:
+    """A record the hub created in the source (it carries the canonical id), seen
+    before the delivery bound its id: bind it now rather than create a twin."""
+    customer = Customer.objects.filter(pk=contract.canonical_id).first()
+    if customer is None:
+        return None
+    try:
+        with transaction.atomic():
+            xref_bind(system=contract.source.system, object_type="customer", canonical_id=customer.pk,
+                      external_id=contract.source.external_id)
+    except IntegrityError:
+        return None  # the canonical record is bound to another id there: treat as new
+    return customer
+
+
+def _customer_first_sighting(contract: CustomerV1, *, transaction_id: uuid.UUID | None) -> CustomerIntake:
+    customer = customer_create(contract, transaction_id=transaction_id)
+    candidates = duplicate_candidates(customer)
+    if not candidates:
+        return CustomerIntake(customer, created=True)
+    customer.status = Customer.Status.HELD
+    customer.save(update_fields=["status", "updated_at"])
+    duplicate_case_open(customer, candidates, transaction_id=transaction_id)
+    return CustomerIntake(customer, created=True, held=True)
+
+
+def _customer_fill(customer: Customer, contract: CustomerV1, *, transaction_id: uuid.UUID | None) -> bool:
+    customer = Customer.objects.select_for_update().get(pk=customer.pk)
+    filled = {
+        name: value for name, value in _customer_fields(contract).items()
+        if value and not getattr(customer, name)
+    }
+    if filled:
+        _customer_change(customer, filled, transaction_id=transaction_id)
+    return bool(filled)
 
 
 def _customer_change(customer: Customer, changes: dict, *, transaction_id: uuid.UUID | None) -> None:

@@ -40,9 +40,20 @@ class ReceivedEvent:
     occurred_at: dt.datetime | None = None
 
 
+@dataclass(frozen=True)
+class Ignored:
+    """What a translator returns for an event the hub has nothing to do with: the
+    inbox records it as ignored, with the reason, and no workflow runs."""
+
+    reason: str
+
+
 class Connector:
     """Base of every connector: built from a Connection's config and credentials.
 
+    ``name`` is the connection's stable name: the ``system`` of every reference the
+    connector hands back (a customer it reads is ``SourceRef(system=name, …)``), so two
+    connections of one vendor never mix their records. It defaults to the vendor.
     ``secret_fields`` names the credential keys that must never be shown or logged.
     A connector that speaks HTTP builds its vendor client in ``build_client`` (from
     ``self.config``, ``self.credentials`` and ``self.transport``, an httpx transport
@@ -52,7 +63,10 @@ class Connector:
     vendor: str = ""
     secret_fields: tuple[str, ...] = ()
 
-    def __init__(self, *, config: Mapping[str, Any], credentials: Mapping[str, Any], transport: Any = None):
+    def __init__(
+        self, *, config: Mapping[str, Any], credentials: Mapping[str, Any], transport: Any = None, name: str = ""
+    ):
+        self.name = name or self.vendor
         self.config = dict(config)
         self.credentials = dict(credentials)
         self.transport = transport
@@ -83,6 +97,11 @@ class InvoicePoster(Protocol):
     its source reference before creating anything, so a retry after an unknown
     outcome never creates a second one.
     """
+
+    def find_invoice(self, invoice: InvoiceV1, *, legal_entity: str) -> ExternalDocument | None:
+        """The ERP's document for ``invoice`` when it is posted (or paid, or
+        cancelled), found by its source reference; None when the ERP has none or
+        holds only a draft (``post_invoice`` finishes a draft). Reads only."""
 
     def post_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
         """Create (if absent) and post the invoice in the company that books for

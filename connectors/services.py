@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
@@ -13,18 +14,47 @@ from connectors.errors import NeedsConfiguration
 from connectors.models import Connection
 
 
-def _the_active(label: str, **lookup: str) -> Connection:
-    connections = list(Connection.objects.filter(is_active=True, **lookup)[:2])
+def connection_named(name: str) -> Connection:
+    """The active connection called ``name``: the ``system`` of an inbox event, a
+    canonical record's source and every cross-reference is a connection's name."""
+    connection = Connection.objects.filter(name=name, is_active=True).first()
+    if connection is None:
+        raise NeedsConfiguration(f"no active connection named {name!r}")
+    return connection
+
+
+def connection_vendor(name: str) -> str:
+    """The vendor of the connection called ``name`` (active or not: an event it
+    brought in is still processed after it is switched off). Cached briefly."""
+
+    def load() -> str:
+        vendor = Connection.objects.filter(name=name).values_list("vendor", flat=True).first()
+        if vendor is None:
+            raise NeedsConfiguration(f"no connection named {name!r}")
+        return vendor
+
+    return cached(("connection_vendor", name), load)
+
+
+def connection_for_role(role: str, *, name: str = "") -> Connection:
+    """The connection a workflow uses for ``role``, by the rule every workflow
+    states: the one called ``name`` when its data names one (a legal entity names
+    its ERP), else the only active connection of the role. NeedsConfiguration when
+    the named one is not an active ``role`` connection, when none is active, or when
+    several are and nothing names one."""
+    if name:
+        connection = Connection.objects.filter(name=name, role=role, is_active=True).first()
+        if connection is None:
+            raise NeedsConfiguration(f"{name!r} is not an active {role} connection")
+        return connection
+    connections = list(Connection.objects.filter(role=role, is_active=True)[:2])
     if not connections:
-        raise NeedsConfiguration(f"no active {label} connection is configured")
+        raise NeedsConfiguration(f"no active {role} connection is configured")
     if len(connections) > 1:
-        raise NeedsConfiguration(f"more than one active {label} connection; deactivate all but one")
+        raise NeedsConfiguration(
+            f"several {role} connections are active and nothing names one (set the legal entity's {role} connection)"
+        )
     return connections[0]
-
-
-def connection_for_role(role: str) -> Connection:
-    """The active connection playing ``role``; NeedsConfiguration if none or several."""
-    return _the_active(role, role=role)
 
 
 _connectors: dict[int, tuple[object, Connector]] = {}
@@ -41,23 +71,34 @@ def connector_for(connection: Connection) -> Connector:
     if cached is not None:
         cached[1].close()
     cls = registry.connector_class(connection.vendor)
-    connector = cls(config=connection.config, credentials=connection.credentials)
+    connector = cls(config=connection.config, credentials=connection.credentials, name=connection.name)
     _connectors[connection.pk] = (connection.updated_at, connector)
     return connector
 
 
-def webhook_secrets_for(source: str) -> list[str]:
-    """Every active secret of every active connection of vendor ``source`` (rotation).
-    Read on every webhook, so cached for a few seconds: add the new secret before
-    rotating it at the vendor, as the rotation procedure says anyway."""
+@dataclass(frozen=True)
+class WebhookSender:
+    """A connection a webhook may come from, with the secrets that sign it."""
 
-    def load() -> list[str]:
-        found: list[str] = []
-        for connection in Connection.objects.filter(vendor=source, is_active=True):
-            found.extend(connection.webhook_secrets())
-        return found
+    name: str
+    vendor: str
+    secrets: tuple[str, ...]
 
-    return cached(("webhook_secrets", source), load)
+
+def webhook_senders(source: str) -> list[WebhookSender]:
+    """Who may have sent a webhook to ``/api/webhooks/<source>/``: the active
+    connection called ``source``, else every active connection of vendor ``source``
+    (the signature then tells which one). Read on every webhook, so cached for a few
+    seconds: add the new secret before rotating it at the vendor, as the rotation
+    procedure says anyway."""
+
+    def load() -> list[WebhookSender]:
+        connections = list(Connection.objects.filter(name=source, is_active=True)) or list(
+            Connection.objects.filter(vendor=source, is_active=True).order_by("name")
+        )
+        return [WebhookSender(c.name, c.vendor, tuple(c.webhook_secrets())) for c in connections]
+
+    return cached(("webhook_senders", source), load)
 
 
 @transaction.atomic
@@ -72,12 +113,6 @@ def connection_upsert(
     connection.set_credentials(credentials)
     connection.save(update_fields=["encrypted_credentials", "updated_at"])
     return connection
-
-
-def connection_for_vendor(vendor: str) -> Connection:
-    """The active connection of ``vendor`` (source systems are addressed by vendor:
-    an event's source and a record's ``SourceRef.system`` are the vendor name)."""
-    return _the_active(vendor, vendor=vendor)
 
 
 def connection_can(connection: Connection, method: str) -> bool:

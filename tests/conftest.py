@@ -49,6 +49,10 @@ SCRIPT = ScriptedErp()
 class MemoryErpConnector(Connector):
     """An ERP held in this process, for unit tests of the runtime (no network)."""
 
+    def find_invoice(self, invoice: InvoiceV1, *, legal_entity: str) -> ExternalDocument | None:
+        SCRIPT.calls.append(("find", invoice.source.external_id))
+        return SCRIPT.documents.get(f"post:{invoice.source.external_id}")
+
     def post_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
         return SCRIPT.handle("post", invoice.source.external_id)
 

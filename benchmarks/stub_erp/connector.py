@@ -40,6 +40,9 @@ def _document(reference: str) -> ExternalDocument:
 class InstantErpConnector(Connector):
     """An ERP that accepts every document at once."""
 
+    def find_invoice(self, invoice: InvoiceV1, *, legal_entity: str) -> ExternalDocument | None:
+        return None
+
     def post_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
         return _document(invoice.source.external_id)
 
@@ -92,6 +95,9 @@ class SlowErpConnector(Connector):
         return counters.call(
             reference, latency=self.config["latency_ms"] / 1000, limit=self.config["max_concurrency"]
         )
+
+    def find_invoice(self, invoice: InvoiceV1, *, legal_entity: str) -> ExternalDocument | None:
+        return None
 
     def post_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
         return self._call(invoice.source.external_id)

@@ -31,8 +31,8 @@ class HubSpotConnector(Connector):
     secret_fields = ("access_token", "webhook_secrets")
 
     def __init__(self, *, config: Mapping[str, Any], credentials: Mapping[str, Any],
-                 transport: httpx.BaseTransport | None = None):
-        super().__init__(config=config, credentials=credentials, transport=transport)
+                 transport: httpx.BaseTransport | None = None, name: str = ""):
+        super().__init__(config=config, credentials=credentials, transport=transport, name=name)
         self.erp_id_property = self.config.get("erp_id_property") or mapping.ERP_ID_PROPERTY
 
     def build_client(self) -> HubSpotClient:
@@ -49,7 +49,7 @@ class HubSpotConnector(Connector):
         company = self.client.get_company(external_id, self._properties)
         if company is None or company.get("archived"):
             return None
-        return mapping.customer_from_company(company)
+        return mapping.customer_from_company(company, system=self.name)
 
     def customers_changed_since(self, since: dt.datetime | None) -> Iterator[ReceivedEvent]:
         since_ms = int(since.timestamp() * 1000) if since is not None else None

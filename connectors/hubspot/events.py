@@ -6,19 +6,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from canonical.contracts import SourceRef
-from canonical.events import CustomerReferenced, CustomerSnapshot, Fact, Ignored
+from canonical.events import CustomerReferenced, CustomerSnapshot, Fact
+from connectors.base import Ignored
 from connectors.hubspot.mapping import HUB_OWNED_PROPERTIES, SYSTEM, customer_from_company
 
 PULLED = "company.pulled"
 
 
-def translate(event_type: str, payload: Mapping[str, Any]) -> list[Fact]:
+def translate(event_type: str, payload: Mapping[str, Any], *, system: str = SYSTEM) -> list[Fact | Ignored]:
     """Company webhooks carry at most one property, so they become notices the
     workflow resolves by reading the company; a change of a hub-owned property is
     the echo of the hub's write-back and is ignored."""
     if event_type == PULLED:
-        return [CustomerSnapshot(customer_from_company(payload))]
-    source = SourceRef(system=SYSTEM, external_id=str(payload.get("objectId")))
+        return [CustomerSnapshot(customer_from_company(payload, system=system))]
+    source = SourceRef(system=system, external_id=str(payload.get("objectId")))
     match event_type:
         case "company.creation" | "company.restore":
             return [CustomerReferenced(source)]

@@ -46,7 +46,7 @@ def _prop(properties: Mapping[str, Any], key: str) -> str | None:
     return value.strip() or None
 
 
-def customer_from_company(company: Mapping[str, Any]) -> CustomerV1:
+def customer_from_company(company: Mapping[str, Any], *, system: str = SYSTEM) -> CustomerV1:
     if not isinstance(company, Mapping) or not isinstance(company.get("properties"), Mapping):
         raise MappingError("hubspot company: expected an object with properties")
     properties = company["properties"]
@@ -65,10 +65,10 @@ def customer_from_company(company: Mapping[str, Any]) -> CustomerV1:
                           city=_prop(properties, "city"), postal_code=_prop(properties, "zip"),
                           state=_prop(properties, "state"), country=country)
         return CustomerV1(
-            source=SourceRef(system=SYSTEM, external_id=company_id), display_name=name,
+            source=SourceRef(system=system, external_id=company_id), display_name=name,
             address=address if any(address.model_dump().values()) else None,
             domain=_prop(properties, "domain"),
-            parent=SourceRef(system=SYSTEM, external_id=parent) if parent else None,
+            parent=SourceRef(system=system, external_id=parent) if parent else None,
         )
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())

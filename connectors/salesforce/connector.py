@@ -39,8 +39,8 @@ class SalesforceConnector(Connector):
     secret_fields = ("access_token", "webhook_secrets")
 
     def __init__(self, *, config: Mapping[str, Any], credentials: Mapping[str, Any],
-                 transport: httpx.BaseTransport | None = None):
-        super().__init__(config=config, credentials=credentials, transport=transport)
+                 transport: httpx.BaseTransport | None = None, name: str = ""):
+        super().__init__(config=config, credentials=credentials, transport=transport, name=name)
         self.erp_id_field = self.config.get("erp_id_field") or mapping.ERP_ID_FIELD
 
     def build_client(self) -> SalesforceClient:
@@ -59,7 +59,7 @@ class SalesforceConnector(Connector):
 
     def fetch_customer(self, external_id: str) -> CustomerV1 | None:
         record = self.client.get("Account", external_id, self._fields)
-        return None if record is None else mapping.customer_from_account(record)
+        return None if record is None else mapping.customer_from_account(record, system=self.name)
 
     def customers_changed_since(self, since: dt.datetime | None) -> Iterator[ReceivedEvent]:
         for record in self.client.query(soql_changed_since(since, self._fields)):

@@ -6,19 +6,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from canonical.contracts import SourceRef
-from canonical.events import CustomerReferenced, CustomerSnapshot, Fact, Ignored
+from canonical.events import CustomerReferenced, CustomerSnapshot, Fact
+from connectors.base import Ignored
 from connectors.salesforce.mapping import HUB_OWNED_FIELDS, SYSTEM, customer_from_account
 
 PULLED = "Account.pulled"
 
 
-def translate(event_type: str, payload: Mapping[str, Any]) -> list[Fact]:
+def translate(event_type: str, payload: Mapping[str, Any], *, system: str = SYSTEM) -> list[Fact | Ignored]:
     """``Account.pulled`` (a scheduled pull) carries the whole record; change events
     (``Account.CREATE`` / ``UPDATE`` / ``UNDELETE`` / ``GAP_*``) are notices the
     workflow resolves by reading the record. An UPDATE that touches only hub-owned
     fields is the echo of the hub's own write-back and is ignored."""
     if event_type == PULLED:
-        return [CustomerSnapshot(customer_from_account(payload))]
+        return [CustomerSnapshot(customer_from_account(payload, system=system))]
     entity, _, change_type = event_type.partition(".")
     if entity != "Account":
         return [Ignored(f"Salesforce {entity} changes are not handled by the hub")]
@@ -32,4 +33,4 @@ def translate(event_type: str, payload: Mapping[str, Any]) -> list[Fact]:
         return [Ignored(f"only hub-owned fields changed ({', '.join(changed)}): the echo of a write-back")]
     if change_type not in ("CREATE", "UPDATE", "UNDELETE") and not change_type.startswith("GAP_"):
         return [Ignored(f"Salesforce change type {change_type} is not handled")]
-    return [CustomerReferenced(SourceRef(system=SYSTEM, external_id=record_id), changed)]
+    return [CustomerReferenced(SourceRef(system=system, external_id=record_id), changed)]

@@ -69,7 +69,7 @@ def _street(value: str | None) -> tuple[str | None, str | None]:
     return (lines[0] if lines else None), (", ".join(lines[1:]) or None)
 
 
-def customer_from_account(record: Mapping[str, Any]) -> CustomerV1:
+def customer_from_account(record: Mapping[str, Any], *, system: str = SYSTEM) -> CustomerV1:
     """Account → CustomerV1. ``Name`` and ``Id`` are required; ``Website`` becomes the
     domain; ``ParentId`` the parent reference; ``CurrencyIsoCode`` the currency."""
     if not isinstance(record, Mapping):
@@ -97,12 +97,12 @@ def customer_from_account(record: Mapping[str, Any]) -> CustomerV1:
             postal_code=_text(record, "BillingPostalCode"), state=_text(record, "BillingState"), country=country,
         )
         return CustomerV1(
-            source=SourceRef(system=SYSTEM, external_id=record_id),
+            source=SourceRef(system=system, external_id=record_id),
             display_name=name,
             address=address if any(address.model_dump().values()) else None,
             currency=currency,
             domain=_text(record, "Website"),
-            parent=SourceRef(system=SYSTEM, external_id=parent) if parent else None,
+            parent=SourceRef(system=system, external_id=parent) if parent else None,
         )
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())

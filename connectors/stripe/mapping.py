@@ -159,7 +159,7 @@ def _display_name(name: Any, email: Any, customer_id: str) -> str:
     return customer_id
 
 
-def customer_from_stripe(customer: Mapping[str, Any]) -> CustomerV1:
+def customer_from_stripe(customer: Mapping[str, Any], *, system: str = SYSTEM) -> CustomerV1:
     """Map a Stripe Customer object to CustomerV1.
 
     ``display_name`` is ``name``, else ``email``, else the customer id. ``tax_ids``
@@ -180,7 +180,7 @@ def customer_from_stripe(customer: Mapping[str, Any]) -> CustomerV1:
     return _build(
         CustomerV1,
         "customer",
-        source=SourceRef(system=SYSTEM, external_id=customer_id),
+        source=SourceRef(system=system, external_id=customer_id),
         canonical_id=int(hub_id) if isinstance(hub_id, str) and hub_id.isdigit() else None,
         display_name=_display_name(customer.get("name"), customer.get("email"), customer_id),
         email=_str(customer.get("email"), "customer.email", required=False),
@@ -190,7 +190,7 @@ def customer_from_stripe(customer: Mapping[str, Any]) -> CustomerV1:
     )
 
 
-def _invoice_customer(invoice: Mapping[str, Any]) -> CustomerV1:
+def _invoice_customer(invoice: Mapping[str, Any], system: str) -> CustomerV1:
     # The invoice carries a snapshot of the customer's details taken at
     # finalization; that snapshot, not the live customer, is what was invoiced.
     customer_id = _id_of(invoice.get("customer"), "invoice.customer")
@@ -200,7 +200,7 @@ def _invoice_customer(invoice: Mapping[str, Any]) -> CustomerV1:
     return _build(
         CustomerV1,
         "invoice.customer",
-        source=SourceRef(system=SYSTEM, external_id=customer_id),
+        source=SourceRef(system=system, external_id=customer_id),
         display_name=_display_name(invoice.get("customer_name"), email, customer_id),
         email=email,
         address=_address(invoice.get("customer_address"), "invoice.customer_address"),
@@ -460,7 +460,7 @@ def _subscription_ref(invoice: Mapping[str, Any], shape: Shape) -> str | None:
     return _id_of(invoice.get("subscription"), "invoice.subscription")
 
 
-def invoice_from_stripe(invoice: Mapping[str, Any]) -> InvoiceV1:
+def invoice_from_stripe(invoice: Mapping[str, Any], *, system: str = SYSTEM) -> InvoiceV1:
     """Map a finalized Stripe Invoice (either API shape) to InvoiceV1.
 
     Contract:
@@ -499,9 +499,9 @@ def invoice_from_stripe(invoice: Mapping[str, Any]) -> InvoiceV1:
     return _build(
         InvoiceV1,
         "invoice",
-        source=SourceRef(system=SYSTEM, external_id=invoice_id),
+        source=SourceRef(system=system, external_id=invoice_id),
         number=_str(invoice.get("number"), "invoice.number", required=False),
-        customer=_invoice_customer(invoice),
+        customer=_invoice_customer(invoice, system),
         currency=currency,
         status=status,
         issued_on=issued_on,
@@ -541,7 +541,7 @@ def _payment_id(invoice: Mapping[str, Any]) -> str | None:
     return None
 
 
-def payment_from_stripe_invoice(invoice: Mapping[str, Any]) -> PaymentV1 | None:
+def payment_from_stripe_invoice(invoice: Mapping[str, Any], *, system: str = SYSTEM) -> PaymentV1 | None:
     """The payment that settled a paid invoice, or None.
 
     None when the invoice is not ``paid``, or when ``amount_paid`` is 0 (a zero
@@ -564,8 +564,8 @@ def payment_from_stripe_invoice(invoice: Mapping[str, Any]) -> PaymentV1 | None:
     return _build(
         PaymentV1,
         "invoice",
-        source=SourceRef(system=SYSTEM, external_id=_payment_id(invoice) or f"{invoice_id}:paid"),
-        invoice=SourceRef(system=SYSTEM, external_id=invoice_id),
+        source=SourceRef(system=system, external_id=_payment_id(invoice) or f"{invoice_id}:paid"),
+        invoice=SourceRef(system=system, external_id=invoice_id),
         currency=_currency(invoice.get("currency"), "invoice.currency"),
         amount=amount,
         paid_at=paid_at,

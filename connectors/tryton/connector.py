@@ -44,8 +44,9 @@ class TrytonConnector(Connector):
         config: Mapping[str, Any],
         credentials: Mapping[str, Any],
         transport: httpx.BaseTransport | None = None,
+        name: str = "",
     ):
-        super().__init__(config=config, credentials=credentials, transport=transport)
+        super().__init__(config=config, credentials=credentials, transport=transport, name=name)
         missing = [key for key in ("url", "database", "companies") if not self.config.get(key)]
         missing += [key for key in ("login", "password") if not self.credentials.get(key)]
         if missing:
@@ -65,6 +66,13 @@ class TrytonConnector(Connector):
             self.credentials["login"], self.credentials["password"],
             connect_timeout=connect, read_timeout=read, transport=self.transport,
         )
+
+    def find_invoice(self, invoice: InvoiceV1, *, legal_entity: str) -> ExternalDocument | None:
+        """By ``reference`` = the billing system's invoice id, in the entity's company."""
+        found = self._find_invoice(self._company(legal_entity), invoice.source.external_id)
+        if found is None or found["state"] in ("draft", "validated"):
+            return None
+        return mapping.external_document(found)
 
     def post_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
         """Find by reference, else create (party, lines, taxes), check the total

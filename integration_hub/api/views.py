@@ -7,12 +7,25 @@ import uuid
 from django.db import transaction
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from connectors.models import Connection
+from integration_hub.api.serializers import (
+    BulkReplayResultSerializer,
+    BulkReplaySerializer,
+    ConnectionHealthSerializer,
+    CustomerDetailSerializer,
+    DeliverySerializer,
+    EditAndReplaySerializer,
+    ErrorSerializer,
+    ExceptionRecordSerializer,
+    ReplaySerializer,
+    SyncRunSerializer,
+    TransactionTraceSerializer,
+)
 from integration_hub.operations import services as operations
 from integration_hub.operations.selectors import deliveries_by_state, transaction_trace
 from integration_hub.runtime import services
@@ -23,7 +36,7 @@ from integration_hub.workflows.selectors import customer_detail, sync_run_detail
 from integration_hub.workflows.services import PULL_RUN_TASK, sync_run_create
 
 
-@extend_schema(responses={200: dict})
+@extend_schema(responses={200: TransactionTraceSerializer, 404: ErrorSerializer})
 @api_view(["GET"])
 def transaction_detail(request: Request, transaction_id: uuid.UUID) -> Response:
     """One business transaction's trace: events, canonical records, deliveries with
@@ -31,63 +44,19 @@ def transaction_detail(request: Request, transaction_id: uuid.UUID) -> Response:
     trace = transaction_trace(transaction_id)
     if trace is None:
         return Response({"error": "not_found", "detail": "no such business transaction"}, status=404)
-    return Response(trace)
+    return Response(TransactionTraceSerializer(trace).data)
 
 
-@extend_schema(responses={200: dict})
+@extend_schema(responses={200: ConnectionHealthSerializer(many=True)})
 @api_view(["GET"])
 def connections_health(request: Request) -> Response:
     """Each connection's governor state (circuit, calls in flight, Retry-After wait),
     and how many deliveries it holds or has dead-lettered, with the hold reasons."""
-    return Response([
+    return Response(ConnectionHealthSerializer([
         {"name": connection.name, "vendor": connection.vendor, "role": connection.role,
          "active": connection.is_active, **governor_status(connection.pk), **deliveries_by_state(connection)}
         for connection in Connection.objects.order_by("name")
-    ])
-
-
-class DeliverySerializer(serializers.ModelSerializer):
-    target = serializers.CharField(source="connection.name")
-
-    class Meta:
-        model = Delivery
-        fields = [
-            "id", "transaction", "action", "target", "object_type", "object_id", "idempotency_key", "status",
-            "hold_reason", "attempts", "next_attempt_at", "external_id", "external_number", "last_error", "created_at", "updated_at",
-        ]
-
-
-class ExceptionRecordSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = ExceptionRecord
-        fields = [
-            "id", "transaction", "delivery", "inbound_event", "owner_team", "category", "summary", "detail",
-            "status", "resolution", "resolved_at", "created_at",
-        ]
-
-
-class ReplaySerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=500)
-
-
-class BulkReplaySerializer(ReplaySerializer):
-    ids = serializers.ListField(child=serializers.IntegerField(), required=False)
-    owner_team = serializers.ChoiceField(choices=ExceptionRecord.Team.choices, required=False)
-    category = serializers.ChoiceField(choices=ExceptionRecord.Category.choices, required=False)
-    connection = serializers.CharField(required=False, help_text="Connection name of the dead deliveries")
-
-    def validate(self, data):
-        if not set(data) - {"reason"}:
-            raise serializers.ValidationError("give ids or at least one filter; replaying everything is not offered")
-        return data
-
-
-class EditAndReplaySerializer(ReplaySerializer):
-    payload = serializers.JSONField(required=False, help_text="Corrected vendor payload (inbound-event exceptions)")
-    invoice = serializers.JSONField(
-        required=False,
-        help_text='Canonical invoice corrections, e.g. {"legal_entity": "EU", "lines": [{"position": 1, "tax_amount": 0}]}',
-    )
+    ], many=True).data)
 
 
 class DeliveryViewSet(viewsets.ReadOnlyModelViewSet):
@@ -117,7 +86,7 @@ class ExceptionRecordViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
         return self._act_on_open(request, pk, ReplaySerializer, lambda record, data: services.exception_replay(
             record, user=request.user, reason=data["reason"]))
 
-    @extend_schema(request=BulkReplaySerializer, responses={202: dict})
+    @extend_schema(request=BulkReplaySerializer, responses={202: BulkReplayResultSerializer})
     @action(detail=False, methods=["post"], url_path="replay")
     def replay_many(self, request: Request) -> Response:
         """Replay every open exception matching the ids or filters given."""
@@ -133,15 +102,15 @@ class ExceptionRecordViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
         if "connection" in data:
             records = records.filter(delivery__connection__name=data["connection"])
         result = operations.exceptions_replay(records, user=request.user, reason=data["reason"])
-        return Response({"replayed": result.replayed, "skipped": result.skipped}, status=status.HTTP_202_ACCEPTED)
+        return Response(BulkReplayResultSerializer(result).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=EditAndReplaySerializer, responses={202: ExceptionRecordSerializer})
     @action(detail=True, methods=["post"], url_path="edit-and-replay")
     def edit_and_replay(self, request: Request, pk: str | None = None) -> Response:
-        """Correct the payload or the canonical invoice behind this exception, then replay."""
+        """Correct the payload or the canonical record behind this exception, then replay."""
         return self._act_on_open(request, pk, EditAndReplaySerializer, lambda record, data: (
             operations.exception_edit_and_replay(record, user=request.user, reason=data["reason"],
-                                                 payload=data.get("payload"), invoice=data.get("invoice"))))
+                                                 payload=data.get("payload"), corrections=data.get("corrections"))))
 
     def _act_on_open(self, request: Request, pk: str | None, form_class, act) -> Response:
         """Validate the request, act on the exception if it is still open, answer
@@ -161,7 +130,7 @@ class ExceptionRecordViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
         return Response(ExceptionRecordSerializer(record).data, status=status.HTTP_202_ACCEPTED)
 
 
-@extend_schema(request=None, responses={202: dict})
+@extend_schema(request=None, responses={202: SyncRunSerializer})
 @api_view(["POST"])
 def customers_sync(request: Request) -> Response:
     """Start a pull of CRM customer changes since the watermark; returns the run id
@@ -169,19 +138,19 @@ def customers_sync(request: Request) -> Response:
     with transaction.atomic():
         run = sync_run_create(trigger="api")
         services.enqueue_after_commit(PULL_RUN_TASK, run.pk)
-    return Response(sync_run_detail(run), status=status.HTTP_202_ACCEPTED)
+    return Response(SyncRunSerializer(sync_run_detail(run)).data, status=status.HTTP_202_ACCEPTED)
 
 
-@extend_schema(responses={200: dict})
+@extend_schema(responses={200: SyncRunSerializer, 404: ErrorSerializer})
 @api_view(["GET"])
 def sync_detail(request: Request, run_id: int) -> Response:
     run = SyncRun.objects.filter(pk=run_id).first()
     if run is None:
         return Response({"error": "not_found", "detail": "no such sync run"}, status=404)
-    return Response(sync_run_detail(run))
+    return Response(SyncRunSerializer(sync_run_detail(run)).data)
 
 
-@extend_schema(responses={200: dict})
+@extend_schema(responses={200: CustomerDetailSerializer, 404: ErrorSerializer})
 @api_view(["GET"])
 def customer_detail_view(request: Request, customer_id: int) -> Response:
     """The canonical customer with its cross-references, deliveries, confirmations,
@@ -189,4 +158,4 @@ def customer_detail_view(request: Request, customer_id: int) -> Response:
     detail = customer_detail(customer_id)
     if detail is None:
         return Response({"error": "not_found", "detail": "no such customer"}, status=404)
-    return Response(detail)
+    return Response(CustomerDetailSerializer(detail).data)

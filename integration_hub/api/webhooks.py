@@ -15,8 +15,9 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from connectors import registry
+from connectors.base import WebhookReceiver
 from connectors.errors import InvalidSignature, MalformedPayload
-from connectors.services import webhook_secrets_for
+from connectors.services import WebhookSender, webhook_senders
 from integration_hub.runtime.services import inbound_accept
 
 log = structlog.get_logger(__name__)
@@ -35,11 +36,36 @@ def _read_body(request: HttpRequest, limit: int) -> bytes | None:
     return None if len(body) > limit else body
 
 
+def _verified_sender(
+    receiver: WebhookReceiver, senders: list[WebhookSender], *, body: bytes, request: HttpRequest
+) -> WebhookSender:
+    """The connection whose secret signed the request; InvalidSignature if none did."""
+    failure = InvalidSignature("no connection's secret matches the signature")
+    for sender in senders:
+        try:
+            receiver.verify(
+                body=body, headers=request.headers, secrets=sender.secrets,
+                method=request.method, url=request.build_absolute_uri(),
+            )
+            return sender
+        except InvalidSignature as exc:
+            failure = exc
+    raise failure
+
+
 @csrf_exempt
 @require_POST
 def webhook_receive(request: HttpRequest, source: str) -> JsonResponse:
+    """``source`` is a connection's name, or a vendor's when each of its connections
+    signs with its own secret (the signature tells which connection sent it)."""
     try:
-        receiver = registry.webhook_receiver(source)
+        senders = [sender for sender in webhook_senders(source) if sender.secrets]
+    except DatabaseError:
+        log.exception("webhook_database_unavailable", source=source)
+        return _error(503, "unavailable", "the hub cannot store events right now; retry later")
+    vendor = senders[0].vendor if senders else source
+    try:
+        receiver = registry.webhook_receiver(vendor)
     except registry.UnknownVendor:
         return _error(404, "unknown_source", f"no webhook source named {source!r}")
 
@@ -47,20 +73,11 @@ def webhook_receive(request: HttpRequest, source: str) -> JsonResponse:
     body = _read_body(request, limit)
     if body is None:
         return _error(413, "payload_too_large", f"webhook bodies are limited to {limit} bytes")
-
-    try:
-        secrets = webhook_secrets_for(source)
-    except DatabaseError:
-        log.exception("webhook_database_unavailable", source=source)
-        return _error(503, "unavailable", "the hub cannot store events right now; retry later")
-    if not secrets:
+    if not senders:
         return _error(503, "not_configured", f"no active {source} connection with a webhook secret")
 
     try:
-        receiver.verify(
-            body=body, headers=request.headers, secrets=secrets,
-            method=request.method, url=request.build_absolute_uri(),
-        )
+        sender = _verified_sender(receiver, senders, body=body, request=request)
         events = receiver.parse(body)
     except InvalidSignature as exc:
         log.warning("webhook_rejected", source=source, reason=str(exc))
@@ -71,7 +88,7 @@ def webhook_receive(request: HttpRequest, source: str) -> JsonResponse:
     accepted = []
     try:
         for event in events:
-            row, created = inbound_accept(source=source, event=event)
+            row, created = inbound_accept(source=sender.name, event=event)
             accepted.append(
                 {"event_id": event.external_id, "status": "accepted" if created else "duplicate",
                  "transaction_id": str(row.transaction_id)}

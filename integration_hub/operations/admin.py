@@ -27,16 +27,11 @@ from integration_hub.runtime.models import (
 
 
 def _replay(modeladmin, request: HttpRequest, queryset: QuerySet, replay_one) -> None:
-    done, skipped = 0, []
-    for obj in queryset:
-        try:
-            replay_one(obj, user=request.user, reason="replayed from the admin")
-            done += 1
-        except services.InvalidTransition as exc:
-            skipped.append(str(exc))
-    if done:
-        modeladmin.message_user(request, f"{done} replayed; they run in the background.", messages.SUCCESS)
-    for reason in skipped:
+    result = operations.each_replay(queryset, replay_one, user=request.user, reason="replayed from the admin")
+    if result.replayed:
+        modeladmin.message_user(request, f"{len(result.replayed)} replayed; they run in the background.",
+                                messages.SUCCESS)
+    for reason in result.skipped.values():
         modeladmin.message_user(request, f"Skipped: {reason}", messages.WARNING)
 
 
@@ -128,8 +123,9 @@ class ExceptionRecordForm(forms.ModelForm):
 
     correction = forms.JSONField(
         required=False,
-        help_text="Edit, then “Save and replay”. For an inbound event: its payload. For a delivery: "
-                  'invoice corrections, e.g. {"legal_entity": "EU", "lines": [{"position": 1, "tax_amount": 0}]}.',
+        help_text="Edit, then “Save and replay”. For an inbound event: its payload. For a delivery: the "
+                  'correctable fields of its record, e.g. an invoice\'s {"legal_entity": "EU", "lines": '
+                  '[{"position": 1, "tax_amount": 0}]}.',
         widget=forms.Textarea(attrs={"rows": 16, "cols": 100, "style": "font-family: monospace"}),
     )
     reason = forms.CharField(required=False, max_length=500, help_text="Why (kept in the audit trail)")
@@ -137,21 +133,6 @@ class ExceptionRecordForm(forms.ModelForm):
     class Meta:
         model = ExceptionRecord
         fields = ("resolution",)
-
-
-def _correction_template(record: ExceptionRecord):
-    if record.inbound_event_id:
-        return record.inbound_event.payload
-    if record.delivery_id and record.delivery.object_type in {"invoice", "payment"}:
-        invoice = operations._delivery_invoice(record.delivery)
-        return {
-            "legal_entity": invoice.legal_entity.code,
-            "number": invoice.number,
-            "lines": [{"position": line.position, "description": line.description, "tax_amount": line.tax_amount,
-                       "tax_rate": str(line.tax_rate) if line.tax_rate is not None else None}
-                      for line in invoice.lines.all()],
-        }
-    return None
 
 
 @admin.register(ExceptionRecord)
@@ -175,7 +156,7 @@ class ExceptionRecordAdmin(admin.ModelAdmin):
     def get_form(self, request, obj=None, **kwargs):
         form = super().get_form(request, obj, **kwargs)
         if obj is not None and obj.status == ExceptionRecord.Status.OPEN:
-            form.base_fields["correction"].initial = _correction_template(obj)
+            form.base_fields["correction"].initial = operations.correction_template(obj)
         return form
 
     def has_add_permission(self, request, obj=None) -> bool:
@@ -191,13 +172,7 @@ class ExceptionRecordAdmin(admin.ModelAdmin):
         reason = form.cleaned_data.get("reason") or "corrected and replayed from the admin"
         correction = form.cleaned_data.get("correction")
         try:
-            if correction is not None and correction != _correction_template(obj):
-                payload = correction if obj.inbound_event_id else None
-                invoice = None if obj.inbound_event_id else correction
-                operations.exception_edit_and_replay(obj, user=request.user, reason=reason,
-                                                     payload=payload, invoice=invoice)
-            else:
-                services.exception_replay(obj, user=request.user, reason=reason)
+            operations.exception_fix(obj, correction=correction, user=request.user, reason=reason)
         except (operations.CorrectionRejected, services.InvalidTransition) as exc:
             self.message_user(request, f"Not replayed: {exc}", messages.ERROR)
         else:
@@ -221,9 +196,8 @@ class ExceptionRecordAdmin(admin.ModelAdmin):
 
     @admin.action(description="Mark resolved without replay (handled by hand)")
     def resolve(self, request, queryset):
-        for record in queryset.filter(status=ExceptionRecord.Status.OPEN):
-            services.exception_resolve(record, user=request.user, note=record.resolution or "handled by hand")
-        self.message_user(request, "Resolved.", messages.SUCCESS)
+        count = operations.exceptions_resolve(queryset, user=request.user, note="handled by hand")
+        self.message_user(request, f"{count} resolved.", messages.SUCCESS)
 
 
 @admin.register(AdmissionPolicy)

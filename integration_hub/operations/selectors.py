@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from typing import Any
 
 from django.db.models import Count, Q
 
-from canonical.models import CrossReference, Customer, Invoice, Payment
+from canonical.models import CrossReference
+from integration_hub.runtime import dispatch
 from integration_hub.runtime.models import BusinessTransaction, Delivery
 
 
 def transaction_trace(transaction_id: uuid.UUID) -> dict[str, Any] | None:
     """Events, canonical records, deliveries with attempts, and exceptions of one
-    business transaction, oldest first; None if there is no such transaction."""
+    business transaction, oldest first; None if there is no such transaction. Which
+    records it shows is the workflows' declaration (``TraceSection``)."""
     txn = BusinessTransaction.objects.filter(pk=transaction_id).first()
     if txn is None:
         return None
@@ -21,18 +24,16 @@ def transaction_trace(transaction_id: uuid.UUID) -> dict[str, Any] | None:
         Delivery.objects.filter(transaction=txn).select_related("connection").prefetch_related("attempt_log")
         .order_by("created_at")
     )
-    def touched(model, object_type):
-        """Records of ``model`` this transaction created or delivered."""
-        delivered = {d.object_id for d in deliveries if d.object_type == object_type}
-        return list(model.objects.filter(Q(transaction_id=txn.pk) | Q(pk__in=delivered)))
-
-    invoices = touched(Invoice, "invoice")
-    customers = touched(Customer, "customer")
-    payments = list(Payment.objects.filter(invoice__in=invoices))
-    xrefs = list(CrossReference.objects.filter(
-        Q(object_type="invoice", canonical_id__in=[i.pk for i in invoices])
-        | Q(object_type="customer", canonical_id__in=[c.pk for c in customers])
-    ))
+    delivered: dict[str, set[int]] = defaultdict(set)
+    for delivery in deliveries:
+        delivered[delivery.object_type].add(delivery.object_id)
+    records: dict[str, list[dict[str, Any]]] = {}
+    touched = Q(pk__in=[])
+    for workflow in dispatch.workflows():
+        for section in workflow.trace:
+            rows = section.rows(txn.pk, delivered)
+            records.setdefault(section.key, []).extend(rows)
+            touched |= Q(object_type=section.object_type, canonical_id__in=[row["id"] for row in rows])
     return {
         "id": txn.pk,
         "kind": txn.kind,
@@ -46,27 +47,11 @@ def transaction_trace(transaction_id: uuid.UUID) -> dict[str, Any] | None:
             }
             for e in txn.events.order_by("received_at")
         ],
-        "invoices": [
-            {
-                "id": i.pk, "source": f"{i.source_system}:{i.source_id}", "number": i.number,
-                "currency": i.currency, "status": i.status, "subtotal": i.subtotal, "tax": i.tax,
-                "total": i.total, "amount_paid": i.amount_paid, "version": i.version,
-                "issued_on": i.issued_on, "lines": i.lines.count(),
-            }
-            for i in invoices
-        ],
-        "customers": [
-            {"id": c.pk, "name": c.display_name, "country": c.country, "version": c.version}
-            for c in customers
-        ],
-        "payments": [
-            {"id": p.pk, "source": f"{p.source_system}:{p.source_id}", "amount": p.amount, "currency": p.currency}
-            for p in payments
-        ],
+        "records": records,
         "cross_references": [
             {"system": x.system, "object_type": x.object_type, "canonical_id": x.canonical_id,
              "external_id": x.external_id, "number": x.external_number}
-            for x in xrefs
+            for x in CrossReference.objects.filter(touched).order_by("pk")
         ],
         "deliveries": [
             {
@@ -77,7 +62,7 @@ def transaction_trace(transaction_id: uuid.UUID) -> dict[str, Any] | None:
                 "attempt_log": [
                     {"number": a.number, "started_at": a.started_at, "duration_ms": a.duration_ms,
                      "outcome": a.outcome, "error_class": a.error_class, "message": a.message,
-                     "http_status": a.http_status}
+                     "http_status": a.http_status, "outcome_unknown": a.outcome_unknown}
                     for a in d.attempt_log.all()
                 ],
             }

@@ -7,16 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
-from pydantic import ValidationError as ContractError
 
-from canonical.models import Invoice, LegalEntity
-from canonical.selectors import invoice_contract
-from integration_hub.runtime import services
+from integration_hub.runtime import dispatch, services
+from integration_hub.runtime.dispatch import CorrectionRejected
 from integration_hub.runtime.models import Delivery, ExceptionRecord, InboundEvent
 
-
-class CorrectionRejected(ValueError):
-    """The correction would leave the record invalid; nothing was changed."""
+__all__ = ["BulkReplay", "CorrectionRejected", "exception_edit_and_replay", "exceptions_replay",
+           "inbound_edit_and_replay"]
 
 
 @dataclass
@@ -55,73 +52,68 @@ def inbound_edit_and_replay(event: InboundEvent, *, payload: dict[str, Any], use
     return services.inbound_replay(locked, user=user, reason=reason)
 
 
-INVOICE_FIELDS = {"number", "due_on"}
-LINE_FIELDS = {"description", "tax_amount", "tax_rate"}
+def _correction(delivery: Delivery) -> dispatch.Correction | None:
+    return dispatch.workflow_of_action(delivery.action).correct
 
 
-@transaction.atomic
-def invoice_correct(invoice: Invoice, *, changes: dict[str, Any], user, reason: str) -> Invoice:
-    """Correct the canonical invoice before a replay: its legal entity (the posting
-    policy), number, due date, and per line the description and tax. The result must
-    still be a valid contract (lines, tax and totals add up) or nothing changes."""
-    locked = Invoice.objects.select_for_update().get(pk=invoice.pk)
-    unknown = set(changes) - INVOICE_FIELDS - {"legal_entity", "lines"}
-    if unknown:
-        raise CorrectionRejected(f"these invoice fields cannot be corrected here: {', '.join(sorted(unknown))}")
-    diff: dict[str, Any] = {}
-    for name in INVOICE_FIELDS & set(changes):
-        diff[name] = {"before": str(getattr(locked, name)), "after": str(changes[name])}
-        setattr(locked, name, changes[name])
-    if "legal_entity" in changes:
-        entity = LegalEntity.objects.filter(code=changes["legal_entity"]).first()
-        if entity is None:
-            raise CorrectionRejected(f"no legal entity {changes['legal_entity']!r}")
-        diff["legal_entity"] = {"before": locked.legal_entity.code, "after": entity.code}
-        locked.legal_entity = entity
-    lines = {line.position: line for line in locked.lines.all()}
-    for correction in changes.get("lines", []):
-        line = lines.get(correction.get("position"))
-        if line is None:
-            raise CorrectionRejected(f"no line at position {correction.get('position')!r}")
-        bad = set(correction) - LINE_FIELDS - {"position"}
-        if bad:
-            raise CorrectionRejected(f"these line fields cannot be corrected here: {', '.join(sorted(bad))}")
-        for name in LINE_FIELDS & set(correction):
-            diff[f"lines[{line.position}].{name}"] = {"before": str(getattr(line, name)), "after": str(correction[name])}
-            setattr(line, name, correction[name])
-        line.save()
-    locked.tax = sum(line.tax_amount for line in lines.values())
-    locked.total = locked.subtotal + locked.tax
-    locked.version += 1
-    locked.save()
-    try:
-        invoice_contract(locked)
-    except ContractError as exc:
-        raise CorrectionRejected(f"the corrected invoice is not valid: {exc.errors()[0]['msg']}") from None
-    services.audit_record(actor=user, action="edit", obj=locked, reason=reason, changes=diff)
-    return locked
+def correction_template(record: ExceptionRecord) -> dict[str, Any] | None:
+    """What a person edits to fix the exception: the event's payload, or the
+    correctable fields of the record behind the delivery (None if not correctable)."""
+    if record.inbound_event_id is not None:
+        return record.inbound_event.payload
+    if record.delivery_id is not None and (correction := _correction(record.delivery)) is not None:
+        return correction.template(record.delivery)
+    return None
 
 
 def exception_edit_and_replay(record: ExceptionRecord, *, user, reason: str,
-                              payload: dict | None = None, invoice: dict | None = None) -> None:
-    """Correct what the exception is about, then replay it, in one step."""
+                              payload: dict | None = None, corrections: dict | None = None) -> None:
+    """Correct what the exception is about, then replay it, in one step: the payload
+    of a failed inbound event, or (through the workflow's correction hook) the
+    canonical record a dead delivery carries."""
     if record.inbound_event_id is not None:
         if payload is None:
             raise CorrectionRejected("this exception is about an inbound event: send a corrected 'payload'")
         inbound_edit_and_replay(record.inbound_event, payload=payload, user=user, reason=reason)
         return
     delivery: Delivery | None = record.delivery
-    if delivery is None or invoice is None:
-        raise CorrectionRejected("this exception is about a delivery: send 'invoice' corrections")
-    target = _delivery_invoice(delivery)
+    if delivery is None or corrections is None:
+        raise CorrectionRejected("this exception is about a delivery: send 'corrections' to its record")
+    correction = _correction(delivery)
+    if correction is None:
+        raise CorrectionRejected(f"{delivery.action} deliveries cannot be corrected here; fix the source and replay")
     with transaction.atomic():
-        invoice_correct(target, changes=invoice, user=user, reason=reason)
+        correction.apply(delivery, corrections, user=user, reason=reason)
         services.delivery_replay(delivery, user=user, reason=reason)
 
 
-def _delivery_invoice(delivery: Delivery) -> Invoice:
-    if delivery.object_type == "invoice":
-        return Invoice.objects.get(pk=delivery.object_id)
-    if delivery.object_type == "payment":
-        return Invoice.objects.get(payments__pk=delivery.object_id)
-    raise CorrectionRejected(f"corrections of {delivery.object_type} records are not supported")
+def exception_fix(record: ExceptionRecord, *, correction: dict | None, user, reason: str) -> None:
+    """The admin's "save and replay": apply the edited correction when it differs
+    from what was there, then replay; a plain replay otherwise."""
+    if correction is None or correction == correction_template(record):
+        services.exception_replay(record, user=user, reason=reason)
+    elif record.inbound_event_id is not None:
+        exception_edit_and_replay(record, user=user, reason=reason, payload=correction)
+    else:
+        exception_edit_and_replay(record, user=user, reason=reason, corrections=correction)
+
+
+def each_replay(objects, replay_one, *, user, reason: str) -> BulkReplay:
+    """Replay each of ``objects`` (dead deliveries, failed events) on its own; one that
+    cannot be replayed is reported and never stops the others."""
+    result = BulkReplay()
+    for obj in objects:
+        try:
+            replay_one(obj, user=user, reason=reason)
+            result.replayed.append(obj.pk)
+        except services.InvalidTransition as exc:
+            result.skipped[obj.pk] = str(exc)
+    return result
+
+
+def exceptions_resolve(records, *, user, note: str) -> int:
+    """Close the open ones among ``records`` without replay (handled by hand)."""
+    open_records = list(records.filter(status=ExceptionRecord.Status.OPEN))
+    for record in open_records:
+        services.exception_resolve(record, user=user, note=record.resolution or note)
+    return len(open_records)

@@ -1,14 +1,20 @@
-"""Where workflows plug into the runtime, by name rather than by import.
+"""The workflow registry: where workflows plug into the runtime, by declaration.
 
-Workflows register a handler per canonical fact type and a sender per delivery
-action; the runtime looks them up, so it never imports a workflow.
+Each workflow module ends with one ``register_workflow(Workflow(...))``: the facts it
+handles, the facts it resolves by reading a source first, the delivery actions it
+carries out, the records its transactions touch (for the trace), its correction hook
+(edit-and-replay), its failure rows and the team that owns its data. The runtime and
+the operations layer read this registry and never import a workflow.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from integration_hub.runtime.failures import Failure, register_failure
 
 if TYPE_CHECKING:
     from connectors.base import Connector, ExternalDocument
@@ -20,6 +26,10 @@ FactHandler = Callable[[Any, "InboundEvent"], None]
 FactResolver = Callable[[Any], list]
 
 
+class CorrectionRejected(ValueError):
+    """A correction would leave the record invalid (or cannot be made); nothing changed."""
+
+
 @dataclass(frozen=True)
 class DeliveryAction:
     """How to carry out one kind of delivery.
@@ -27,25 +37,113 @@ class DeliveryAction:
     ``send`` calls the connector and returns what the target answered; ``bind``
     records the answer (cross-references) inside the transaction that marks the
     delivery posted; ``capability`` is the connector interface the action needs.
+
+    ``lookup`` finds the effect in the target without causing it. The runtime calls
+    it before ``send`` when the previous attempt's outcome is unknown (a timeout
+    after sending, a lost worker): a document it returns is recorded as the answer
+    and ``send`` is not called. An action without one must have a ``send`` that is
+    safe to repeat by itself (a vendor idempotency key, an update that sets a value,
+    a check of the target's state first), and say how in its docstring.
     """
 
     name: str
     capability: type
     send: Callable[[Connector, Delivery], ExternalDocument]
     bind: Callable[[Delivery, ExternalDocument], None]
+    lookup: Callable[[Connector, Delivery], ExternalDocument | None] | None = None
 
 
+@dataclass(frozen=True)
+class TraceSection:
+    """A kind of record a workflow's transactions touch, as the trace shows it.
+
+    ``rows(transaction_id, delivered)`` returns the records the transaction created
+    or delivered (``delivered``: ids by object type of its deliveries), each a dict
+    with at least ``id``; the trace adds their cross-references by ``object_type``.
+    """
+
+    key: str
+    object_type: str
+    rows: Callable[[uuid.UUID, Mapping[str, set[int]]], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Correction:
+    """Edit-and-replay for a workflow's deliveries.
+
+    ``template(delivery)`` is what a person edits: the correctable fields of the
+    canonical record the delivery carries. ``apply(delivery, changes, *, user,
+    reason)`` writes the edited fields (audited), raising CorrectionRejected if the
+    result would be invalid; the operations layer then replays the delivery.
+    """
+
+    template: Callable[[Delivery], dict[str, Any]]
+    apply: Callable[..., None]
+
+
+@dataclass(frozen=True)
+class Workflow:
+    name: str
+    title: str
+    pattern: str
+    data_owner: str
+    """The team (``ExceptionRecord.Team``) that fixes this workflow's data faults."""
+    subjects: tuple[str, ...] = ()
+    """Kinds of business transaction it owns (the part before ':' of an event's subject)."""
+    facts: Mapping[type, FactHandler] = field(default_factory=dict)
+    resolvers: Mapping[type, FactResolver] = field(default_factory=dict)
+    actions: tuple[DeliveryAction, ...] = ()
+    trace: tuple[TraceSection, ...] = ()
+    correct: Correction | None = None
+    failures: Mapping[type[BaseException], Failure] = field(default_factory=dict)
+
+
+_workflows: dict[str, Workflow] = {}
 _fact_handlers: dict[type, FactHandler] = {}
 _fact_resolvers: dict[type, FactResolver] = {}
-_actions: dict[str, DeliveryAction] = {}
+_actions: dict[str, tuple[DeliveryAction, Workflow]] = {}
+_owners: dict[str, str] = {}
 
 
-def on_fact(fact_type: type) -> Callable[[FactHandler], FactHandler]:
-    def decorate(handler: FactHandler) -> FactHandler:
-        _fact_handlers[fact_type] = handler
-        return handler
+def register_workflow(workflow: Workflow) -> Workflow:
+    """Plug a workflow in. A fact type, action or subject claimed by two workflows is
+    a programming error, caught at start-up."""
+    previous = _workflows.get(workflow.name)
+    if previous is not None:
+        _unregister(previous)  # a module imported twice (tests reload) replaces itself
+    for registry, keys, what in (
+        (_fact_handlers, workflow.facts, "fact"),
+        (_fact_resolvers, workflow.resolvers, "resolver for"),
+        (_actions, [action.name for action in workflow.actions], "action"),
+        (_owners, workflow.subjects, "subject"),
+    ):
+        for key in keys:
+            if key in registry:
+                raise ValueError(f"{what} {getattr(key, '__name__', key)} is already registered by another workflow")
+    _workflows[workflow.name] = workflow
+    _fact_handlers.update(workflow.facts)
+    _fact_resolvers.update(workflow.resolvers)
+    _actions.update({action.name: (action, workflow) for action in workflow.actions})
+    _owners.update(dict.fromkeys(workflow.subjects, workflow.data_owner))
+    for exc_class, failure in workflow.failures.items():
+        register_failure(exc_class, failure)
+    return workflow
 
-    return decorate
+
+def _unregister(workflow: Workflow) -> None:
+    for key in workflow.facts:
+        _fact_handlers.pop(key, None)
+    for key in workflow.resolvers:
+        _fact_resolvers.pop(key, None)
+    for action in workflow.actions:
+        _actions.pop(action.name, None)
+    for subject in workflow.subjects:
+        _owners.pop(subject, None)
+    del _workflows[workflow.name]
+
+
+def workflows() -> Iterable[Workflow]:
+    return _workflows.values()
 
 
 def fact_handler(fact: Any) -> FactHandler:
@@ -53,14 +151,6 @@ def fact_handler(fact: Any) -> FactHandler:
         return _fact_handlers[type(fact)]
     except KeyError:
         raise LookupError(f"no workflow handles {type(fact).__name__}") from None
-
-
-def on_resolve(fact_type: type) -> Callable[[FactResolver], FactResolver]:
-    def decorate(resolver: FactResolver) -> FactResolver:
-        _fact_resolvers[fact_type] = resolver
-        return resolver
-
-    return decorate
 
 
 def facts_resolve(facts: list) -> list:
@@ -72,13 +162,21 @@ def facts_resolve(facts: list) -> list:
     return resolved
 
 
-def register_action(action: DeliveryAction) -> DeliveryAction:
-    _actions[action.name] = action
-    return action
-
-
 def delivery_action(name: str) -> DeliveryAction:
+    return _action_entry(name)[0]
+
+
+def workflow_of_action(name: str) -> Workflow:
+    return _action_entry(name)[1]
+
+
+def _action_entry(name: str) -> tuple[DeliveryAction, Workflow]:
     try:
         return _actions[name]
     except KeyError:
         raise LookupError(f"no delivery action {name!r} is registered") from None
+
+
+def data_owner(kind: str, default: str) -> str:
+    """The team owning the data of a business transaction of ``kind``."""
+    return _owners.get(kind, default)

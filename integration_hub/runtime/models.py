@@ -103,6 +103,9 @@ class Delivery(models.Model):
     external_id = models.CharField(max_length=255, blank=True)
     external_number = models.CharField(max_length=255, blank=True)
     last_error = models.TextField(blank=True)
+    lookup_first = models.BooleanField(
+        default=False, help_text="An earlier attempt's outcome is unknown: look the effect up before sending"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -140,6 +143,9 @@ class DeliveryAttempt(models.Model):
     error_class = models.CharField(max_length=100, blank=True)
     message = models.TextField(blank=True)
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    outcome_unknown = models.BooleanField(
+        default=False, help_text="The call may have had its effect (a timeout after sending, a lost worker)"
+    )
 
     class Meta:
         ordering = ["delivery", "number"]
@@ -155,6 +161,7 @@ class ExceptionRecord(models.Model):
         IT_OPERATIONS = "it_operations", "IT operations"
         FINANCE = "finance", "Finance operations"
         SALES_OPERATIONS = "sales_operations", "Sales operations"
+        PRODUCT_OPERATIONS = "product_operations", "Product operations"
 
     class Category(models.TextChoices):
         MAPPING = "mapping", "Payload could not be mapped"

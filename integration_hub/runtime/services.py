@@ -23,22 +23,14 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from canonical.events import Ignored
-from canonical.services import PolicyMissing
 from connectors import registry
-from connectors.base import ExternalDocument, ReceivedEvent
-from connectors.errors import (
-    ConnectorError,
-    MappingError,
-    NeedsConfiguration,
-    Permanent,
-    RateLimited,
-    Retryable,
-)
+from connectors.base import ExternalDocument, Ignored, ReceivedEvent
+from connectors.errors import ConnectorError, NeedsConfiguration, Permanent, Retryable
 from connectors.models import Connection
-from connectors.services import connector_for
+from connectors.services import connection_vendor, connector_for
 from integration_hub.celery import app as celery_app
 from integration_hub.runtime import dispatch
+from integration_hub.runtime.failures import DATA_OWNER, Failure, WorkerLost, failure_of, outcome_unknown
 from integration_hub.runtime.governor import GovernorUnavailable, governor_admit, governor_release
 from integration_hub.runtime.models import (
     AuditEntry,
@@ -61,13 +53,12 @@ Team = ExceptionRecord.Team
 Category = ExceptionRecord.Category
 
 
-# Who fixes bad data, by the kind of business object: customer master data belongs to
-# sales operations, everything financial to finance.
-DATA_OWNERS = {"customer": Team.SALES_OPERATIONS}
-
-
-def data_owner(kind: str) -> str:
-    return DATA_OWNERS.get(kind, Team.FINANCE)
+def _owner(failure: Failure, kind: str) -> str:
+    """The team a failure belongs to: its row's, or the data owner of the workflow
+    whose business transaction it is (IT operations when no workflow claims it)."""
+    if failure.team == DATA_OWNER:
+        return dispatch.data_owner(kind, default=Team.IT_OPERATIONS)
+    return failure.team
 
 
 class InvalidTransition(Exception):
@@ -132,7 +123,8 @@ def inbound_process(event_id: int) -> None:
         return  # processed already, or deleted while queued
     with structlog.contextvars.bound_contextvars(txn=str(event.transaction_id), inbound_event=event.external_id):
         try:
-            facts = registry.event_translator(event.source)(event.event_type, event.payload)
+            translate = registry.event_translator(connection_vendor(event.source))
+            facts = translate(event.event_type, event.payload, system=event.source)
             # Calls to other systems happen here, outside the transaction and its locks.
             facts = dispatch.facts_resolve(facts)
             with transaction.atomic():
@@ -150,27 +142,28 @@ def inbound_process(event_id: int) -> None:
                 locked.processed_at = timezone.now()
                 locked.save(update_fields=["status", "note", "processed_at"])
             log.info("inbound_processed", status=locked.status, facts=len(handled))
-        except (MappingError, PolicyMissing) as exc:
-            category = Category.POLICY if isinstance(exc, PolicyMissing) else Category.MAPPING
-            _inbound_fail(event, data_owner(event.transaction.kind), category, str(exc))
-        except NeedsConfiguration as exc:
-            _inbound_fail(event, Team.IT_OPERATIONS, Category.CONFIGURATION, str(exc))
-        except Exception as exc:
-            if event.attempts >= settings.HUB_INBOUND_MAX_ATTEMPTS:
-                _inbound_fail(event, Team.IT_OPERATIONS, Category.PROCESSING, repr(exc), traceback.format_exc())
-                return
-            if isinstance(exc, Retryable):
-                # A source system is briefly unavailable: try again after a backoff
-                # (Retry-After as a floor) instead of waiting for the sweeper.
-                delay = retry_delay(event.attempts, retry_after=exc.retry_after)
-                InboundEvent.objects.filter(pk=event.pk).update(
-                    enqueued_at=timezone.now() + dt.timedelta(seconds=delay)
-                )
-                _send(PROCESS_TASK, event.pk, countdown=delay)
-                log.warning("inbound_retry_scheduled", attempts=event.attempts, delay=round(delay, 2), error=str(exc))
-                return
-            log.exception("inbound_failed_will_retry", attempts=event.attempts)
-            raise
+        except Exception as exc:  # noqa: BLE001 - classified by the failure table, never swallowed
+            _inbound_failed(event, exc)
+
+
+def _inbound_failed(event: InboundEvent, exc: Exception) -> None:
+    """Dead-letter the event at once or after its budget, as the failure table says;
+    else try it again after a backoff (Retry-After as a floor)."""
+    failure = failure_of(exc)
+    team = _owner(failure, event.transaction.kind)
+    if not failure.retry:
+        _inbound_fail(event, team, failure.category, str(exc) or type(exc).__name__)
+        return
+    if event.attempts >= settings.HUB_INBOUND_MAX_ATTEMPTS:
+        detail = "".join(traceback.format_exception(exc))
+        _inbound_fail(event, team, failure.category, repr(exc), detail)
+        return
+    if failure.outcome == Outcome.ERROR:
+        log.error("inbound_failed_will_retry", attempts=event.attempts, exc_info=exc)
+    delay = retry_delay(event.attempts, retry_after=getattr(exc, "retry_after", None))
+    InboundEvent.objects.filter(pk=event.pk).update(enqueued_at=timezone.now() + dt.timedelta(seconds=delay))
+    _send(PROCESS_TASK, event.pk, countdown=delay)
+    log.warning("inbound_retry_scheduled", attempts=event.attempts, delay=round(delay, 2), error=str(exc))
 
 
 @transaction.atomic
@@ -217,7 +210,7 @@ def delivery_plan(
         "object_type": object_type, "object_id": object_id, "after": after.pk if after else None,
         "status": Delivery.Status.PENDING, "attempts": 0, "next_attempt_at": now,
         "enqueued_at": now if ready else None, "hold_reason": "", "external_id": "", "external_number": "",
-        "last_error": "", "created_at": now, "updated_at": now,
+        "last_error": "", "lookup_first": False, "created_at": now, "updated_at": now,
     }
     delivery_id = insert_ignore(Delivery, values)
     if delivery_id is None:  # planned before: the same effect, once
@@ -292,43 +285,39 @@ def delivery_wake(delivery_id: int) -> None:
         _send(DELIVER_TASK, delivery_id)
 
 
-def _governor_outcome(exc: Exception) -> tuple[str, float | None]:
-    """How a failure counts for the target's circuit: rate limits set a wait; an
-    answer that rejects the request says the target is healthy."""
-    if isinstance(exc, RateLimited):
-        return "rate_limited", exc.retry_after
-    if isinstance(exc, Permanent):
-        return "neutral", None
-    return "failure", None
-
-
 def _attempt_call(delivery: Delivery, release: Callable[..., None]) -> None:
     """One call through the connector: tell the governor how it went (``release``),
-    then record it as an attempt."""
+    then record it as an attempt. After an unknown outcome the action's ``lookup``
+    runs first, and a document it finds is the answer: nothing is sent again."""
     action = dispatch.delivery_action(delivery.action)
     started, clock = timezone.now(), time.monotonic()
+    found = False
     try:
         connector = connector_for(delivery.connection)
         if not isinstance(connector, action.capability):
             raise NeedsConfiguration(
                 f"connection {delivery.connection.name} ({delivery.connection.vendor}) cannot do {action.name}"
             )
-        document = action.send(connector, delivery)
+        document = action.lookup(connector, delivery) if delivery.lookup_first and action.lookup else None
+        found = document is not None
+        if document is None:
+            document = action.send(connector, delivery)
     except SoftTimeLimitExceeded:
         release("failure")
         failure = Retryable("the task's time limit cut the call short", outcome_unknown=True)
         delivery_record_failure(delivery, failure, started=started, seconds=time.monotonic() - clock)
         return
     except Exception as exc:  # noqa: BLE001 - classified and recorded, never swallowed silently
-        release(*_governor_outcome(exc))
+        release(failure_of(exc).governor, getattr(exc, "retry_after", None))
         if not isinstance(exc, ConnectorError):
             log.exception("delivery_unexpected_error")
         delivery_record_failure(delivery, exc, started=started, seconds=time.monotonic() - clock)
         return
     seconds = time.monotonic() - clock
     release("success")
+    note = "found in the target after an unknown outcome; not sent again" if found else ""
     try:
-        delivery_record_success(delivery, document, started=started, seconds=seconds)
+        delivery_record_success(delivery, document, started=started, seconds=seconds, note=note)
     except IntegrityError as exc:
         # The target holds the document, but binding its id clashes with an existing
         # cross-reference (e.g. the target was restored from an old backup): a
@@ -373,18 +362,18 @@ def _attempt_row(delivery: Delivery, *, started: dt.datetime, seconds: float, ou
 
 @transaction.atomic
 def delivery_record_success(
-    delivery: Delivery, document: ExternalDocument, *, started: dt.datetime, seconds: float
+    delivery: Delivery, document: ExternalDocument, *, started: dt.datetime, seconds: float, note: str = ""
 ) -> Delivery:
     locked = Delivery.objects.select_for_update(of=("self",)).select_related("connection").get(pk=delivery.pk)
-    _attempt_row(locked, started=started, seconds=seconds, outcome=Outcome.POSTED)
+    _attempt_row(locked, started=started, seconds=seconds, outcome=Outcome.POSTED, message=note)
     if locked.status == Delivery.Status.POSTED:
         return locked  # a replay or a redelivered message: nothing more to do
     if locked.status != Delivery.Status.IN_FLIGHT:
         raise InvalidTransition(locked, locked.status, Delivery.Status.POSTED)
     locked.status = Delivery.Status.POSTED
     locked.external_id, locked.external_number = document.external_id, document.number or ""
-    locked.last_error = ""
-    locked.save(update_fields=["status", "external_id", "external_number", "last_error", "updated_at"])
+    locked.last_error, locked.lookup_first = "", False
+    locked.save(update_fields=["status", "external_id", "external_number", "last_error", "lookup_first", "updated_at"])
     dispatch.delivery_action(locked.action).bind(locked, document)
     now = timezone.now()
     for dependent in locked.dependents.filter(status=Delivery.Status.PENDING):
@@ -395,32 +384,31 @@ def delivery_record_success(
     return locked
 
 
-def _classify(exc: Exception) -> str:
-    if isinstance(exc, RateLimited):
-        return Outcome.RATE_LIMITED
-    if isinstance(exc, Retryable):
-        return Outcome.RETRYABLE
-    if isinstance(exc, Permanent):
-        return Outcome.PERMANENT
-    return Outcome.ERROR
-
-
 @transaction.atomic
 def delivery_record_failure(delivery: Delivery, exc: Exception, *, started: dt.datetime, seconds: float) -> Delivery:
-    """Schedule the next try (full-jitter backoff, Retry-After as a floor) or, for a
-    permanent error or an exhausted budget, dead-letter it and open an exception."""
+    """Record the failed attempt, then, as the failure table says: schedule the next
+    try (full-jitter backoff, Retry-After as a floor) or, for a failure that is not
+    retried or an exhausted budget, dead-letter it and open an exception."""
     locked = Delivery.objects.select_for_update().get(pk=delivery.pk)
-    outcome = _classify(exc)
+    return _delivery_failed(locked, exc, started=started, seconds=seconds)
+
+
+def _delivery_failed(locked: Delivery, exc: Exception, *, started: dt.datetime, seconds: float) -> Delivery:
+    failure = failure_of(exc)
+    unknown = outcome_unknown(exc)
     message = str(exc) or type(exc).__name__
     _attempt_row(
-        locked, started=started, seconds=seconds, outcome=outcome, error_class=type(exc).__name__,
-        message=message[:2000], http_status=getattr(exc, "http_status", None),
+        locked, started=started, seconds=seconds, outcome=failure.outcome, error_class=type(exc).__name__,
+        message=message[:2000], http_status=getattr(exc, "http_status", None), outcome_unknown=unknown,
     )
     if locked.status != Delivery.Status.IN_FLIGHT:
         return locked
+    # Once unknown, the effect must be looked up before anything is sent again,
+    # however the attempts after it fail.
+    locked.lookup_first = locked.lookup_first or unknown
     locked.last_error = message[:2000]
-    if outcome != Outcome.PERMANENT and locked.attempts < settings.HUB_DELIVERY_MAX_ATTEMPTS:
-        delay = retry_delay(locked.attempts, retry_after=getattr(exc, "retry_after", None))
+    if failure.retry and locked.attempts < settings.HUB_DELIVERY_MAX_ATTEMPTS:
+        delay = retry_delay(locked.attempts, retry_after=getattr(exc, "retry_after", None)) if failure.backoff else 0
         locked.status = Delivery.Status.PENDING
         locked.next_attempt_at = timezone.now() + dt.timedelta(seconds=delay)
         if delay <= settings.HUB_REENQUEUE_AFTER_SECONDS:
@@ -430,24 +418,21 @@ def delivery_record_failure(delivery: Delivery, exc: Exception, *, started: dt.d
             enqueue_after_commit(DELIVER_TASK, locked.pk, countdown=delay)
         else:
             locked.enqueued_at = None
-        locked.save(update_fields=["status", "next_attempt_at", "enqueued_at", "last_error", "updated_at"])
-        log.info("delivery_retry_scheduled", outcome=outcome, delay=round(delay, 2), error=message)
+        locked.save(update_fields=[
+            "status", "next_attempt_at", "enqueued_at", "last_error", "lookup_first", "updated_at",
+        ])
+        log.info("delivery_retry_scheduled", outcome=failure.outcome, delay=round(delay, 2), error=message)
         return locked
 
     locked.status = Delivery.Status.DEAD
-    locked.save(update_fields=["status", "last_error", "updated_at"])
-    if isinstance(exc, NeedsConfiguration):
-        team, category = Team.IT_OPERATIONS, Category.CONFIGURATION
-    elif isinstance(exc, Permanent):
-        team, category = data_owner(locked.transaction.kind), Category.REJECTED
-    else:
-        team, category = Team.IT_OPERATIONS, Category.RETRIES_EXHAUSTED
+    locked.save(update_fields=["status", "last_error", "lookup_first", "updated_at"])
     exception_open(
-        transaction_id=locked.transaction_id, delivery=locked, owner_team=team, category=category,
+        transaction_id=locked.transaction_id, delivery=locked,
+        owner_team=_owner(failure, locked.transaction.kind), category=failure.category,
         summary=f"{locked.action} to {locked.connection.name} failed: {message}"[:500],
         detail=f"{type(exc).__name__} after {locked.attempts} attempt(s): {message}",
     )
-    log.warning("delivery_dead_lettered", category=category, error=message)
+    log.warning("delivery_dead_lettered", category=failure.category, error=message)
     return locked
 
 
@@ -594,25 +579,11 @@ def sweep(*, limit: int = 500) -> SweepReport:
 def _delivery_recover(delivery_id: int, lease: dt.datetime) -> int:
     delivery = (
         Delivery.objects.select_for_update(skip_locked=True)
+        .select_related("connection", "transaction")
         .filter(pk=delivery_id, status=Delivery.Status.IN_FLIGHT, claimed_at__lt=lease)
         .first()
     )
     if delivery is None:
         return 0
-    message = "worker lost during the call; outcome unknown, the next attempt looks the document up first"
-    _attempt_row(delivery, started=delivery.claimed_at, seconds=0, outcome=Outcome.LOST, message=message)
-    delivery.last_error = message
-    if delivery.attempts >= settings.HUB_DELIVERY_MAX_ATTEMPTS:
-        delivery.status = Delivery.Status.DEAD
-        delivery.save(update_fields=["status", "last_error", "updated_at"])
-        exception_open(
-            transaction_id=delivery.transaction_id, delivery=delivery, owner_team=Team.IT_OPERATIONS,
-            category=Category.RETRIES_EXHAUSTED,
-            summary=f"{delivery.action} to {delivery.connection.name}: worker lost {delivery.attempts} times",
-        )
-        return 1
-    now = timezone.now()
-    delivery.status, delivery.next_attempt_at, delivery.enqueued_at = Delivery.Status.PENDING, now, now
-    delivery.save(update_fields=["status", "next_attempt_at", "enqueued_at", "last_error", "updated_at"])
-    enqueue_after_commit(DELIVER_TASK, delivery.pk)
+    _delivery_failed(delivery, WorkerLost(), started=delivery.claimed_at, seconds=0)
     return 1

@@ -20,25 +20,17 @@ from django.db import transaction
 from django.db.models import Q
 
 from canonical.contracts import CustomerV1
-from canonical.events import CustomerReferenced, CustomerSnapshot, Ignored
+from canonical.events import CustomerReferenced, CustomerSnapshot
 from canonical.models import CrossReference, Customer, LegalEntity
 from canonical.selectors import customer_contract, customer_source_ref
-from canonical.services import (
-    confirmation_record,
-    customer_apply,
-    customer_create,
-    customer_resolve,
-    duplicate_candidates,
-    duplicate_case_open,
-    xref_bind,
-)
+from canonical.services import confirmation_record, customer_ingest, xref_bind
 from canonical.validation import customer_problems
-from connectors.base import CustomerSink, CustomerSource, CustomerWriteBack, ExternalDocument
+from connectors.base import CustomerSink, CustomerSource, CustomerWriteBack, ExternalDocument, Ignored
 from connectors.errors import MappingError, NeedsConfiguration, Permanent, Retryable
 from connectors.models import Connection
-from connectors.services import connection_can, connection_for_role, connection_for_vendor, connector_for
-from integration_hub.runtime.dispatch import DeliveryAction, on_fact, on_resolve, register_action
-from integration_hub.runtime.models import Delivery, InboundEvent
+from connectors.services import connection_can, connection_for_role, connection_named, connector_for
+from integration_hub.runtime.dispatch import DeliveryAction, TraceSection, Workflow, register_workflow
+from integration_hub.runtime.models import Delivery, ExceptionRecord, InboundEvent
 from integration_hub.runtime.services import delivery_plan
 
 log = structlog.get_logger(__name__)
@@ -53,11 +45,10 @@ class CustomerInvalid(MappingError):
 # ---------------------------------------------------------------- inbound
 
 
-@on_resolve(CustomerReferenced)
 def customer_read(fact: CustomerReferenced) -> list:
     """A notice stands for the record as its source holds it now (read before the
     event's transaction opens; a Retryable from the CRM retries the event)."""
-    connection = connection_for_vendor(fact.source.system)
+    connection = connection_named(fact.source.system)
     connector = connector_for(connection)
     if not isinstance(connector, CustomerSource):
         raise NeedsConfiguration(f"connection {connection.name} cannot read customers")
@@ -67,9 +58,8 @@ def customer_read(fact: CustomerReferenced) -> list:
     return [CustomerSnapshot(contract)]
 
 
-@on_fact(CustomerSnapshot)
 def customer_snapshot(fact: CustomerSnapshot, event: InboundEvent) -> None:
-    crm_customer_apply(fact.customer, event=event, connection=connection_for_vendor(fact.customer.source.system))
+    crm_customer_apply(fact.customer, event=event, connection=connection_named(fact.customer.source.system))
 
 
 def crm_customer_apply(contract: CustomerV1, *, event: InboundEvent, connection: Connection) -> Customer:
@@ -82,25 +72,15 @@ def crm_customer_apply(contract: CustomerV1, *, event: InboundEvent, connection:
             f"{contract.source.system} record {contract.source.external_id} ({contract.display_name}): "
             + "; ".join(problems)
         )
-    source = contract.source
-    customer = customer_resolve(system=source.system, external_id=source.external_id)
-    if customer is None:
-        customer = customer_create(contract, transaction_id=event.transaction_id)
-        candidates = duplicate_candidates(customer)
-        if candidates:
-            customer.status = Customer.Status.HELD
-            customer.save(update_fields=["status", "updated_at"])
-            duplicate_case_open(customer, candidates, transaction_id=event.transaction_id)
-            log.info("customer_held_as_duplicate", customer=customer.pk, candidates=[c.pk for c, _ in candidates])
-            return customer
-    elif customer.aliases.filter(system=source.system, external_id=source.external_id).exists():
+    intake = customer_ingest(contract, source_role=connection.role, transaction_id=event.transaction_id)
+    customer = intake.customer
+    if intake.held:
+        log.info("customer_held_as_duplicate", customer=customer.pk)
+    if intake.merged_alias:
         # The record was merged into another in the hub; its later changes would
         # fight the survivor's own CRM record, so they are not applied.
-        log.info("merged_alias_change_ignored", customer=customer.pk, source=source.external_id)
+        log.info("merged_alias_change_ignored", customer=customer.pk, source=contract.source.external_id)
         return customer
-    else:
-        customer_apply(customer, contract, source_role=connection.role, transaction_id=event.transaction_id)
-        customer.refresh_from_db()
     if customer.status == Customer.Status.ACTIVE:
         onboarding_plan(customer, transaction_id=event.transaction_id, crm=connection)
     return customer
@@ -109,22 +89,32 @@ def crm_customer_apply(contract: CustomerV1, *, event: InboundEvent, connection:
 # ---------------------------------------------------------------- planning
 
 
-def _optional(role: str) -> Connection | None:
+def _booking_entity(customer: Customer) -> LegalEntity | None:
+    return LegalEntity.objects.filter(currency=customer.currency).first() if customer.currency else None
+
+
+def _billing_for(entity: LegalEntity | None) -> Connection | None:
+    """The billing connection the customer is created in, if any is configured."""
     try:
-        return connection_for_role(role)
+        return connection_for_role(Connection.Role.BILLING, name=entity.billing_connection if entity else "")
     except NeedsConfiguration:
         return None
 
 
 def onboarding_plan(customer: Customer, *, transaction_id, crm: Connection | None) -> list[Delivery]:
-    """Plan the current version's upserts (ERP, and billing when one is configured)
-    and, once per customer, the CRM write-back after the ERP upsert. Idempotent."""
-    erp = connection_for_role(Connection.Role.ERP)
+    """Plan the current version's upserts and, once per customer, the CRM write-back
+    after the ERP upsert. Idempotent.
+
+    Which connections: the ERP and billing connections named by the legal entity that
+    books the customer's currency, else the only active one of each role (billing is
+    optional: without one, or one that cannot take customers, it is skipped)."""
+    entity = _booking_entity(customer)
+    erp = connection_for_role(Connection.Role.ERP, name=entity.erp_connection if entity else "")
     planned = [erp_upsert := delivery_plan(
         transaction_id=transaction_id, connection=erp, action=UPSERT, object_type="customer",
         object_id=customer.pk, version=customer.version,
     )]
-    billing = _optional(Connection.Role.BILLING)
+    billing = _billing_for(entity)
     if billing is not None and connection_can(billing, "upsert_customer"):
         planned.append(delivery_plan(
             transaction_id=transaction_id, connection=billing, action=UPSERT, object_type="customer",
@@ -150,6 +140,8 @@ def _live_customer(delivery: Delivery) -> Customer:
 
 
 def _upsert_send(connector: CustomerSink, delivery: Delivery) -> ExternalDocument:
+    """Safe to repeat: the target is found by the bound id, else by a stable
+    reference (the ERP party code) or the vendor's idempotency key (billing)."""
     customer = _live_customer(delivery)
     # The target gets the record's current state; a key per state keeps a vendor's
     # idempotency store (Stripe's) from seeing one key with two different payloads.
@@ -166,14 +158,15 @@ def _upsert_bind(delivery: Delivery, document: ExternalDocument) -> None:
 
 
 def _writeback_send(connector: CustomerWriteBack, delivery: Delivery) -> ExternalDocument:
+    """Safe to repeat: it sets a field to a value (a no-op when already set)."""
     customer = _live_customer(delivery)
-    erp = connection_for_role(Connection.Role.ERP)
+    erp = delivery.after.connection  # the ERP upsert this write-back waits for
     erp_id = customer_source_ref(customer, erp.name)
     if erp_id is None:
-        raise Retryable(f"customer {customer.pk} has no ERP id bound yet")
-    crm_id = customer_source_ref(customer, delivery.connection.vendor)
+        raise Retryable(f"customer {customer.pk} has no ERP id bound in {erp.name} yet")
+    crm_id = customer_source_ref(customer, delivery.connection.name)
     if crm_id is None:
-        raise Permanent(f"customer {customer.pk} has no {delivery.connection.vendor} record to write back to")
+        raise Permanent(f"customer {customer.pk} has no {delivery.connection.name} record to write back to")
     return connector.write_back_erp_id(crm_id, erp_id, idempotency_key=delivery.idempotency_key)
 
 
@@ -197,11 +190,6 @@ def _confirm_when_complete(delivery: Delivery) -> None:
     log.info("customer_confirmed", customer=customer.pk, version=customer.version, references=references)
 
 
-register_action(DeliveryAction(name=UPSERT, capability=CustomerSink, send=_upsert_send, bind=_upsert_bind))
-register_action(DeliveryAction(name=WRITE_BACK, capability=CustomerWriteBack, send=_writeback_send,
-                               bind=_writeback_bind))
-
-
 # ---------------------------------------------------------------- people's decisions (admin, API)
 
 
@@ -209,9 +197,7 @@ def crm_connection_of(customer: Customer) -> Connection | None:
     """The CRM connection whose record the customer came from, if any."""
     systems = CrossReference.objects.filter(object_type="customer", canonical_id=customer.pk).values_list(
         "system", flat=True)
-    connection = Connection.objects.filter(
-        Q(vendor__in=list(systems)), role=Connection.Role.CRM, is_active=True).first()
-    return connection
+    return Connection.objects.filter(name__in=list(systems), role=Connection.Role.CRM, is_active=True).first()
 
 
 def customer_resync(customer: Customer, *, transaction_id) -> list[Delivery]:
@@ -223,4 +209,25 @@ def customer_resync(customer: Customer, *, transaction_id) -> list[Delivery]:
         return onboarding_plan(customer, transaction_id=transaction_id, crm=crm_connection_of(customer))
 
 
+def _customer_rows(transaction_id, delivered) -> list[dict]:
+    customers = Customer.objects.filter(Q(transaction_id=transaction_id) | Q(pk__in=delivered.get("customer", ())))
+    return [
+        {"id": c.pk, "name": c.display_name, "country": c.country, "status": c.status, "version": c.version}
+        for c in customers
+    ]
 
+
+WORKFLOW = register_workflow(Workflow(
+    name="customer_onboarding",
+    title="Customer onboarding",
+    pattern="near-real-time (CRM change events and a scheduled pull) → ERP, billing, write-back to CRM",
+    data_owner=ExceptionRecord.Team.SALES_OPERATIONS,
+    subjects=("customer",),
+    facts={CustomerSnapshot: customer_snapshot},
+    resolvers={CustomerReferenced: customer_read},
+    actions=(
+        DeliveryAction(name=UPSERT, capability=CustomerSink, send=_upsert_send, bind=_upsert_bind),
+        DeliveryAction(name=WRITE_BACK, capability=CustomerWriteBack, send=_writeback_send, bind=_writeback_bind),
+    ),
+    trace=(TraceSection("customers", "customer", _customer_rows),),
+))

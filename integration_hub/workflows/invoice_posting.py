@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import structlog
 from django.db import IntegrityError, transaction
+from django.db.models import Count, Q
 
 from canonical.events import InvoiceIssued, InvoicePaid, InvoiceVoided
 from canonical.models import Invoice, Payment
 from canonical.selectors import invoice_contract, payment_contract
 from canonical.services import (
-    customer_upsert,
+    PolicyMissing,
+    customer_ingest,
     invoice_upsert,
     legal_entity_for_currency,
     payment_upsert,
@@ -24,9 +26,11 @@ from canonical.services import (
 from connectors.base import ExternalDocument, InvoicePoster
 from connectors.models import Connection
 from connectors.services import connection_for_role
-from integration_hub.runtime.dispatch import DeliveryAction, on_fact, register_action
-from integration_hub.runtime.models import Delivery, InboundEvent
+from integration_hub.runtime.dispatch import DeliveryAction, TraceSection, Workflow, register_workflow
+from integration_hub.runtime.failures import DATA_OWNER, Failure
+from integration_hub.runtime.models import Delivery, DeliveryAttempt, ExceptionRecord, InboundEvent
 from integration_hub.runtime.services import delivery_plan
+from integration_hub.workflows.invoice_corrections import INVOICE_CORRECTION
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +39,8 @@ POST, PAY, VOID = "invoice.post", "invoice.pay", "invoice.void"
 
 def _invoice_record(fact: InvoiceIssued | InvoicePaid | InvoiceVoided, event: InboundEvent) -> Invoice:
     contract = fact.invoice
-    customer = customer_upsert(contract.customer, transaction_id=event.transaction_id, fill_only=True)
+    # The invoice carries a copy of its customer: it fills gaps, never overrules.
+    customer = customer_ingest(contract.customer, transaction_id=event.transaction_id, second_hand=True).customer
     return invoice_upsert(
         contract,
         customer=customer,
@@ -45,19 +50,18 @@ def _invoice_record(fact: InvoiceIssued | InvoicePaid | InvoiceVoided, event: In
 
 
 def _plan_post(invoice: Invoice, event: InboundEvent) -> tuple[Connection, Delivery]:
-    erp = connection_for_role(Connection.Role.ERP)
+    # The ERP is the one the invoice's legal entity books in (or the only active one).
+    erp = connection_for_role(Connection.Role.ERP, name=invoice.legal_entity.erp_connection)
     post = delivery_plan(
         transaction_id=event.transaction_id, connection=erp, action=POST, object_type="invoice", object_id=invoice.pk
     )
     return erp, post
 
 
-@on_fact(InvoiceIssued)
 def invoice_issued(fact: InvoiceIssued, event: InboundEvent) -> None:
     _plan_post(_invoice_record(fact, event), event)
 
 
-@on_fact(InvoicePaid)
 def invoice_paid(fact: InvoicePaid, event: InboundEvent) -> None:
     invoice = _invoice_record(fact, event)
     erp, post = _plan_post(invoice, event)
@@ -68,7 +72,6 @@ def invoice_paid(fact: InvoicePaid, event: InboundEvent) -> None:
     )
 
 
-@on_fact(InvoiceVoided)
 def invoice_voided(fact: InvoiceVoided, event: InboundEvent) -> None:
     invoice = _invoice_record(fact, event)
     erp, post = _plan_post(invoice, event)
@@ -76,6 +79,11 @@ def invoice_voided(fact: InvoiceVoided, event: InboundEvent) -> None:
         transaction_id=event.transaction_id, connection=erp, action=VOID,
         object_type="invoice", object_id=invoice.pk, after=post,
     )
+
+
+def _post_lookup(connector: InvoicePoster, delivery: Delivery) -> ExternalDocument | None:
+    invoice = Invoice.objects.select_related("legal_entity", "customer").get(pk=delivery.object_id)
+    return connector.find_invoice(invoice_contract(invoice), legal_entity=invoice.legal_entity.code)
 
 
 def _post_send(connector: InvoicePoster, delivery: Delivery) -> ExternalDocument:
@@ -105,6 +113,7 @@ def _post_bind(delivery: Delivery, document: ExternalDocument) -> None:
 
 
 def _pay_send(connector: InvoicePoster, delivery: Delivery) -> ExternalDocument:
+    """Safe to repeat: the connector checks the ERP invoice's payments first."""
     payment = Payment.objects.select_related("invoice__legal_entity").get(pk=delivery.object_id)
     return connector.record_payment(
         payment_contract(payment), legal_entity=payment.invoice.legal_entity.code,
@@ -113,6 +122,7 @@ def _pay_send(connector: InvoicePoster, delivery: Delivery) -> ExternalDocument:
 
 
 def _void_send(connector: InvoicePoster, delivery: Delivery) -> ExternalDocument:
+    """Safe to repeat: the connector checks for the cancellation or credit note first."""
     invoice = Invoice.objects.select_related("legal_entity", "customer").get(pk=delivery.object_id)
     return connector.void_invoice(
         invoice_contract(invoice), legal_entity=invoice.legal_entity.code, idempotency_key=delivery.idempotency_key
@@ -123,6 +133,48 @@ def _no_binding(delivery: Delivery, document: ExternalDocument) -> None:
     """The ERP document is the invoice already bound by its post."""
 
 
-register_action(DeliveryAction(name=POST, capability=InvoicePoster, send=_post_send, bind=_post_bind))
-register_action(DeliveryAction(name=PAY, capability=InvoicePoster, send=_pay_send, bind=_no_binding))
-register_action(DeliveryAction(name=VOID, capability=InvoicePoster, send=_void_send, bind=_no_binding))
+def _invoice_rows(transaction_id, delivered) -> list[dict]:
+    invoices = Invoice.objects.filter(
+        Q(transaction_id=transaction_id) | Q(pk__in=delivered.get("invoice", ()))
+    ).annotate(line_count=Count("lines"))
+    return [
+        {"id": i.pk, "source": f"{i.source_system}:{i.source_id}", "number": i.number, "currency": i.currency,
+         "status": i.status, "subtotal": i.subtotal, "tax": i.tax, "total": i.total,
+         "amount_paid": i.amount_paid, "version": i.version, "issued_on": i.issued_on, "lines": i.line_count}
+        for i in invoices
+    ]
+
+
+def _payment_rows(transaction_id, delivered) -> list[dict]:
+    payments = Payment.objects.filter(
+        Q(transaction_id=transaction_id) | Q(pk__in=delivered.get("payment", ()))
+        | Q(invoice__transaction_id=transaction_id)
+    ).distinct()
+    return [
+        {"id": p.pk, "source": f"{p.source_system}:{p.source_id}", "amount": p.amount, "currency": p.currency}
+        for p in payments
+    ]
+
+
+WORKFLOW = register_workflow(Workflow(
+    name="invoice_posting",
+    title="Invoice and payment posting",
+    pattern="event-driven, guaranteed delivery (billing webhook → ERP)",
+    data_owner=ExceptionRecord.Team.FINANCE,
+    subjects=("invoice", "payment"),
+    facts={InvoiceIssued: invoice_issued, InvoicePaid: invoice_paid, InvoiceVoided: invoice_voided},
+    actions=(
+        DeliveryAction(name=POST, capability=InvoicePoster, send=_post_send, bind=_post_bind, lookup=_post_lookup),
+        DeliveryAction(name=PAY, capability=InvoicePoster, send=_pay_send, bind=_no_binding),
+        DeliveryAction(name=VOID, capability=InvoicePoster, send=_void_send, bind=_no_binding),
+    ),
+    trace=(TraceSection("invoices", "invoice", _invoice_rows), TraceSection("payments", "payment", _payment_rows)),
+    correct=INVOICE_CORRECTION,
+    failures={
+        # No legal entity (policy) covers the document: finance adds one, then replays.
+        PolicyMissing: Failure(
+            DeliveryAttempt.Outcome.PERMANENT, "neutral", retry=False, team=DATA_OWNER,
+            category=ExceptionRecord.Category.POLICY,
+        ),
+    },
+))

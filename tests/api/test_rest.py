@@ -31,13 +31,13 @@ def test_a_transaction_trace_tells_the_whole_story(api, processed):
 
     assert trace["subject"] == f"stripe:invoice:{invoice['id']}"
     assert [e["type"] for e in trace["events"]] == ["invoice.finalized"]
-    assert trace["invoices"][0]["currency"] == "JPY" and trace["invoices"][0]["total"] == 700
+    assert trace["records"]["invoices"][0]["currency"] == "JPY" and trace["records"]["invoices"][0]["total"] == 700
     [delivery] = trace["deliveries"]
     assert delivery["status"] == "posted" and delivery["attempt_log"][0]["outcome"] == "posted"
     [erp_invoice] = [x for x in trace["cross_references"] if x["object_type"] == "invoice"]
     assert (erp_invoice["system"], erp_invoice["number"]) == ("erp", "INV-1")
     assert {x["system"] for x in trace["cross_references"] if x["object_type"] == "customer"} == {"stripe", "erp"}
-    assert len(trace["customers"]) == 1
+    assert len(trace["records"]["customers"]) == 1
     assert trace["exceptions"] == []
 
 

@@ -78,17 +78,17 @@ def test_edit_and_replay_of_an_invoice_picks_another_policy_and_rejects_invalid_
     invoice = Invoice.objects.get()
 
     bad = api.post(f"/api/exceptions/{record.pk}/edit-and-replay/",
-                   {"reason": "x", "invoice": {"lines": [{"position": 9, "tax_amount": 0}]}}, format="json")
+                   {"reason": "x", "corrections": {"lines": [{"position": 9, "tax_amount": 0}]}}, format="json")
     assert bad.status_code == 400 and "position 9" in bad.json()["detail"]
     unknown = api.post(f"/api/exceptions/{record.pk}/edit-and-replay/",
-                       {"reason": "x", "invoice": {"total": 1}}, format="json")
+                       {"reason": "x", "corrections": {"total": 1}}, format="json")
     assert unknown.status_code == 400
 
     LegalEntity.objects.create(code="US2", name="Acme US Services", currency="CAD", country="CA")
     response = api.post(
         f"/api/exceptions/{record.pk}/edit-and-replay/",
         {"reason": "book without tax in US2",
-         "invoice": {"legal_entity": "US2", "lines": [{"position": 1, "tax_amount": 0}, {"position": 2, "tax_amount": 0}]}},
+         "corrections": {"legal_entity": "US2", "lines": [{"position": 1, "tax_amount": 0}, {"position": 2, "tax_amount": 0}]}},
         format="json",
     )
     drain(sent_tasks)

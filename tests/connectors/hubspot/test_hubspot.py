@@ -7,7 +7,8 @@ import time
 import httpx
 import pytest
 
-from canonical.events import CustomerReferenced, CustomerSnapshot, Ignored
+from canonical.events import CustomerReferenced, CustomerSnapshot
+from connectors.base import Ignored
 from connectors.errors import (
     InvalidSignature,
     MalformedPayload,

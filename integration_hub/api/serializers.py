@@ -1,0 +1,246 @@
+"""Typed shapes of every REST answer and request, so the OpenAPI schema documents them."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from integration_hub.runtime.models import Delivery, ExceptionRecord
+
+# ---------------------------------------------------------------- reads
+
+
+class DeliverySerializer(serializers.ModelSerializer):
+    target = serializers.CharField(source="connection.name")
+
+    class Meta:
+        model = Delivery
+        fields = [
+            "id", "transaction", "action", "target", "object_type", "object_id", "idempotency_key", "status",
+            "hold_reason", "attempts", "next_attempt_at", "external_id", "external_number", "last_error",
+            "lookup_first", "created_at", "updated_at",
+        ]
+
+
+class ExceptionRecordSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ExceptionRecord
+        fields = [
+            "id", "transaction", "delivery", "inbound_event", "owner_team", "category", "summary", "detail",
+            "status", "resolution", "resolved_at", "created_at",
+        ]
+
+
+class TraceEventSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    source = serializers.CharField(help_text="Name of the connection the event came through")
+    external_id = serializers.CharField()
+    type = serializers.CharField()
+    status = serializers.CharField()
+    attempts = serializers.IntegerField()
+    note = serializers.CharField(allow_blank=True)
+    received_at = serializers.DateTimeField()
+    processed_at = serializers.DateTimeField(allow_null=True)
+
+
+class CrossReferenceSerializer(serializers.Serializer):
+    system = serializers.CharField(help_text="Name of the connection the id belongs to")
+    object_type = serializers.CharField()
+    canonical_id = serializers.IntegerField()
+    external_id = serializers.CharField()
+    number = serializers.CharField(allow_blank=True)
+
+
+class AttemptSerializer(serializers.Serializer):
+    number = serializers.IntegerField()
+    started_at = serializers.DateTimeField()
+    duration_ms = serializers.IntegerField()
+    outcome = serializers.CharField()
+    outcome_unknown = serializers.BooleanField()
+    error_class = serializers.CharField(allow_blank=True)
+    message = serializers.CharField(allow_blank=True)
+    http_status = serializers.IntegerField(allow_null=True)
+
+
+class TraceDeliverySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    action = serializers.CharField()
+    target = serializers.CharField()
+    object = serializers.CharField(help_text="object_type:canonical id")
+    idempotency_key = serializers.CharField()
+    status = serializers.CharField()
+    attempts = serializers.IntegerField()
+    after = serializers.IntegerField(allow_null=True)
+    next_attempt_at = serializers.DateTimeField()
+    external_id = serializers.CharField(allow_blank=True)
+    external_number = serializers.CharField(allow_blank=True)
+    last_error = serializers.CharField(allow_blank=True)
+    attempt_log = AttemptSerializer(many=True)
+
+
+class TraceExceptionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    owner_team = serializers.CharField()
+    category = serializers.CharField()
+    summary = serializers.CharField()
+    status = serializers.CharField()
+    resolution = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+
+
+class TransactionTraceSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    kind = serializers.CharField()
+    subject = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    events = TraceEventSerializer(many=True)
+    records = serializers.DictField(
+        child=serializers.ListField(child=serializers.DictField()),
+        help_text="Canonical records the transaction touched, by kind (invoices, payments, customers, …), "
+                  "as each workflow declares them",
+    )
+    cross_references = CrossReferenceSerializer(many=True)
+    deliveries = TraceDeliverySerializer(many=True)
+    exceptions = TraceExceptionSerializer(many=True)
+
+
+class ConnectionHealthSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    vendor = serializers.CharField()
+    role = serializers.CharField()
+    active = serializers.BooleanField()
+    circuit = serializers.ChoiceField(choices=["closed", "open", "half-open"])
+    consecutive_failures = serializers.IntegerField()
+    calls_in_flight = serializers.IntegerField()
+    blocked_for_seconds = serializers.FloatField(help_text="Retry-After wait still to run")
+    pending = serializers.IntegerField()
+    held = serializers.DictField(child=serializers.IntegerField(), help_text="Held deliveries by reason")
+    dead = serializers.IntegerField()
+
+
+class SyncRunSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = serializers.CharField()
+    trigger = serializers.CharField()
+    status = serializers.CharField()
+    counts = serializers.DictField(help_text="Per connection: read, accepted, duplicates")
+    error = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class CustomerReferenceSerializer(serializers.Serializer):
+    system = serializers.CharField()
+    external_id = serializers.CharField()
+    number = serializers.CharField(allow_blank=True)
+
+
+class CustomerAliasSerializer(serializers.Serializer):
+    system = serializers.CharField()
+    external_id = serializers.CharField()
+    merged_from = serializers.IntegerField()
+
+
+class CustomerDeliverySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    action = serializers.CharField()
+    target = serializers.CharField()
+    status = serializers.CharField()
+    idempotency_key = serializers.CharField()
+    attempts = serializers.IntegerField()
+    external_id = serializers.CharField(allow_blank=True)
+    last_error = serializers.CharField(allow_blank=True)
+
+
+class CustomerConfirmationSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    references = serializers.DictField(child=serializers.CharField())
+    confirmed_at = serializers.DateTimeField()
+    transaction_id = serializers.UUIDField(allow_null=True)
+
+
+class FieldConflictSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    field_group = serializers.CharField()
+    source_system = serializers.CharField()
+    owner_role = serializers.CharField()
+    proposed = serializers.DictField()
+    current = serializers.DictField()
+
+
+class DuplicateCaseSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+    survivor = serializers.IntegerField(allow_null=True)
+    reasons = serializers.ListField(child=serializers.DictField())
+
+
+class CustomerDetailSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    display_name = serializers.CharField()
+    status = serializers.CharField()
+    version = serializers.IntegerField()
+    email = serializers.CharField(allow_blank=True)
+    domain = serializers.CharField(allow_blank=True)
+    address = serializers.DictField()
+    country = serializers.CharField(allow_blank=True)
+    tax_ids = serializers.ListField(child=serializers.DictField())
+    currency = serializers.CharField(allow_blank=True)
+    credit_terms = serializers.CharField(allow_blank=True)
+    parent = serializers.IntegerField(allow_null=True)
+    parent_ref = serializers.CharField(allow_blank=True)
+    merged_into = serializers.IntegerField(allow_null=True)
+    transaction_id = serializers.UUIDField(allow_null=True)
+    sync_status = serializers.ChoiceField(
+        choices=["merged", "held", "confirmed", "failed", "syncing", "not_synced"]
+    )
+    cross_references = CustomerReferenceSerializer(many=True)
+    aliases = CustomerAliasSerializer(many=True)
+    deliveries = CustomerDeliverySerializer(many=True)
+    confirmations = CustomerConfirmationSerializer(many=True)
+    open_conflicts = FieldConflictSerializer(many=True)
+    duplicate_cases = DuplicateCaseSerializer(many=True)
+
+
+class BulkReplayResultSerializer(serializers.Serializer):
+    replayed = serializers.ListField(child=serializers.IntegerField())
+    skipped = serializers.DictField(child=serializers.CharField(), help_text="Exception id → why it was skipped")
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = serializers.CharField()
+    detail = serializers.CharField()
+
+
+# ---------------------------------------------------------------- requests
+
+
+class ReplaySerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=500)
+
+
+class BulkReplaySerializer(ReplaySerializer):
+    ids = serializers.ListField(child=serializers.IntegerField(), required=False)
+    owner_team = serializers.ChoiceField(choices=ExceptionRecord.Team.choices, required=False)
+    category = serializers.ChoiceField(choices=ExceptionRecord.Category.choices, required=False)
+    connection = serializers.CharField(required=False, help_text="Connection name of the dead deliveries")
+
+    def validate(self, data):
+        if not set(data) - {"reason"}:
+            raise serializers.ValidationError("give ids or at least one filter; replaying everything is not offered")
+        return data
+
+
+class EditAndReplaySerializer(ReplaySerializer):
+    payload = serializers.JSONField(required=False, help_text="Corrected vendor payload (inbound-event exceptions)")
+    corrections = serializers.JSONField(
+        required=False,
+        help_text="Corrections of the record behind a dead delivery, as its workflow takes them; for an invoice "
+                  'e.g. {"legal_entity": "EU", "lines": [{"position": 1, "tax_amount": 0}]}',
+    )
+    invoice = serializers.JSONField(required=False, help_text="Deprecated name of 'corrections'")
+
+    def validate(self, data):
+        if "invoice" in data:
+            data.setdefault("corrections", data.pop("invoice"))
+        return data
