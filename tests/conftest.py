@@ -51,6 +51,8 @@ class MemoryErpConnector(Connector):
 
     def find_invoice(self, invoice: InvoiceV1, *, legal_entity: str) -> ExternalDocument | None:
         SCRIPT.calls.append(("find", invoice.source.external_id))
+        if SCRIPT.failures:
+            raise SCRIPT.failures.pop(0)
         return SCRIPT.documents.get(f"post:{invoice.source.external_id}")
 
     def post_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
