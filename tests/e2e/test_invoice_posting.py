@@ -90,5 +90,5 @@ def test_an_invoice_the_erp_cannot_book_opens_a_finance_exception_and_leaves_not
     wait_for(settled(1), what="the delivery to be dead-lettered")
     assert Delivery.objects.get().status == "dead"
     record = ExceptionRecord.objects.get()
-    assert (record.owner_team, record.category, record.status) == ("finance", "rejected", "open")
+    assert (record.owner_team, record.category, record.status) == ("finance", "mapping", "open")  # no 7 % tax in the ERP: a mapping fault
     assert erp.invoices(reference=invoice["id"]) == []
