@@ -19,7 +19,12 @@ from hubspot.crm.companies import (
     SimplePublicObject,
     SimplePublicObjectInput,
 )
-from hubspot.crm.companies.exceptions import ApiException, NotFoundException, ServiceException, UnauthorizedException
+from hubspot.crm.companies.exceptions import (
+    ApiException,
+    NotFoundException,
+    ServiceException,
+    UnauthorizedException,
+)
 from urllib3.util import Retry
 
 from connectors.hubspot.mapping import ERP_ID_PROPERTY
