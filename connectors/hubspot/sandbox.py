@@ -195,7 +195,8 @@ class HubSpotSandbox(Served):
     def _search(self, body: dict[str, Any]) -> Response:
         groups = [group.get("filters") or [] for group in body.get("filterGroups") or []]
         for item in (item for filters in groups for item in filters):
-            if item.get("operator") not in _COMPARE or not item.get("propertyName"):
+            operator, numeric = item.get("operator"), _number(item.get("value")) is not None
+            if operator not in _COMPARE or not item.get("propertyName") or (operator[0] in "GL" and not numeric):
                 return _error(400, "VALIDATION_ERROR", f"The sandbox does not model the filter {item}")
         sorts = [_sort_key(sort) for sort in body.get("sorts") or [{"propertyName": "hs_lastmodifieddate"}]]
         if len(sorts) != 1 or sorts[0] is None:

@@ -8,9 +8,9 @@ Change Data Capture envelopes whose UPDATE payload holds only the changed fields
 plus ``LastModifiedDate``. Queries answer on ``/query`` and ``/query/`` (the form
 simple-salesforce sends); ``GET /sobjects/Account/{external id field}/{value}``
 finds a record by an external-id field (``external_id_fields``), 404 when none
-and 300 with the records' URLs when several match. ``serve()`` runs it as a real HTTP server, so a worker in
-another process reaches it like the real org; ``faults`` queues 429/5xx/
-REQUEST_LIMIT_EXCEEDED answers.
+and 300 with the records' URLs when several match. ``serve()`` runs it as a real
+HTTP server, so a worker in another process reaches it like the real org;
+``faults`` queues 429/5xx/REQUEST_LIMIT_EXCEEDED answers.
 """
 
 from __future__ import annotations

@@ -167,13 +167,14 @@ class StripeApiSandbox(Served):
         limit, refused = self._check(query, _LIST_PARAMS)
         if refused:
             return refused
-        found = [c for c in self._newest_first() if "email" not in query or c["email"] == query["email"]]
+        found = self._newest_first()
         if after := query.get("starting_after"):
             ids = [c["id"] for c in found]
             if after not in ids:
                 return _error(400, "invalid_request_error", f"No such customer: '{after}'", "resource_missing",
                               "starting_after")
             found = found[ids.index(after) + 1:]
+        found = [c for c in found if "email" not in query or c["email"] == query["email"]]
         return Response(200, {"object": "list", "url": "/v1/customers", "has_more": len(found) > limit,
                               "data": found[:limit]})
 

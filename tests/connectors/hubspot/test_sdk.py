@@ -141,6 +141,7 @@ def test_search_sorts_descending_by_one_property(companies, portal):
 
 @pytest.mark.parametrize("request_fields", [
     {"groups": [FilterGroup(filters=[Filter(property_name="name", operator="CONTAINS_TOKEN", value="A")])]},
+    {"groups": [FilterGroup(filters=[Filter(property_name="hs_lastmodifieddate", operator="GTE", value="soon")])]},
     {"sorts": [{"propertyName": "name", "direction": "SIDEWAYS"}]},
 ])
 def test_search_refuses_what_the_sandbox_does_not_model(companies, request_fields):

@@ -119,8 +119,10 @@ def test_list_is_newest_first_and_pages_with_starting_after(customers, sandbox):
 
 def test_list_filters_by_email_case_sensitively(customers):
     mine = create(customers, "A", email="ap@acme.example")
-    create(customers, "B", email="AP@acme.example")
+    other = create(customers, "B", email="AP@acme.example")
     assert [c.id for c in customers.list(params={"email": "ap@acme.example"}).data] == [mine.id]
+    after_other = customers.list(params={"email": "ap@acme.example", "starting_after": other.id})
+    assert [c.id for c in after_other.data] == [mine.id]  # the cursor need not match the filter
 
 
 @pytest.mark.parametrize(("params", "param"), [({"limit": 0}, "limit"), ({"limit": 101}, "limit"),
