@@ -25,6 +25,7 @@ from hubspot.crm.companies.exceptions import (
     ServiceException,
     UnauthorizedException,
 )
+from hubspot.utils.signature import Signature
 from urllib3.util import Retry
 
 from connectors.hubspot.mapping import ERP_ID_PROPERTY
@@ -180,3 +181,13 @@ def test_timestamps_parse_as_the_sdk_models_expect(companies, portal):
     company = companies.basic_api.get_by_id(acme["id"])
     modified_ms = int(company.properties["hs_lastmodifieddate"])
     assert company.updated_at == dt.datetime.fromtimestamp(modified_ms / 1000, tz=dt.UTC)
+
+
+def test_a_signed_sandbox_batch_passes_the_sdks_v3_check(portal):
+    portal.company_create("Acme GmbH")
+    url = "https://hub.example/api/webhooks/hubspot/?portal=62515"
+    body, headers = portal.webhook_request(portal.events, url)
+    check = {"request_body": body.decode(), "http_uri": url, "signature_version": "v3",
+             "timestamp": headers["X-HubSpot-Request-Timestamp"]}
+    assert Signature.is_valid(headers["X-HubSpot-Signature-v3"], portal.client_secret, **check) is True
+    assert Signature.is_valid(headers["X-HubSpot-Signature-v3"], "other-secret", **check) is False

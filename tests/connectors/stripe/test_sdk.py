@@ -1,4 +1,5 @@
-"""The Stripe API sandbox driven by Stripe's own SDK (``stripe``), over real HTTP.
+"""The Stripe sandboxes driven by Stripe's own SDK (``stripe``): the API sandbox over
+real HTTP, and the webhook sandbox's signed events through ``stripe.Webhook``.
 
 The SDK is the independent check that the sandbox speaks Stripe's wire format:
 paths, form encoding, list and search objects, error bodies and the
@@ -9,6 +10,7 @@ import pytest
 import stripe
 
 from connectors.stripe.api_sandbox import StripeApiSandbox, search_clauses
+from connectors.stripe.sandbox import StripeSandbox
 
 API_KEY = "sk_test_sdk"
 
@@ -164,3 +166,32 @@ def test_search_clause_parser():
     assert search_clauses("email:'a@b' AND metadata['hub_id']:\"7\"") == [("email", None, "a@b"),
                                                                          ("metadata", "hub_id", "7")]
     assert search_clauses("email:'a' OR email:'b'") is None
+
+
+# -- the webhook side: what StripeSandbox signs, stripe.Webhook accepts ----------
+
+SECRET = "whsec_sdk"
+
+
+def signed_invoice_event(**sandbox_options):
+    objects = StripeSandbox(SECRET, seed=3, **sandbox_options)
+    invoice = objects.finalize(objects.invoice(objects.customer("Acme", "ap@acme.example"), [("Seat", 2, 500)]))
+    return objects.webhook_request(objects.event("invoice.finalized", invoice))
+
+
+@pytest.mark.parametrize("api_version", ["2025-03-31.basil", "2024-06-20"])
+def test_a_signed_sandbox_event_is_accepted_by_construct_event(api_version):
+    body, headers = signed_invoice_event(api_version=api_version)
+    event = stripe.Webhook.construct_event(body, headers["Stripe-Signature"], SECRET)
+    assert isinstance(event, stripe.Event) and event.type == "invoice.finalized"
+    invoice = event.data.object
+    assert isinstance(invoice, stripe.Invoice) and invoice.status == "open" and invoice.total == 1100
+    assert invoice.lines.data[0].quantity == 2
+
+
+def test_a_tampered_sandbox_event_fails_the_sdks_signature_check():
+    body, headers = signed_invoice_event()
+    with pytest.raises(stripe.SignatureVerificationError):
+        stripe.Webhook.construct_event(body.replace(b"open", b"paid"), headers["Stripe-Signature"], SECRET)
+    with pytest.raises(stripe.SignatureVerificationError):
+        stripe.Webhook.construct_event(body, headers["Stripe-Signature"], "whsec_other")
