@@ -16,8 +16,8 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-_REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
-            403: "Forbidden", 404: "Not Found", 409: "Conflict", 429: "Too Many Requests",
+_REASONS = {200: "OK", 201: "Created", 204: "No Content", 300: "Multiple Choices", 400: "Bad Request",
+            401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 409: "Conflict", 429: "Too Many Requests",
             500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 
 
@@ -25,9 +25,14 @@ _REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 40
 class Request:
     method: str
     path: str
-    query: dict[str, str]
+    query: dict[str, str]  # the last value of each parameter
     headers: dict[str, str]  # lower-case names
     body: bytes
+    query_pairs: list[tuple[str, str]] = field(default_factory=list)  # every parameter, repeats kept
+
+    def query_values(self, name: str) -> list[str]:
+        """Every value of a query parameter, in order (``?p=a&p=b`` → ``["a", "b"]``)."""
+        return [value for key, value in self.query_pairs if key == name]
 
     def json(self) -> Any:
         return json.loads(self.body or b"null")
@@ -93,12 +98,14 @@ def wsgi_app(handle: Callable[[Request], Response]) -> Callable:
                    if key.startswith("HTTP_")}
         if environ.get("CONTENT_TYPE"):
             headers["content-type"] = environ["CONTENT_TYPE"]
+        pairs = urllib.parse.parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         request = Request(
             method=environ["REQUEST_METHOD"],
             path=urllib.parse.unquote(environ.get("PATH_INFO", "")),
-            query=dict(urllib.parse.parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)),
+            query=dict(pairs),
             headers=headers,
             body=environ["wsgi.input"].read(length) if length else b"",
+            query_pairs=pairs,
         )
         response = handle(request)
         payload = b"" if response.body is None else json.dumps(response.body).encode()
@@ -115,7 +122,9 @@ class SandboxServer:
     def __init__(self, handle: Callable[[Request], Response], *, host: str = "127.0.0.1", port: int = 0):
         self._server = make_server(host, port, wsgi_app(handle), server_class=_ThreadingServer,
                                    handler_class=_QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval: stop() (shutdown) waits for the loop to notice, 0.5 s by default.
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
 
     @property
     def url(self) -> str:

@@ -7,6 +7,13 @@ updatedAt, archived}``, search results with ``paging.next.after``, errors as
 ``policyName``. Webhook batches are JSON arrays of events; a write-back emits a
 ``company.propertyChange`` for the written property, as HubSpot would (the echo the
 hub must ignore). ``serve()`` runs it as a real HTTP server.
+
+``properties`` on a read comes comma-separated (the hub) or repeated (the SDK);
+HubSpot takes both, and leaves out names the portal does not have. Search filters
+are ANDed within a group and the groups ORed; the sandbox models ``EQ``/``NEQ`` on
+any property and ``GT``/``GTE``/``LT``/``LTE`` on numeric ones (such as
+``hs_lastmodifieddate``), sorts by one property, and refuses other operators
+instead of ignoring them.
 """
 
 from __future__ import annotations
@@ -28,6 +35,32 @@ from connectors.hubspot.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, comp
 from connectors.sandbox_server import Fault, FaultQueue, Request, Response, Served
 
 _COMPANY = re.compile(r"^/crm/v3/objects/companies/(\d+)$")
+_COMPARE = {"EQ": lambda a, b: a == b, "NEQ": lambda a, b: a != b, "GT": lambda a, b: a > b,
+            "GTE": lambda a, b: a >= b, "LT": lambda a, b: a < b, "LTE": lambda a, b: a <= b}
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _passes(company: dict[str, Any], item: dict[str, Any]) -> bool:
+    actual, wanted, operator = company["properties"].get(item["propertyName"]), item.get("value"), item["operator"]
+    if operator in ("EQ", "NEQ"):
+        return _COMPARE[operator](actual, None if wanted is None else str(wanted))
+    number = _number(actual)
+    return number is not None and _COMPARE[operator](number, _number(wanted))
+
+
+def _sort_key(sort: Any) -> tuple[str, bool] | None:
+    """(property, descending) from ``{"propertyName", "direction"}`` or a bare property name."""
+    if isinstance(sort, str):
+        return sort, False
+    if isinstance(sort, dict) and sort.get("direction", "ASCENDING") in ("ASCENDING", "DESCENDING"):
+        return sort.get("propertyName"), sort.get("direction") == "DESCENDING"
+    return None
 
 
 def _error(status: int, category: str, message: str, **extra: Any) -> Response:
@@ -138,17 +171,17 @@ class HubSpotSandbox(Served):
                 if company is None or company["archived"]:
                     return _error(404, "OBJECT_NOT_FOUND", "resource not found")
                 if request.method == "GET":
-                    return Response(200, self._render(company, request.query.get("properties")))
+                    wanted = [name for value in request.query_values("properties") for name in value.split(",") if name]
+                    return Response(200, self._render(company, wanted))
                 if request.method == "PATCH":
                     return self._patch(company, (request.json() or {}).get("properties") or {})
             return _error(404, "OBJECT_NOT_FOUND", "resource not found")
 
     @staticmethod
-    def _render(company: dict[str, Any], properties: str | list[str] | None) -> dict[str, Any]:
-        wanted = properties.split(",") if isinstance(properties, str) else properties
+    def _render(company: dict[str, Any], wanted: list[str] | None) -> dict[str, Any]:
         shown = copy.deepcopy(company)
         if wanted:
-            shown["properties"] = {key: company["properties"].get(key) for key in wanted}
+            shown["properties"] = {key: company["properties"][key] for key in wanted if key in company["properties"]}
         return shown
 
     def _patch(self, company: dict[str, Any], properties: dict[str, Any]) -> Response:
@@ -160,14 +193,19 @@ class HubSpotSandbox(Served):
         return Response(200, self.company_update(company["id"], **{k: str(v) for k, v in properties.items()}))
 
     def _search(self, body: dict[str, Any]) -> Response:
-        since = 0
-        for group in body.get("filterGroups") or []:
-            for item in group.get("filters") or []:
-                if item.get("propertyName") == "hs_lastmodifieddate" and item.get("operator") == "GTE":
-                    since = int(item["value"])
-        found = sorted((c for c in self.companies.values()
-                        if not c["archived"] and int(c["properties"]["hs_lastmodifieddate"]) >= since),
-                       key=lambda c: int(c["properties"]["hs_lastmodifieddate"]))
+        groups = [group.get("filters") or [] for group in body.get("filterGroups") or []]
+        for item in (item for filters in groups for item in filters):
+            operator, numeric = item.get("operator"), _number(item.get("value")) is not None
+            if operator not in _COMPARE or not item.get("propertyName") or (operator[0] in "GL" and not numeric):
+                return _error(400, "VALIDATION_ERROR", f"The sandbox does not model the filter {item}")
+        sorts = [_sort_key(sort) for sort in body.get("sorts") or [{"propertyName": "hs_lastmodifieddate"}]]
+        if len(sorts) != 1 or sorts[0] is None:
+            return _error(400, "VALIDATION_ERROR", f"The sandbox sorts by one property, not {body.get('sorts')}")
+        (by, descending), = sorts
+        found = [c for c in self.companies.values() if not c["archived"]
+                 and (not groups or any(all(_passes(c, item) for item in filters) for filters in groups))]
+        found.sort(key=lambda c: (_number(c["properties"].get(by)) or 0, str(c["properties"].get(by) or "")),
+                   reverse=descending)
         offset, limit = int(body.get("after") or 0), int(body.get("limit") or 10)
         page = found[offset: offset + limit]
         result: dict[str, Any] = {"total": len(found),

@@ -5,9 +5,12 @@ Follows the documented shapes: query results with ``totalSize``/``done``/
 ``nextRecordsUrl``/``records[].attributes``, 18-character ids with the Account
 prefix ``001``, errors as ``[{"message", "errorCode"}]``, PATCH answering 204, and
 Change Data Capture envelopes whose UPDATE payload holds only the changed fields
-plus ``LastModifiedDate``. ``serve()`` runs it as a real HTTP server, so a worker in
-another process reaches it like the real org; ``faults`` queues 429/5xx/
-REQUEST_LIMIT_EXCEEDED answers.
+plus ``LastModifiedDate``. Queries answer on ``/query`` and ``/query/`` (the form
+simple-salesforce sends); ``GET /sobjects/Account/{external id field}/{value}``
+finds a record by an external-id field (``external_id_fields``), 404 when none
+and 300 with the records' URLs when several match. ``serve()`` runs it as a real
+HTTP server, so a worker in another process reaches it like the real org;
+``faults`` queues 429/5xx/REQUEST_LIMIT_EXCEEDED answers.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ from connectors.salesforce.webhooks import sign
 from connectors.sandbox_server import Fault, FaultQueue, Request, Response, Served
 
 _ALPHABET = string.ascii_letters + string.digits
+_QUERY = re.compile(r"^/services/data/(v[\d.]+)/query/?$")
 _PAGE = re.compile(r"^/services/data/(v[\d.]+)/query/([\w-]+)$")
 _RECORD = re.compile(r"^/services/data/(v[\d.]+)/sobjects/Account/(\w+)$")
+_BY_EXTERNAL_ID = re.compile(r"^/services/data/(v[\d.]+)/sobjects/Account/(\w+)/([^/]+)$")
 _SINCE = re.compile(r"LastModifiedDate\s*>=?\s*(\S+)")
 
 
@@ -53,8 +58,10 @@ class SalesforceSandbox(Served):
     ``relay_secret`` signs relayed change events."""
 
     def __init__(self, *, access_token: str = "00Dsandbox!token", relay_secret: str = "relay-secret",
-                 seed: int | None = None, page_size: int = 2000):
+                 seed: int | None = None, page_size: int = 2000,
+                 external_id_fields: tuple[str, ...] = (ERP_ID_FIELD,)):
         self.access_token = access_token
+        self.external_id_fields = external_id_fields
         self.relay_secret = relay_secret
         self.page_size = page_size
         self.accounts: dict[str, dict[str, Any]] = {}
@@ -166,8 +173,8 @@ class SalesforceSandbox(Served):
             fault = self.faults.take(request)
             if fault is not None:
                 return fault
-            if request.method == "GET" and request.path.endswith("/query"):
-                return self._query(request.query.get("q", ""), request.path.rsplit("/", 1)[0])
+            if request.method == "GET" and (match := _QUERY.match(request.path)):
+                return self._query(request.query.get("q", ""), f"/services/data/{match.group(1)}")
             if request.method == "GET" and (match := _PAGE.match(request.path)):
                 return self._page(match.group(2), f"/services/data/{match.group(1)}")
             if match := _RECORD.match(request.path):
@@ -175,6 +182,8 @@ class SalesforceSandbox(Served):
                     return self._get(match.group(2), request.query.get("fields"))
                 if request.method == "PATCH":
                     return self._patch(match.group(2), request.json())
+            if request.method == "GET" and (match := _BY_EXTERNAL_ID.match(request.path)):
+                return self._get_by_external_id(match.group(2), match.group(3), request.query.get("fields"))
             return _error(404, "NOT_FOUND", "The requested resource does not exist")
 
     def _render(self, record: dict[str, Any], fields: list[str] | None = None) -> dict[str, Any]:
@@ -219,6 +228,16 @@ class SalesforceSandbox(Served):
         if wanted and (unknown := [f for f in wanted if f not in ACCOUNT_FIELDS]):
             return _error(400, "INVALID_FIELD", f"No such column '{unknown[0]}' on entity 'Account'")
         return Response(200, self._render(record, wanted))
+
+    def _get_by_external_id(self, field: str, value: str, fields: str | None) -> Response:
+        if field not in self.external_id_fields:
+            return _error(404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {field}")
+        found = [r for r in self.accounts.values() if r.get(field) == value]
+        if len(found) > 1:
+            return Response(300, [self._render(r, ["Id"])["attributes"]["url"] for r in found])
+        if not found:
+            return _error(404, "NOT_FOUND", "The requested resource does not exist")
+        return self._get(found[0]["Id"], fields)
 
     def _patch(self, record_id: str, values: Any) -> Response:
         if record_id not in self.accounts:

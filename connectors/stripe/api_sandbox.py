@@ -2,9 +2,15 @@
 
 Follows Stripe's documents: form-encoded POST /v1/customers and /v1/customers/{id},
 GET /v1/customers/{id}, ``Authorization: Bearer sk_test_...``, errors as
-``{"error": {"type", "code", "message"}}``, and ``Idempotency-Key``: the first
-answer is stored and replayed; the same key with other parameters is an
+``{"error": {"type", "code", "message", "param"}}``, and ``Idempotency-Key``: the
+first answer is stored and replayed; the same key with other parameters is an
 ``idempotency_error`` (400). Objects are rendered by ``StripeSandbox.customer``.
+
+Reads: GET /v1/customers (newest first, ``limit``, ``starting_after``, ``email``,
+case-sensitive) and GET /v1/customers/search (``query`` of ``email:``, ``name:``
+and ``metadata['key']:`` clauses joined by spaces or AND, ``limit``, ``page``).
+Real Stripe search lags writes by up to a minute; the sandbox does not. Parameters
+the sandbox does not model are refused as unknown, so a test cannot rely on them.
 """
 
 from __future__ import annotations
@@ -17,6 +23,11 @@ from connectors.sandbox_server import Fault, FaultQueue, Request, Response, Serv
 from connectors.stripe.sandbox import StripeSandbox
 
 _CUSTOMER = re.compile(r"^/v1/customers/(cus_\w+)$")
+_CLAUSE = re.compile(r"""(?P<field>email|name|metadata\[(?P<kq>["'])(?P<key>.+?)(?P=kq)\]):"""
+                     r"""(?P<vq>["'])(?P<value>.*?)(?P=vq)""")
+_AND = re.compile(r"AND\s+", re.I)
+_LIST_PARAMS = {"limit", "starting_after", "email"}
+_SEARCH_PARAMS = {"query", "limit", "page"}
 
 
 def form_decode(pairs: dict[str, str]) -> dict[str, Any]:
@@ -31,8 +42,38 @@ def form_decode(pairs: dict[str, str]) -> dict[str, Any]:
     return result
 
 
-def _error(status: int, kind: str, message: str, code: str | None = None) -> Response:
-    return Response(status, {"error": {"type": kind, "code": code, "message": message}})
+def _error(status: int, kind: str, message: str, code: str | None = None, param: str | None = None) -> Response:
+    error = {"type": kind, "code": code, "message": message}
+    if param is not None:
+        error["param"] = param
+    return Response(status, {"error": error})
+
+
+def _invalid(param: str, message: str, code: str = "parameter_invalid") -> Response:
+    return _error(400, "invalid_request_error", message, code, param)
+
+
+def search_clauses(query: str) -> list[tuple[str, str | None, str]] | None:
+    """``email:'a@b' AND metadata['hub_id']:'7'`` → ``[("email", None, "a@b"), ("metadata", "hub_id", "7")]``;
+    None for anything else (OR, negation, ``~``, numbers: Stripe has them, the sandbox does not)."""
+    clauses, rest = [], query.strip()
+    while rest:
+        match = _CLAUSE.match(rest)
+        if match is None:
+            return None
+        field = "metadata" if match["key"] else match["field"]
+        clauses.append((field, match["key"], match["value"]))
+        rest = rest[match.end():].lstrip()
+        if joined := _AND.match(rest):
+            rest = rest[joined.end():]
+            if not rest:
+                return None
+    return clauses or None
+
+
+def _matches(customer: dict[str, Any], clauses: list[tuple[str, str | None, str]]) -> bool:
+    return all((customer["metadata"].get(key) if field == "metadata" else customer.get(field)) == value
+               for field, key, value in clauses)
 
 
 class StripeApiSandbox(Served):
@@ -87,6 +128,10 @@ class StripeApiSandbox(Served):
             customer["metadata"] = params.get("metadata") or {}
             self.customers[customer["id"]] = customer
             return Response(200, customer)
+        if request.path == "/v1/customers" and request.method == "GET":
+            return self._list(request.query)
+        if request.path == "/v1/customers/search" and request.method == "GET":
+            return self._search(request.query)
         if match := _CUSTOMER.match(request.path):
             customer = self.customers.get(match.group(1))
             if customer is None:
@@ -99,6 +144,53 @@ class StripeApiSandbox(Served):
                 if "address" in params:
                     customer["address"] = {**(customer.get("address") or {}), **params["address"]}
                 if "metadata" in params:
-                    customer["metadata"] = {**customer["metadata"], **params["metadata"]}
+                    # An empty value unsets the key, as Stripe documents.
+                    merged = {**customer["metadata"], **params["metadata"]}
+                    customer["metadata"] = {k: v for k, v in merged.items() if v != ""}
             return Response(200, customer)
         return _error(404, "invalid_request_error", f"Unrecognized request URL ({request.method}: {request.path})")
+
+    def _newest_first(self) -> list[dict[str, Any]]:
+        return list(reversed(self.customers.values()))
+
+    @staticmethod
+    def _check(query: dict[str, str], known: set[str]) -> tuple[int, Response | None]:
+        """(limit, None), or (0, the 400 answer) for an unknown parameter or a bad limit."""
+        if unknown := sorted(set(query) - known):
+            return 0, _invalid(unknown[0], f"Received unknown parameter: {unknown[0]}", "parameter_unknown")
+        limit = query.get("limit", "10")
+        if not limit.isdigit() or not 1 <= int(limit) <= 100:
+            return 0, _invalid("limit", f"Invalid limit: {limit!r}; must be an integer from 1 to 100")
+        return int(limit), None
+
+    def _list(self, query: dict[str, str]) -> Response:
+        limit, refused = self._check(query, _LIST_PARAMS)
+        if refused:
+            return refused
+        found = self._newest_first()
+        if after := query.get("starting_after"):
+            ids = [c["id"] for c in found]
+            if after not in ids:
+                return _error(400, "invalid_request_error", f"No such customer: '{after}'", "resource_missing",
+                              "starting_after")
+            found = found[ids.index(after) + 1:]
+        found = [c for c in found if "email" not in query or c["email"] == query["email"]]
+        return Response(200, {"object": "list", "url": "/v1/customers", "has_more": len(found) > limit,
+                              "data": found[:limit]})
+
+    def _search(self, query: dict[str, str]) -> Response:
+        limit, refused = self._check(query, _SEARCH_PARAMS)
+        if refused:
+            return refused
+        clauses = search_clauses(query.get("query", ""))
+        if clauses is None:
+            return _invalid("query", f"The sandbox cannot run this search query: {query.get('query', '')!r}")
+        page = query.get("page", "page_0")
+        if not re.fullmatch(r"page_\d+", page):
+            return _invalid("page", f"Invalid page: {page!r}")
+        offset = int(page[5:])
+        found = [c for c in self._newest_first() if _matches(c, clauses)]
+        more = len(found) > offset + limit
+        return Response(200, {"object": "search_result", "url": "/v1/customers/search", "has_more": more,
+                              "next_page": f"page_{offset + limit}" if more else None,
+                              "data": found[offset: offset + limit]})
