@@ -119,6 +119,11 @@ class FaultProxy:
                     return
                 headers = {k: v for k, v in self.headers.items() if k.lower() in {"authorization", "content-type"}}
                 response = httpx.post(proxy.upstream + self.path, content=body, headers=headers, timeout=60)
+                if action and action.get("drop_answer"):
+                    # The ERP did the work; its answer never reaches the hub.
+                    proxy.calls.append(ProxyCall(time.monotonic(), method, response.status_code, True))
+                    self.close_connection = True
+                    return
                 proxy.calls.append(ProxyCall(time.monotonic(), method, response.status_code, False))
                 if action and action.get("after_forward"):
                     action["after_forward"]()  # e.g. block until the worker is killed

@@ -7,11 +7,12 @@ import time
 
 import pytest
 
-from integration_hub.runtime.models import Delivery, ExceptionRecord, InboundEvent
+from integration_hub.runtime.models import Delivery, DeliveryAttempt, ExceptionRecord, InboundEvent
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 
 CREATE, POST = "model.account.invoice.create", "model.account.invoice.post"
+SEARCH = "model.account.invoice.search_read"
 
 
 def finalized(stack, count, currency="usd"):
@@ -66,6 +67,32 @@ def test_worker_killed_after_the_erp_answered_before_the_hub_committed(stack):
     stack.processes.worker("worker2")
     stack.check(drain=stack.settle())
     assert Delivery.objects.filter(attempt_log__outcome="lost").exists()
+
+
+def test_the_erps_answer_to_a_create_is_lost(stack):
+    """The invoice is created in the ERP, the answer is lost on the way back: the
+    attempt's outcome is unknown, and the retry looks the invoice up (and finishes the
+    draft) instead of creating a second one."""
+    dropped = threading.Event()
+
+    def drop_first_create_answer(method, body):
+        if method == CREATE and not dropped.is_set():
+            dropped.set()
+            return {"drop_answer": True}
+        return None
+
+    stack.proxy.fault = drop_first_create_answer
+    stack.send(finalized(stack, 2, "eur"))
+    wait_until(dropped.is_set, what="a create whose answer is dropped")
+    stack.fault_ended_at = time.monotonic()
+    stack.check(drain=stack.settle(), calls_to_failing=1)
+
+    unknown = DeliveryAttempt.objects.get(outcome_unknown=True).delivery
+    assert unknown.status == "posted" and unknown.attempt_log.count() == 2
+    creates = [call for call in stack.proxy.calls if call.method == CREATE]
+    assert len(creates) == 2  # one per invoice: the lost answer's invoice was not created again
+    after_drop = [call.method for call in stack.proxy.calls if call.at > next(c.at for c in creates if c.injected)]
+    assert after_drop.index(SEARCH) < after_drop.index(POST)  # looked up before going on
 
 
 def test_redis_flushed_mid_run(stack):
