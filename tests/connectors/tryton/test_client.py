@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from connectors.errors import NeedsConfiguration, Permanent, RateLimited, Retryable
-from connectors.tryton.client import TrytonClient, decode, encode, parse_retry_after
+from connectors.tryton.client import TrytonClient, decode, encode
 
 URL = "http://erp.test"
 PREFERENCES = {"company": 1, "companies": [1, 2], "language": "en"}
@@ -125,13 +125,6 @@ def test_429_is_rate_limited_with_retry_after():
         client_for(fake).call("account.invoice", "search", [])
     assert caught.value.retry_after == 7
     assert caught.value.http_status == 429
-
-
-def test_retry_after_as_http_date():
-    now = dt.datetime(2026, 11, 27, 8, 0, 0, tzinfo=dt.UTC)
-    assert parse_retry_after("Fri, 27 Nov 2026 08:00:30 GMT", now=now) == 30
-    assert parse_retry_after("garbage", now=now) is None
-    assert parse_retry_after(None) is None
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
