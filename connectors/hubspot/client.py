@@ -1,4 +1,4 @@
-"""HubSpot CRM v3 over plain httpx, and the one place HubSpot errors become
+"""HubSpot CRM v3 over ``connectors.http``, and the one place HubSpot errors become
 ``connectors.errors``.
 
 Errors come as ``{"status": "error", "message", "category", "errorType"?,
@@ -13,12 +13,14 @@ from typing import Any
 
 import httpx
 
-from connectors.errors import ConnectorError, NeedsConfiguration, Permanent, RateLimited, Retryable
-from connectors.tryton.client import parse_retry_after
+from connectors import http
+from connectors.errors import ConnectorError, NeedsConfiguration, Permanent
 
 API_BASE = "https://api.hubapi.com"
 _POLICY_WAIT = {"SECONDLY": 1.0, "TEN_SECONDLY_ROLLING": 10.0, "DAILY": 3600.0}
 _CONFIG_CATEGORIES = {"MISSING_SCOPES", "INVALID_AUTHENTICATION", "PROPERTY_DOESNT_EXIST"}
+# HubSpot's statuses fit the default table; the error category refines it.
+STATUS_TABLE = http.status_table()
 
 
 def error_from_response(response: httpx.Response, *, what: str) -> ConnectorError:
@@ -30,39 +32,27 @@ def error_from_response(response: httpx.Response, *, what: str) -> ConnectorErro
     body = body if isinstance(body, Mapping) else {}
     category = str(body.get("category") or body.get("errorType") or "")
     text = f"HubSpot {what}: HTTP {status} {category} {str(body.get('message', response.text))[:300]}".rstrip()
-    retry_after = parse_retry_after(response.headers.get("Retry-After"))
     if status == 429:
-        wait = retry_after if retry_after is not None else _POLICY_WAIT.get(str(body.get("policyName")), 10.0)
-        return RateLimited(text, retry_after=wait, http_status=status)
-    if status in (401, 403) or category in _CONFIG_CATEGORIES:
-        return NeedsConfiguration(text, http_status=status)
-    if status >= 500 or status in (408, 409, 423):
-        return Retryable(text, retry_after=retry_after, http_status=status)
-    return Permanent(text, http_status=status)
+        # Without a Retry-After, the policy that was hit says how long its window is.
+        wait = _POLICY_WAIT.get(str(body.get("policyName")), 10.0)
+        return http.status_error(response, text, table=STATUS_TABLE, rate_limit_wait=wait)
+    cls = NeedsConfiguration if category in _CONFIG_CATEGORIES else None
+    return http.status_error(response, text, table=STATUS_TABLE, cls=cls)
 
 
 class HubSpotClient:
     def __init__(self, access_token: str, *, base_url: str = API_BASE, timeout: float = 20.0,
                  transport: httpx.BaseTransport | None = None):
-        self._http = httpx.Client(
-            base_url=base_url.rstrip("/"), headers={"Authorization": f"Bearer {access_token}"},
-            timeout=httpx.Timeout(timeout, connect=5.0), transport=transport,
-        )
+        self._http = http.client(base_url=base_url, headers={"Authorization": f"Bearer {access_token}"},
+                                 timeout=timeout, transport=transport)
 
     def close(self) -> None:
         self._http.close()
 
-    def _request(self, method: str, path: str, *, what: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TimeoutException as exc:
-            # A search is a POST but reads only; only PATCH may have landed.
-            raise Retryable(f"HubSpot {what}: timed out ({exc})", outcome_unknown=method == "PATCH") from None
-        except httpx.TransportError as exc:
-            raise Retryable(f"HubSpot {what}: {type(exc).__name__}: {exc}") from None
-        if response.status_code >= 300:
-            raise error_from_response(response, what=what)
-        return response
+    def _request(self, method: str, path: str, *, what: str, idempotent: bool | None = None,
+                 **kwargs: Any) -> httpx.Response:
+        return http.request(self._http, method, path, vendor="HubSpot", what=what,
+                            error_for=error_from_response, idempotent=idempotent, **kwargs)
 
     def get_company(self, company_id: str, properties: list[str]) -> dict[str, Any] | None:
         try:
@@ -90,7 +80,9 @@ class HubSpotClient:
                     {"propertyName": "hs_lastmodifieddate", "operator": "GTE", "value": str(since_ms)}]}]
             if after:
                 body["after"] = after
-            page = self._request("POST", "/crm/v3/objects/companies/search", json=body, what="search").json()
+            # A search is a POST that only reads: repeating it cannot change anything.
+            page = self._request("POST", "/crm/v3/objects/companies/search", json=body, what="search",
+                                 idempotent=True).json()
             yield from page.get("results", [])
             after = ((page.get("paging") or {}).get("next") or {}).get("after")
             if not after:

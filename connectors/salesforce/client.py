@@ -1,4 +1,4 @@
-"""Salesforce REST over plain httpx, and the one place Salesforce errors become
+"""Salesforce REST over ``connectors.http``, and the one place Salesforce errors become
 ``connectors.errors``.
 
 Salesforce answers errors as a JSON array ``[{"message": ..., "errorCode": ...}]``;
@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
+from connectors import http
 from connectors.errors import ConnectorError, NeedsConfiguration, Permanent, RateLimited, Retryable
-from connectors.tryton.client import parse_retry_after
 
 DEFAULT_API_VERSION = "v60.0"
 # Salesforce does not send Retry-After with REQUEST_LIMIT_EXCEEDED; its limits are
@@ -40,6 +40,8 @@ _CODE_CLASSES: dict[str, type[ConnectorError]] = {
     "NOT_FOUND": Permanent,
     "ENTITY_IS_DELETED": Permanent,
 }
+# When the errorCode is not in the table above, the status decides (the default table).
+STATUS_TABLE = http.status_table()
 
 
 def _errors(response: httpx.Response) -> list[Mapping[str, Any]]:
@@ -59,22 +61,8 @@ def error_from_response(response: httpx.Response, *, what: str) -> ConnectorErro
     code = str(errors[0].get("errorCode", "")) if errors else ""
     message = "; ".join(str(item.get("message", "")) for item in errors)[:300] or response.text[:300]
     text = f"Salesforce {what}: HTTP {status} {code} {message}".rstrip()
-    retry_after = parse_retry_after(response.headers.get("Retry-After"))
-    cls = _CODE_CLASSES.get(code)
-    if cls is None:
-        if status == 429:
-            cls = RateLimited
-        elif status in (401, 403):
-            cls = NeedsConfiguration
-        elif status >= 500 or status in (408, 409):
-            cls = Retryable
-        else:
-            cls = Permanent
-    if cls is RateLimited:
-        return RateLimited(text, retry_after=retry_after or LIMIT_RETRY_SECONDS, http_status=status)
-    if cls is Retryable:
-        return Retryable(text, retry_after=retry_after, http_status=status)
-    return cls(text, http_status=status)
+    return http.status_error(response, text, table=STATUS_TABLE, cls=_CODE_CLASSES.get(code),
+                             rate_limit_wait=LIMIT_RETRY_SECONDS)
 
 
 class SalesforceClient:
@@ -90,10 +78,10 @@ class SalesforceClient:
         transport: httpx.BaseTransport | None = None,
     ):
         self.base = f"{instance_url.rstrip('/')}/services/data/{api_version}"
-        self._http = httpx.Client(
-            base_url=instance_url.rstrip("/"),
+        self._http = http.client(
+            base_url=instance_url,
             headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
-            timeout=httpx.Timeout(timeout, connect=5.0),
+            timeout=timeout,
             transport=transport,
         )
 
@@ -101,16 +89,9 @@ class SalesforceClient:
         self._http.close()
 
     def _request(self, method: str, url: str, *, what: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, url, **kwargs)
-        except httpx.TimeoutException as exc:
-            # A write that timed out may have landed; reads are safe to repeat.
-            raise Retryable(f"Salesforce {what}: timed out ({exc})", outcome_unknown=method != "GET") from None
-        except httpx.TransportError as exc:
-            raise Retryable(f"Salesforce {what}: {type(exc).__name__}: {exc}") from None
-        if response.status_code >= 300:
-            raise error_from_response(response, what=what)
-        return response
+        # GET reads; PATCH writes, so a timeout or 5xx leaves its outcome unknown.
+        return http.request(self._http, method, url, vendor="Salesforce", what=what,
+                            error_for=error_from_response, **kwargs)
 
     def query(self, soql: str) -> Iterator[dict[str, Any]]:
         """Every record of a SOQL query, following ``nextRecordsUrl`` page by page."""

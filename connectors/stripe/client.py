@@ -1,4 +1,4 @@
-"""Stripe's REST API (form-encoded requests, JSON answers) over plain httpx, and the
+"""Stripe's REST API (form-encoded requests, JSON answers) over ``connectors.http``, and the
 one place Stripe API errors become ``connectors.errors``.
 
 Every POST carries ``Idempotency-Key``: Stripe stores the first answer under the
@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
-from connectors.errors import ConnectorError, NeedsConfiguration, Permanent, RateLimited, Retryable
-from connectors.tryton.client import parse_retry_after
+from connectors import http
+from connectors.errors import ConnectorError, Permanent, Retryable
 
 API_BASE = "https://api.stripe.com"
 
@@ -39,6 +39,13 @@ def form_encode(params: Mapping[str, Any], prefix: str = "") -> list[tuple[str, 
     return pairs
 
 
+# Stripe's documented statuses (400, 401, 402, 403, 404, 409, 424, 429, 5xx) fit the
+# default table; its error body and Stripe-Should-Retry refine it below.
+STATUS_TABLE = http.status_table()
+# A 429 without Retry-After waits at least this long (the hub's backoff grows from there).
+RATE_LIMIT_WAIT = 1.0
+
+
 def error_from_response(response: httpx.Response, *, what: str) -> ConnectorError:
     status = response.status_code
     try:
@@ -48,39 +55,36 @@ def error_from_response(response: httpx.Response, *, what: str) -> ConnectorErro
     kind, code = error.get("type", ""), error.get("code", "")
     text = f"Stripe {what}: HTTP {status} {kind} {code} {str(error.get('message', response.text))[:300]}"
     text = " ".join(text.split())
-    retry_after = parse_retry_after(response.headers.get("Retry-After"))
-    if status == 429:
-        return RateLimited(text, retry_after=retry_after or 1.0, http_status=status)
-    if status in (401, 403):
-        return NeedsConfiguration(text, http_status=status)
-    # Stripe-Should-Retry is Stripe's own verdict when present.
-    should_retry = response.headers.get("Stripe-Should-Retry")
-    if should_retry == "true" or status >= 500 or (status == 409 and kind != "idempotency_error"):
-        return Retryable(text, retry_after=retry_after, http_status=status, outcome_unknown=status >= 500)
-    return Permanent(text, http_status=status)
+    cls: type[ConnectorError] | None = None
+    if status in (401, 403, 429):
+        pass  # the table decides: a person must act, or wait
+    elif response.headers.get("Stripe-Should-Retry") == "true":
+        cls = Retryable  # Stripe's own verdict when present
+    elif status == 409 and kind == "idempotency_error":
+        cls = Permanent  # the key was used with other parameters: every retry is refused
+    return http.status_error(response, text, table=STATUS_TABLE, cls=cls, rate_limit_wait=RATE_LIMIT_WAIT)
 
 
 class StripeApiClient:
     def __init__(self, api_key: str, *, base_url: str = API_BASE, timeout: float = 20.0,
                  transport: httpx.BaseTransport | None = None):
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers={"Authorization": f"Bearer {api_key}"},
-                                  timeout=httpx.Timeout(timeout, connect=5.0), transport=transport)
+        self._http = http.client(base_url=base_url, headers={"Authorization": f"Bearer {api_key}"},
+                                 timeout=timeout, transport=transport)
 
     def close(self) -> None:
         self._http.close()
 
     def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                 idempotency_key: str | None = None, what: str) -> dict[str, Any]:
-        headers = {"Idempotency-Key": idempotency_key[:255]} if idempotency_key else {}
-        try:
-            if method == "GET":
-                response = self._http.get(path, params=form_encode(params or {}))
-            else:
-                response = self._http.request(method, path, data=dict(form_encode(params or {})), headers=headers)
-        except httpx.TimeoutException as exc:
-            raise Retryable(f"Stripe {what}: timed out ({exc})", outcome_unknown=method != "GET") from None
-        except httpx.TransportError as exc:
-            raise Retryable(f"Stripe {what}: {type(exc).__name__}: {exc}") from None
-        if response.status_code >= 300:
-            raise error_from_response(response, what=what)
+        """One API call; raises ``connectors.errors``. A POST under an Idempotency-Key
+        is safe to repeat, yet a timeout or 5xx still leaves ``outcome_unknown`` set:
+        the hub cannot tell whether it created the object (``connectors.http``)."""
+        encoded = form_encode(params or {})
+        if method == "GET":
+            kwargs: dict[str, Any] = {"params": encoded}
+        else:
+            headers = {"Idempotency-Key": idempotency_key[:255]} if idempotency_key else {}
+            kwargs = {"data": dict(encoded), "headers": headers}
+        response = http.request(self._http, method, path, vendor="Stripe", what=what,
+                                error_for=error_from_response, **kwargs)
         return response.json()

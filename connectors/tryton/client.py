@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import email.utils
 import itertools
 import json
 from collections.abc import Mapping
@@ -23,7 +22,8 @@ from typing import Any
 
 import httpx
 
-from connectors.errors import NeedsConfiguration, Permanent, RateLimited, Retryable
+from connectors import http
+from connectors.errors import ConnectorError, NeedsConfiguration, Permanent, Retryable
 
 # Error types (first element of the "error" array) that mean "try again": Tryton's
 # optimistic locking and SQLite/PostgreSQL lock contention.
@@ -36,7 +36,18 @@ _TRANSIENT_MARKERS = (
     "LockNotAvailable",
     "could not obtain lock",
 )
-_EXCERPT = 300
+# A missing database answers 404: the connection names the wrong one, a person must act.
+STATUS_TABLE = http.status_table({404: NeedsConfiguration})
+# JSON-RPC calls are all POSTs; these only read, so a timeout or 5xx cannot have changed
+# the ERP (``connectors.http``). Wizards and every other model method may write.
+READ_ONLY_METHODS = frozenset({"read", "search", "search_read", "search_count", "get_preferences"})
+
+
+def is_read_only(method: str) -> bool:
+    """``common.*`` (login, version) and the read-only model methods."""
+    if method.startswith("common."):
+        return True
+    return method.startswith("model.") and method.rsplit(".", 1)[-1] in READ_ONLY_METHODS
 
 
 def encode(value: Any) -> Any:
@@ -92,30 +103,6 @@ def decode(text: str | bytes) -> Any:
     return json.loads(text, object_hook=_decode_object)
 
 
-def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    now = now or dt.datetime.now(dt.UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
-def _excerpt(text: Any) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= _EXCERPT else text[: _EXCERPT - 1] + "…"
-
-
 def error_from_payload(method: str, error: Any) -> Exception:
     """Map the ``error`` member of a JSON-RPC answer (HTTP 200) to the taxonomy.
 
@@ -131,48 +118,35 @@ def error_from_payload(method: str, error: Any) -> Exception:
     kind_text = str(kind)
     if kind_text == "UserError":
         message, description = (list(args) + ["", ""])[:2] if isinstance(args, list | tuple) else (args, "")
-        text = _excerpt(message) + (f" ({_excerpt(description)})" if description else "")
+        text = http.excerpt(message) + (f" ({http.excerpt(description)})" if description else "")
         return Permanent(f"Tryton refused {method}: {text}")
     if kind_text == "UserWarning":
         name, message = (list(args) + ["", ""])[:2] if isinstance(args, list | tuple) else ("", args)
-        return Permanent(f"Tryton warning on {method} ({name}): {_excerpt(message)}")
+        return Permanent(f"Tryton warning on {method} ({name}): {http.excerpt(message)}")
     if kind_text == "LoginException":
-        return NeedsConfiguration(f"Tryton asks for more login parameters on {method}: {_excerpt(args)}")
+        return NeedsConfiguration(f"Tryton asks for more login parameters on {method}: {http.excerpt(args)}")
     if any(marker.lower() in kind_text.lower() for marker in _TRANSIENT_MARKERS):
-        return Retryable(f"Tryton lock contention on {method}: {_excerpt(kind_text)}")
-    return Permanent(f"Tryton failed on {method}: {_excerpt(kind_text)}")
+        return Retryable(f"Tryton lock contention on {method}: {http.excerpt(kind_text)}")
+    return Permanent(f"Tryton failed on {method}: {http.excerpt(kind_text)}")
 
 
-def error_from_status(method: str, response: httpx.Response, *, database: str) -> Exception:
-    """Map a non-200 HTTP answer to the taxonomy (401 is handled by the caller)."""
+def error_from_status(method: str, response: httpx.Response, *, database: str) -> ConnectorError:
+    """Map a non-200 HTTP answer to the taxonomy (the client logs in again on 401)."""
     status = response.status_code
-    retry_after = parse_retry_after(response.headers.get("Retry-After"))
-    body = _excerpt(response.text) if response.text else ""
     if status == 401:
-        return NeedsConfiguration("Tryton rejected the hub's credentials", http_status=status)
-    if status == 403:
-        return NeedsConfiguration(
-            f"Tryton forbids {method} for the hub user (HTTP 403)", http_status=status)
-    if status == 404:
-        return NeedsConfiguration(
-            f"Tryton database {database!r} not found (HTTP 404)", http_status=status)
-    if status == 429:
-        return RateLimited(
-            f"Tryton rate-limited {method} (HTTP 429)", retry_after=retry_after, http_status=status)
-    if status == 423:
-        return Retryable(f"Tryton record locked during {method} (HTTP 423)", http_status=status)
-    if status >= 500:
-        return Retryable(
-            f"Tryton answered HTTP {status} to {method}: {body}", retry_after=retry_after, http_status=status)
-    return Permanent(f"Tryton answered HTTP {status} to {method}: {body}", http_status=status)
-
-
-def error_from_transport(method: str, exc: httpx.TransportError) -> Retryable:
-    """Network failures are retryable; ``outcome_unknown`` unless the request
-    certainly never left (connect failures, pool exhaustion)."""
-    not_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-    kind = type(exc).__name__
-    return Retryable(f"Tryton unreachable during {method}: {kind}: {_excerpt(exc)}", outcome_unknown=not not_sent)
+        message = "Tryton rejected the hub's credentials"
+    elif status == 403:
+        message = f"Tryton forbids {method} for the hub user (HTTP 403)"
+    elif status == 404:
+        message = f"Tryton database {database!r} not found (HTTP 404)"
+    elif status == 429:
+        message = f"Tryton rate-limited {method} (HTTP 429)"
+    elif status == 423:
+        message = f"Tryton record locked during {method} (HTTP 423)"
+    else:
+        body = http.excerpt(response.text) if response.text else ""
+        message = f"Tryton answered HTTP {status} to {method}: {body}"
+    return http.status_error(response, message, table=STATUS_TABLE)
 
 
 class TrytonClient:
@@ -202,8 +176,7 @@ class TrytonClient:
         self.login_name = login
         self._password = password
         self.language = language
-        timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
-        self._http = httpx.Client(timeout=timeout, transport=transport)
+        self._http = http.client(timeout=read_timeout, connect_timeout=connect_timeout, transport=transport)
         self._ids = itertools.count(1)
         self._auth: str | None = None
         self._preferences: dict[str, Any] | None = None
@@ -216,11 +189,15 @@ class TrytonClient:
     def _post(self, method: str, params: list[Any], *, auth: bool) -> httpx.Response:
         headers = {"Authorization": self._auth} if auth and self._auth else {}
         payload = {"id": next(self._ids), "method": method, "params": encode(params)}
-        try:
-            return self._http.post(self.endpoint, content=json.dumps(payload), headers={
-                "Content-Type": "application/json", **headers})
-        except httpx.TransportError as exc:
-            raise error_from_transport(method, exc) from exc
+        # 401 comes back to the caller, which logs in again: the server did not run the method.
+        return http.request(
+            self._http, "POST", self.endpoint, vendor="Tryton", what=method, error_for=self._error_for,
+            idempotent=is_read_only(method), accept={401}, content=json.dumps(payload),
+            headers={"Content-Type": "application/json", **headers},
+        )
+
+    def _error_for(self, response: httpx.Response, *, what: str) -> ConnectorError:
+        return error_from_status(what, response, database=self.database)
 
     def _result(self, method: str, response: httpx.Response) -> Any:
         if response.status_code != 200:
@@ -228,12 +205,12 @@ class TrytonClient:
         try:
             body = decode(response.content)
         except ValueError as exc:
-            raise Retryable(f"Tryton sent a non-JSON answer to {method}: {_excerpt(response.text)}",
-                            http_status=200, outcome_unknown=True) from exc
+            raise Retryable(f"Tryton sent a non-JSON answer to {method}: {http.excerpt(response.text)}",
+                            http_status=200, outcome_unknown=not is_read_only(method)) from exc
         if isinstance(body, dict) and body.get("error") is not None:
             raise error_from_payload(method, body["error"])
         if not isinstance(body, dict) or "result" not in body:
-            raise Permanent(f"Tryton sent an unexpected answer to {method}: {_excerpt(body)}")
+            raise Permanent(f"Tryton sent an unexpected answer to {method}: {http.excerpt(body)}")
         return body["result"]
 
     def login(self) -> None:

@@ -19,7 +19,7 @@ from connectors.errors import (
     Retryable,
 )
 from connectors.hubspot import webhooks
-from connectors.hubspot.client import error_from_response
+from connectors.hubspot.client import HubSpotClient, error_from_response
 from connectors.hubspot.connector import HubSpotConnector
 from connectors.hubspot.events import translate
 from connectors.hubspot.mapping import customer_from_company
@@ -139,6 +139,32 @@ class TestErrors:
         error = error_from_response(httpx.Response(status, json={"status": "error", "category": category,
                                                                  "message": "m"}), what="x")
         assert type(error) is expected
+
+
+class TestOutcomeUnknown:
+    def client(self, answer):
+        def handler(request):
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        return HubSpotClient("token", base_url="https://hubspot.test", transport=httpx.MockTransport(handler))
+
+    @pytest.mark.parametrize("answer", [httpx.ReadTimeout("slow"), httpx.Response(502, json={"category": "X"})])
+    def test_a_search_is_a_post_that_only_reads(self, answer):
+        with pytest.raises(Retryable) as caught:
+            list(self.client(answer).search_modified_since(None, ["name"]))
+        assert not caught.value.outcome_unknown
+
+    @pytest.mark.parametrize("answer", [httpx.ReadTimeout("slow"), httpx.Response(502, json={"category": "X"})])
+    def test_an_update_that_may_have_landed_has_an_unknown_outcome(self, answer):
+        with pytest.raises(Retryable) as caught:
+            self.client(answer).update_company("512", {"hub_erp_id": "7"})
+        assert caught.value.outcome_unknown
+
+    def test_a_rate_limit_prefers_retry_after_over_the_policy(self):
+        response = httpx.Response(429, json={"policyName": "DAILY"}, headers={"Retry-After": "5"})
+        assert error_from_response(response, what="x").retry_after == 5
 
 
 class TestConnectorAgainstTheSandbox:

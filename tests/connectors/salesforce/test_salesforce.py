@@ -19,7 +19,7 @@ from connectors.errors import (
     Retryable,
 )
 from connectors.salesforce import webhooks
-from connectors.salesforce.client import error_from_response
+from connectors.salesforce.client import SalesforceClient, error_from_response
 from connectors.salesforce.connector import SalesforceConnector
 from connectors.salesforce.events import translate
 from connectors.salesforce.mapping import change_id, customer_from_account, parse_timestamp
@@ -170,6 +170,33 @@ class TestErrorMapping:
 
     def test_a_non_json_error_body_still_maps(self):
         assert isinstance(error_from_response(httpx.Response(502, text="<html>"), what="x"), Retryable)
+
+
+class TestOutcomeUnknown:
+    def client(self, answer):
+        def handler(request):
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        return SalesforceClient("https://org.test", "token", transport=httpx.MockTransport(handler))
+
+    @pytest.mark.parametrize("answer", [httpx.ReadTimeout("slow"), response(503, [{"errorCode": "SERVER_UNAVAILABLE"}])])
+    def test_an_update_that_may_have_landed_has_an_unknown_outcome(self, answer):
+        with pytest.raises(Retryable) as caught:
+            self.client(answer).update("Account", "001A", {"ERP_Id__c": "42"})
+        assert caught.value.outcome_unknown
+
+    @pytest.mark.parametrize("answer", [httpx.ReadTimeout("slow"), response(503, [{"errorCode": "SERVER_UNAVAILABLE"}])])
+    def test_a_read_has_a_known_outcome(self, answer):
+        with pytest.raises(Retryable) as caught:
+            self.client(answer).get("Account", "001A", ["Id"])
+        assert not caught.value.outcome_unknown
+
+    def test_a_lock_error_on_an_update_was_not_applied(self):
+        with pytest.raises(Retryable) as caught:
+            self.client(response(400, [{"errorCode": "UNABLE_TO_LOCK_ROW"}])).update("Account", "001A", {})
+        assert not caught.value.outcome_unknown
 
 
 class TestConnectorAgainstTheSandbox:

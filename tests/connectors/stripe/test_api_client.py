@@ -6,7 +6,7 @@ import pytest
 from canonical.contracts import Address, CustomerV1, SourceRef
 from connectors.errors import NeedsConfiguration, Permanent, RateLimited, Retryable
 from connectors.stripe.api_sandbox import StripeApiSandbox
-from connectors.stripe.client import error_from_response, form_encode
+from connectors.stripe.client import StripeApiClient, error_from_response, form_encode
 from connectors.stripe.connector import StripeConnector
 
 
@@ -77,3 +77,47 @@ def test_a_missing_or_wrong_key_needs_configuration(stripe_api):
 ])
 def test_stripe_errors_map_to_the_hub_taxonomy(status, body, expected):
     assert type(error_from_response(httpx.Response(status, json=body), what="x")) is expected
+
+
+def scripted_client(*answers):
+    """A StripeApiClient over a MockTransport answering ``answers`` in order."""
+    sent = []
+
+    def handler(request):
+        sent.append(request)
+        answer = answers[len(sent) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return StripeApiClient("sk_test_1", base_url="https://stripe.test", transport=httpx.MockTransport(handler)), sent
+
+
+def test_a_post_under_an_idempotency_key_that_times_out_has_an_unknown_outcome():
+    client, sent = scripted_client(httpx.ReadTimeout("slow"))
+    with pytest.raises(Retryable) as caught:
+        client.request("POST", "/v1/customers", params={"name": "A"}, idempotency_key="k1", what="create customer")
+    assert caught.value.outcome_unknown
+    assert sent[0].headers["Idempotency-Key"] == "k1"
+
+
+def test_a_post_that_was_never_sent_has_a_known_outcome():
+    client, _ = scripted_client(httpx.ConnectError("refused"))
+    with pytest.raises(Retryable) as caught:
+        client.request("POST", "/v1/customers", params={"name": "A"}, idempotency_key="k1", what="create customer")
+    assert not caught.value.outcome_unknown
+
+
+@pytest.mark.parametrize("method,unknown", [("POST", True), ("GET", False)])
+def test_a_5xx_leaves_only_a_posts_outcome_unknown(method, unknown):
+    client, _ = scripted_client(httpx.Response(500, json={"error": {"type": "api_error"}}))
+    with pytest.raises(Retryable) as caught:
+        client.request(method, "/v1/customers", what="x")
+    assert caught.value.outcome_unknown is unknown
+
+
+def test_stripe_should_retry_makes_a_4xx_retryable_and_a_429_waits_a_second():
+    response = httpx.Response(400, json={"error": {"type": "invalid_request_error"}},
+                              headers={"Stripe-Should-Retry": "true"})
+    assert type(error_from_response(response, what="x")) is Retryable
+    assert error_from_response(httpx.Response(429, json={}), what="x").retry_after == 1.0

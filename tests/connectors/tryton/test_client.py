@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from connectors.errors import NeedsConfiguration, Permanent, RateLimited, Retryable
-from connectors.tryton.client import TrytonClient, decode, encode, parse_retry_after
+from connectors.tryton.client import TrytonClient, decode, encode
 
 URL = "http://erp.test"
 PREFERENCES = {"company": 1, "companies": [1, 2], "language": "en"}
@@ -127,13 +127,6 @@ def test_429_is_rate_limited_with_retry_after():
     assert caught.value.http_status == 429
 
 
-def test_retry_after_as_http_date():
-    now = dt.datetime(2026, 11, 27, 8, 0, 0, tzinfo=dt.UTC)
-    assert parse_retry_after("Fri, 27 Nov 2026 08:00:30 GMT", now=now) == 30
-    assert parse_retry_after("garbage", now=now) is None
-    assert parse_retry_after(None) is None
-
-
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
 def test_server_errors_are_retryable(status):
     fake = FakeTryton(httpx.Response(status, headers={"Retry-After": "3"}, text="busy"))
@@ -204,3 +197,26 @@ def test_encode_decode_round_trip():
     value = {"when": dt.datetime(2026, 11, 27, 8, 1, 2, 3), "d": Decimal("-1.5"), "b": b"\x00\xff",
              "t": dt.time(1, 2, 3), "span": dt.timedelta(seconds=90), "list": [dt.date(2026, 1, 2)]}
     assert decode(json.dumps(encode(value))) == value
+
+
+@pytest.mark.parametrize("method,unknown", [("post", True), ("create", True), ("search", False), ("read", False)])
+def test_a_timeout_leaves_the_outcome_unknown_only_for_writes(method, unknown):
+    fake = FakeTryton(httpx.ReadTimeout("timed out"))
+    with pytest.raises(Retryable) as caught:
+        client_for(fake).call("account.invoice", method, [1])
+    assert caught.value.outcome_unknown is unknown
+
+
+@pytest.mark.parametrize("method,unknown", [("post", True), ("search", False)])
+def test_a_5xx_leaves_the_outcome_of_a_write_unknown(method, unknown):
+    fake = FakeTryton(httpx.Response(500, text="Internal Server Error"))
+    with pytest.raises(Retryable) as caught:
+        client_for(fake).call("account.invoice", method, [1])
+    assert caught.value.outcome_unknown is unknown
+
+
+def test_wizards_are_writes():
+    fake = FakeTryton(httpx.ReadTimeout("timed out"))
+    with pytest.raises(Retryable) as caught:
+        client_for(fake).wizard("account.invoice.pay", "execute", 1, {}, "pay")
+    assert caught.value.outcome_unknown
