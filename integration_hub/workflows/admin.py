@@ -4,16 +4,10 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db import transaction
 
 from canonical.models import DuplicateCase, FieldConflict
-from canonical.services import (
-    InvalidCaseTransition,
-    conflict_decide,
-    customer_merge,
-    duplicate_case_release,
-)
-from integration_hub.workflows.customer_onboarding import customer_resync
+from canonical.services import InvalidCaseTransition
+from integration_hub.workflows.customer_onboarding import conflict_settle, duplicate_merge, duplicate_release
 from integration_hub.workflows.models import SyncRun, SyncWatermark
 
 
@@ -21,8 +15,7 @@ def _each(modeladmin, request, queryset, decide, done_text: str) -> None:
     done = 0
     for obj in queryset:
         try:
-            with transaction.atomic():
-                decide(obj)
+            decide(obj)
             done += 1
         except InvalidCaseTransition as exc:
             modeladmin.message_user(request, f"Skipped: {exc}", messages.WARNING)
@@ -42,15 +35,11 @@ class FieldConflictAdmin(admin.ModelAdmin):
 
     @admin.action(description="Accept: apply the proposed values (and sync them)")
     def accept(self, request, queryset):
-        def decide(conflict):
-            customer = conflict_decide(conflict, accept=True, user=request.user)
-            customer_resync(customer, transaction_id=conflict.transaction_id or customer.transaction_id)
-
-        _each(self, request, queryset, decide, "accepted.")
+        _each(self, request, queryset, lambda c: conflict_settle(c, accept=True, user=request.user), "accepted.")
 
     @admin.action(description="Reject: keep the canonical values")
     def reject(self, request, queryset):
-        _each(self, request, queryset, lambda c: conflict_decide(c, accept=False, user=request.user), "rejected.")
+        _each(self, request, queryset, lambda c: conflict_settle(c, accept=False, user=request.user), "rejected.")
 
 
 @admin.register(DuplicateCase)
@@ -64,22 +53,12 @@ class DuplicateCaseAdmin(admin.ModelAdmin):
 
     @admin.action(description="Merge into the chosen survivor")
     def merge(self, request, queryset):
-        def decide(case):
-            if case.status != DuplicateCase.Status.OPEN or case.survivor is None:
-                raise InvalidCaseTransition(f"case {case.pk} is {case.status} or has no survivor")
-            survivor = customer_merge(case.customer, case.survivor)
-            DuplicateCase.objects.filter(pk=case.pk).update(decided_by=request.user)
-            customer_resync(survivor, transaction_id=case.transaction_id)
-
-        _each(self, request, queryset, decide, "merged.")
+        _each(self, request, queryset, lambda case: duplicate_merge(case, user=request.user), "merged.")
 
     @admin.action(description="Not a duplicate: onboard it")
     def distinct(self, request, queryset):
-        def decide(case):
-            customer = duplicate_case_release(case, user=request.user)
-            customer_resync(customer, transaction_id=case.transaction_id)
-
-        _each(self, request, queryset, decide, "released and onboarding.")
+        _each(self, request, queryset, lambda case: duplicate_release(case, user=request.user),
+              "released and onboarding.")
 
 
 @admin.register(SyncRun)

@@ -21,9 +21,17 @@ from django.db.models import Q
 
 from canonical.contracts import CustomerV1
 from canonical.events import CustomerReferenced, CustomerSnapshot
-from canonical.models import CrossReference, Customer, LegalEntity
+from canonical.models import CrossReference, Customer, DuplicateCase, FieldConflict, LegalEntity
 from canonical.selectors import customer_contract, customer_source_ref
-from canonical.services import confirmation_record, customer_ingest, xref_bind
+from canonical.services import (
+    InvalidCaseTransition,
+    confirmation_record,
+    conflict_decide,
+    customer_ingest,
+    customer_merge,
+    duplicate_case_release,
+    xref_bind,
+)
 from canonical.validation import customer_problems
 from connectors.base import CustomerSink, CustomerSource, CustomerWriteBack, ExternalDocument, Ignored
 from connectors.errors import MappingError, NeedsConfiguration, Permanent, Retryable
@@ -207,6 +215,34 @@ def customer_resync(customer: Customer, *, transaction_id) -> list[Delivery]:
         return []
     with transaction.atomic():
         return onboarding_plan(customer, transaction_id=transaction_id, crm=crm_connection_of(customer))
+
+
+@transaction.atomic
+def conflict_settle(conflict: FieldConflict, *, accept: bool, user) -> Customer:
+    """A person's decision on a field conflict; an accepted change is synced."""
+    customer = conflict_decide(conflict, accept=accept, user=user)
+    if accept:
+        customer_resync(customer, transaction_id=conflict.transaction_id or customer.transaction_id)
+    return customer
+
+
+@transaction.atomic
+def duplicate_merge(case: DuplicateCase, *, user) -> Customer:
+    """Merge a held duplicate into the case's survivor, and sync the survivor."""
+    if case.status != DuplicateCase.Status.OPEN or case.survivor is None:
+        raise InvalidCaseTransition(f"case {case.pk} is {case.status} or has no survivor")
+    survivor = customer_merge(case.customer, case.survivor)
+    DuplicateCase.objects.filter(pk=case.pk).update(decided_by=user)
+    customer_resync(survivor, transaction_id=case.transaction_id)
+    return survivor
+
+
+@transaction.atomic
+def duplicate_release(case: DuplicateCase, *, user) -> Customer:
+    """Declare the held customer distinct and onboard it."""
+    customer = duplicate_case_release(case, user=user)
+    customer_resync(customer, transaction_id=case.transaction_id)
+    return customer
 
 
 def _customer_rows(transaction_id, delivered) -> list[dict]:
