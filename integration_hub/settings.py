@@ -84,6 +84,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "integration_hub.api.guard.ApiGuardMiddleware",
 ]
 
 ROOT_URLCONF = "integration_hub.urls"

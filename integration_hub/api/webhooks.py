@@ -2,20 +2,24 @@
 
 The answer is 2xx only after the inbox row is committed; every rejection is a 4xx
 with a reason (or 503 when the hub cannot store the event right now, so the vendor
-retries), never a 500.
+retries), never a 500. Payloads the database could not hold (NUL characters, deep
+nesting, over-long ids) are refused with a 400 before storage (``connectors.payloads``),
+so they never turn into a 503 the vendor retries for days; anything else unexpected
+becomes a logged incident and a 400 (``integration_hub.api.guard``).
 """
 
 from __future__ import annotations
 
 import structlog
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, DataError
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from connectors import registry
 from connectors.errors import InvalidSignature, MalformedPayload
+from connectors.payloads import check_events
 from connectors.services import webhook_secrets_for
 from integration_hub.runtime.services import inbound_accept
 
@@ -62,10 +66,12 @@ def webhook_receive(request: HttpRequest, source: str) -> JsonResponse:
             method=request.method, url=request.build_absolute_uri(),
         )
         events = receiver.parse(body)
+        check_events(source, events)
     except InvalidSignature as exc:
         log.warning("webhook_rejected", source=source, reason=str(exc))
         return _error(400, "invalid_signature", str(exc))
     except MalformedPayload as exc:
+        log.warning("webhook_malformed", source=source, reason=str(exc)[:300])
         return _error(400, "malformed_payload", str(exc))
 
     accepted = []
@@ -76,6 +82,10 @@ def webhook_receive(request: HttpRequest, source: str) -> JsonResponse:
                 {"event_id": event.external_id, "status": "accepted" if created else "duplicate",
                  "transaction_id": str(row.transaction_id)}
             )
+    except DataError:
+        # The database refused the values themselves: retrying cannot help.
+        log.exception("webhook_unstorable", source=source)
+        return _error(400, "unstorable_payload", "the database refused a value of this event")
     except DatabaseError:
         log.exception("webhook_database_unavailable", source=source)
         return _error(503, "unavailable", "the hub cannot store events right now; retry later")

@@ -36,6 +36,7 @@ from connectors.errors import (
     Retryable,
 )
 from connectors.models import Connection
+from connectors.payloads import check_event
 from connectors.services import connector_for
 from integration_hub.celery import app as celery_app
 from integration_hub.runtime import dispatch
@@ -93,7 +94,10 @@ def enqueue_after_commit(task_name: str, object_id: int, *, countdown: float | N
 
 def inbound_accept(*, source: str, event: ReceivedEvent) -> tuple[InboundEvent, bool]:
     """Store a verified vendor event in the inbox. Returns (row, created); a
-    duplicate (same source and event id) returns the existing row untouched."""
+    duplicate (same source and event id) returns the existing row untouched.
+    Raises MalformedPayload, before touching the database, for an event the inbox
+    cannot hold (``connectors.payloads.check_event``)."""
+    check_event(source, event)
     subject = f"{source}:{event.subject}"
     now = timezone.now()
     with transaction.atomic():
