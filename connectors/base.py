@@ -44,19 +44,35 @@ class Connector:
     """Base of every connector: built from a Connection's config and credentials.
 
     ``secret_fields`` names the credential keys that must never be shown or logged.
+    ``url_fields`` names the config keys holding URLs the hub calls, validated on save
+    by the outbound URL policy; ``fixed_hosts`` (glob patterns) the only hosts those
+    URLs may name, for vendors whose API lives on fixed hosts.
     A connector that speaks HTTP builds its vendor client in ``build_client`` (from
-    ``self.config``, ``self.credentials`` and ``self.transport``, an httpx transport
-    tests may inject); ``client`` builds it on first use and ``close`` releases it.
+    ``self.config``, ``self.credentials`` and ``self.transport``); ``client`` builds
+    it on first use and ``close`` releases it.
     """
 
     vendor: str = ""
     secret_fields: tuple[str, ...] = ()
+    url_fields: tuple[str, ...] = ()
+    fixed_hosts: tuple[str, ...] = ()
 
     def __init__(self, *, config: Mapping[str, Any], credentials: Mapping[str, Any], transport: Any = None):
         self.config = dict(config)
         self.credentials = dict(credentials)
-        self.transport = transport
+        self._transport = transport
         self._client: Any = None
+
+    @property
+    def transport(self) -> Any:
+        """The httpx transport for a client being built: the one a test injected (a
+        fake, no network), else a new real one that applies the outbound URL policy
+        after DNS resolution (new per client: closing a client closes its transport)."""
+        if self._transport is not None:
+            return self._transport
+        from connectors.url_policy import guarded_transport
+
+        return guarded_transport()
 
     def build_client(self) -> Any:
         """The vendor's HTTP client. Raise NeedsConfiguration if settings are missing."""

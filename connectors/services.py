@@ -11,6 +11,7 @@ from connectors.base import Connector
 from connectors.cache import cached
 from connectors.errors import NeedsConfiguration
 from connectors.models import Connection
+from connectors.url_policy import connection_config_validate
 
 
 def _the_active(label: str, **lookup: str) -> Connection:
@@ -64,8 +65,11 @@ def webhook_secrets_for(source: str) -> list[str]:
 def connection_upsert(
     *, name: str, vendor: str, role: str, config: dict[str, Any], credentials: dict[str, Any]
 ) -> Connection:
+    """Create or update the connection; raises UnknownVendor, or UrlRefused when a URL
+    in ``config`` breaks the outbound URL policy (``connectors.url_policy``)."""
     if not registry.is_known(vendor):
         raise registry.UnknownVendor(f"no connector or webhook receiver is registered for {vendor!r}")
+    connection_config_validate(vendor, config)  # UrlRefused: the outbound URL policy
     connection, _ = Connection.objects.update_or_create(
         name=name, defaults={"vendor": vendor, "role": role, "config": config, "is_active": True}
     )

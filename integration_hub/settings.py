@@ -197,6 +197,11 @@ HUB_REDIS_URL = env.str(
 )
 # Deliveries held by a maintenance window resume spread over this many seconds after it.
 HUB_MAINTENANCE_DRAIN_SECONDS = env.int("HUB_MAINTENANCE_DRAIN_SECONDS", default=60)
+# Hosts the outbound URL policy lets connections reach although they are internal
+# (loopback, private, link-local): local sandboxes, tests, a self-hosted ERP.
+HUB_ALLOWED_INTERNAL_HOSTS = env.list(
+    "HUB_ALLOWED_INTERNAL_HOSTS", default=[] if PRODUCTION else ["localhost", "127.0.0.1", "::1"]
+)
 # Fernet keys (comma separated, newest first) for connection credentials at rest.
 HUB_ENCRYPTION_KEYS = env.list("HUB_ENCRYPTION_KEYS", default=[])
 if PRODUCTION and not HUB_ENCRYPTION_KEYS:

@@ -35,6 +35,8 @@ class StripeConnector(Connector):
     ``api_key`` (secret key) and ``webhook_secrets``."""
 
     secret_fields = ("api_key", "webhook_secrets")
+    url_fields = ("api_base",)
+    fixed_hosts = ("api.stripe.com", "files.stripe.com")
 
     def build_client(self) -> StripeApiClient:
         if not self.credentials.get("api_key"):
