@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The hub defaults to HUB_ENV=production (fail closed); a checkout runs in development.
+export HUB_ENV ?= development
 
 .PHONY: demo test faults lint install migrate worker beat web schemas clean bench bench-smoke
 

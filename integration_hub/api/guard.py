@@ -10,6 +10,7 @@ client's: that stays a 503 so vendors retry; bad data the database refuses
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 
@@ -53,3 +54,20 @@ class ApiGuardMiddleware:
         if not request.path.startswith(API_PREFIX):
             return None
         return incident_response(request, exc)
+
+
+def drf_exception_handler(exc: Exception, context: dict):
+    """DRF's handler for what DRF knows (validation, auth, throttling, 404); anything
+    else becomes the same logged incident the middleware makes, inside DRF."""
+    from rest_framework.views import exception_handler, set_rollback
+
+    response = exception_handler(exc, context)
+    if response is not None:
+        return response
+    request = context.get("request")
+    django_request = getattr(request, "_request", request)
+    answer = incident_response(django_request, exc)
+    set_rollback()
+    from rest_framework.response import Response
+
+    return Response(json.loads(answer.content), status=answer.status_code)
