@@ -43,7 +43,7 @@ def test_without_rotation_retiring_the_old_key_loses_the_credentials(keys):
     connection_upsert(name="erp", vendor="memory-erp", role="erp", config={}, credentials={"password": "pw"})
     keys(NEW)
     with pytest.raises(ImproperlyConfigured):
-        Connection.objects.get(name="erp").credentials
+        _ = Connection.objects.get(name="erp").credentials
 
 
 def test_a_credential_no_key_can_read_stops_the_rotation_loudly(keys):
