@@ -36,13 +36,25 @@ MAX_EVENTS_PER_REQUEST = 500
 def json_loads(body: bytes) -> Any:
     """Decode a JSON body; MalformedPayload for invalid JSON, deep nesting or a NUL."""
     try:
-        value = json.loads(body)
+        value = json.loads(body, parse_float=_finite_float, parse_constant=_no_constant)
     except RecursionError:
         raise MalformedPayload(f"body is nested deeper than {MAX_DEPTH} levels") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedPayload(f"body is not valid JSON: {exc}") from None
     check_storable(value)
     return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        # 1e309 reads as infinity, which neither jsonb nor an amount can hold.
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def check_storable(value: Any, path: str = "") -> None:

@@ -116,8 +116,8 @@ class BulkReplaySerializer(ReplaySerializer):
 
 
 class EditAndReplaySerializer(ReplaySerializer):
-    payload = serializers.JSONField(required=False, help_text="Corrected vendor payload (inbound-event exceptions)")
-    invoice = serializers.JSONField(
+    payload = serializers.DictField(required=False, help_text="Corrected vendor payload (inbound-event exceptions)")
+    invoice = serializers.DictField(
         required=False,
         help_text='Canonical invoice corrections, e.g. {"legal_entity": "EU", "lines": [{"position": 1, "tax_amount": 0}]}',
     )

@@ -47,6 +47,11 @@ def webhook_receive(request: HttpRequest, source: str) -> JsonResponse:
     except registry.UnknownVendor:
         return _error(404, "unknown_source", f"no webhook source named {source!r}")
 
+    # Every supported sender posts JSON; anything else is refused before reading.
+    content_type = (request.content_type or "").lower()
+    if content_type != "application/json":
+        return _error(415, "unsupported_media_type", f"expected application/json, got {content_type or 'none'!r}")
+
     limit = settings.HUB_WEBHOOK_MAX_BYTES
     body = _read_body(request, limit)
     if body is None:
