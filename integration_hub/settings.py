@@ -169,6 +169,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # A JSON API: form and multipart bodies are 415, not a second way in.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "integration_hub.api.pagination.HubPagination",
     "PAGE_SIZE": 50,
     # Per user everywhere; sync triggers (which spend the CRM's API quota) and replays
