@@ -37,6 +37,7 @@ class TrytonConnector(Connector):
     """InvoicePoster and CustomerSink over Tryton's JSON-RPC (see module docstring for config)."""
 
     secret_fields = ("password",)
+    url_fields = ("url",)  # self-hosted: any host; an internal one must be allowed by name
 
     def __init__(
         self,
