@@ -15,6 +15,8 @@ COMMANDS = {
     "collectstatic": ["python", "manage.py", "collectstatic", "--no-input"],
     "web": ["gunicorn", "integration_hub.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2", "--timeout", "30"],
     "worker": ["celery", "-A", "integration_hub", "worker", "--loglevel=INFO", "--concurrency=2"],
+    "usage-worker": ["celery", "-A", "integration_hub", "worker", "-Q", "hub-usage", "--loglevel=INFO",
+                     "--concurrency=1"],
     "beat": ["celery", "-A", "integration_hub", "beat", "--loglevel=INFO"],
 }
 

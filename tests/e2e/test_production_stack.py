@@ -90,6 +90,7 @@ def test_the_compose_services_in_production_mode_post_a_signed_webhook_into_the_
         "LOG_JSON": hub_environment["LOG_JSON"],
         "HUB_QUEUE": f"{settings.CELERY_TASK_DEFAULT_QUEUE}-prod",
         "HUB_VAR_DIR": str(tmp_path / "var"),
+        "HUB_USAGE_STORAGE_DIR": str(tmp_path / "usage"),
         "HUB_SWEEP_INTERVAL_SECONDS": "5",
         "PYTHONUNBUFFERED": "1",
     }
@@ -116,7 +117,7 @@ def test_the_compose_services_in_production_mode_post_a_signed_webhook_into_the_
 
     processes, logs = [], {}
     try:
-        for name in ("web", "worker", "beat"):
+        for name in ("web", "worker", "usage-worker", "beat"):
             log = open(tmp_path / f"{name}.log", "w")
             logs[name] = tmp_path / f"{name}.log"
             processes.append(subprocess.Popen(_native(services[name]["command"], port), cwd=ROOT, env=env,
