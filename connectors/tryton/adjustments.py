@@ -169,16 +169,20 @@ class TrytonAdjustments:
             if missing:
                 self.client.call(INVOICE, "write", [original["id"]], {"payment_lines": [["add", missing]]},
                                  context={"company": company})
-            if self._read_invoice(company, original["id"], ["amount_to_pay"])["amount_to_pay"] == 0:
-                # Fully credited: the invoice and its credit note are settled together.
-                self._reconcile(company, self._unreconciled(company, invoice["lines_to_pay"]) + open_lines)
+            self._reconcile_if_settled(company, original["id"])
             return
         refund_lines = self._refund_lines(company, credit_note)
         if refund_lines:
             self.client.call(INVOICE, "write", [note["id"]], {"payment_lines": [["add", refund_lines]]},
                              context={"company": company})
-            if self._read_invoice(company, note["id"], ["amount_to_pay"])["amount_to_pay"] == 0:
-                self._reconcile(company, open_lines + refund_lines)
+            self._reconcile_if_settled(company, note["id"])
+
+    def _reconcile_if_settled(self, company: int, invoice_id: int) -> None:
+        """Once an invoice's payment lines cover it, reconcile them with it (Tryton
+        then marks it, and any credit note whose line settled it, paid)."""
+        record = self._read_invoice(company, invoice_id, ["amount_to_pay", "lines_to_pay", "payment_lines"])
+        if record["amount_to_pay"] == 0:
+            self._reconcile(company, self._unreconciled(company, record["lines_to_pay"] + record["payment_lines"]))
 
     def _refund_lines(self, company: int, credit_note: CreditNoteV1) -> list[int]:
         """Open receivable lines of refunds the credit note names, booked before it."""
