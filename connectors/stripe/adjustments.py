@@ -151,8 +151,11 @@ def credit_note_from_stripe(note: Mapping[str, Any], *, system: str = SYSTEM) ->
         pre, post = total, 0
     if pre + post != total:
         raise _fail("credit_note.pre_payment_amount", f"pre {pre} + post {post} payment amounts != total {total}")
-    if refunded is None:  # legacy: one refund pays out what neither the balance nor out-of-band took
-        refunded = post - out_of_band if refunds and not note.get("customer_balance_transaction") else 0
+    if refunded is None:  # legacy: one refund pays out what the out-of-band amount did not
+        if refunds and note.get("customer_balance_transaction"):
+            raise _fail("credit_note.refund", "legacy credit notes do not say how much of the post-payment "
+                                              "amount the refund took and how much the balance kept")
+        refunded = post - out_of_band if refunds else 0
     balance = post - refunded - out_of_band
     if balance < 0:
         raise _fail("credit_note.refunds", f"refunds {refunded} + out of band {out_of_band} exceed the "
