@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from canonical.contracts import CustomerV1, InvoiceV1, PaymentV1
+from canonical.contracts import CreditNoteV1, CustomerV1, InvoiceV1, PaymentV1, RefundV1
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,45 @@ class InvoicePoster(Protocol):
 
     def void_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
         """Cancel a draft, or credit a posted invoice; no-op if already done."""
+
+
+@runtime_checkable
+class InvoiceAdjuster(Protocol):
+    """A ledger that takes the adjustments of invoices it holds: credit notes,
+    refunds (and lost disputes) and write-offs. Every method finds its effect by a
+    stable reference first (the credit note's source id, the refund's source id in
+    the move's description), so a retry never books twice."""
+
+    def find_credit_note(self, credit_note: CreditNoteV1, *, legal_entity: str) -> ExternalDocument | None:
+        """The ERP's posted credit note for ``credit_note``, or None. Reads only."""
+
+    def post_credit_note(
+        self, credit_note: CreditNoteV1, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str
+    ) -> ExternalDocument:
+        """Create (if absent) and post the credit note against the posted ``invoice``,
+        and apply its pre-payment part to the invoice. Raises Retryable while the
+        invoice is not posted in the ERP, Permanent when the ERP rejects it."""
+
+    def void_credit_note(self, credit_note: CreditNoteV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
+        """Cancel the ERP credit note (a no-op when already cancelled, or absent)."""
+
+    def find_refund(self, refund: RefundV1, *, legal_entity: str) -> ExternalDocument | None:
+        """The ERP's booking of ``refund``, or None. Reads only."""
+
+    def record_refund(
+        self, refund: RefundV1, invoice: InvoiceV1, *, credit_note: CreditNoteV1 | None, legal_entity: str,
+        idempotency_key: str,
+    ) -> ExternalDocument:
+        """Book money paid back on ``invoice``'s payment: against ``credit_note`` when
+        one pays it out, else as the payment's reversal. Raises Retryable while the
+        invoice (or the credit note) is not in the ERP yet."""
+
+    def write_off_invoice(
+        self, invoice: InvoiceV1, *, account: str, legal_entity: str, idempotency_key: str
+    ) -> ExternalDocument:
+        """Write what the ERP invoice still asks for off to ``account`` (an ERP account
+        code); a no-op when nothing is due. Raises NeedsConfiguration when the ERP has
+        no write-off method for that account."""
 
 
 @runtime_checkable

@@ -18,7 +18,12 @@ from connectors.stripe.webhooks import StripeWebhookReceiver
 
 # Events the hub acts on; the inbox may store others but workflows ignore them.
 HANDLED_EVENT_TYPES: frozenset[str] = frozenset(
-    {"invoice.finalized", "invoice.paid", "invoice.voided", "customer.created", "customer.updated"}
+    {
+        "invoice.finalized", "invoice.paid", "invoice.voided", "invoice.marked_uncollectible",
+        "invoice_payment.paid", "credit_note.created", "credit_note.updated", "credit_note.voided",
+        "refund.created", "refund.updated", "refund.failed", "charge.refunded", "charge.dispute.closed",
+        "customer.created", "customer.updated",
+    }
 )
 
 

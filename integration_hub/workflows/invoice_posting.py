@@ -4,18 +4,24 @@ An issued invoice becomes one ``invoice.post`` delivery to the ERP; a payment an
 ``invoice.pay`` delivery and a void an ``invoice.void`` delivery, each waiting for the
 post. Events may arrive in any order and any number of times: the canonical invoice
 only moves forward, and every delivery's idempotency key is planned once.
+
+Adjustments of invoices (credit notes, partial payments, refunds, lost disputes,
+write-offs) are handled in ``invoice_adjustments`` and declared here with the rest.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import structlog
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 
-from canonical.events import InvoiceIssued, InvoicePaid, InvoiceVoided
+from canonical.events import InvoiceIssued, InvoicePaid, InvoiceVoided, InvoiceWrittenOff
 from canonical.models import Invoice, Payment
 from canonical.selectors import invoice_contract, payment_contract
 from canonical.services import (
+    AdjustmentMismatch,
     PolicyMissing,
     customer_ingest,
     invoice_upsert,
@@ -30,6 +36,7 @@ from integration_hub.runtime.dispatch import DeliveryAction, TraceSection, Workf
 from integration_hub.runtime.failures import DATA_OWNER, Failure
 from integration_hub.runtime.models import Delivery, DeliveryAttempt, ExceptionRecord, InboundEvent
 from integration_hub.runtime.services import delivery_plan
+from integration_hub.workflows import invoice_adjustments as adjustments
 from integration_hub.workflows.invoice_corrections import INVOICE_CORRECTION
 
 log = structlog.get_logger(__name__)
@@ -37,7 +44,9 @@ log = structlog.get_logger(__name__)
 POST, PAY, VOID = "invoice.post", "invoice.pay", "invoice.void"
 
 
-def _invoice_record(fact: InvoiceIssued | InvoicePaid | InvoiceVoided, event: InboundEvent) -> Invoice:
+def _invoice_record(
+    fact: InvoiceIssued | InvoicePaid | InvoiceVoided | InvoiceWrittenOff, event: InboundEvent
+) -> Invoice:
     contract = fact.invoice
     # The invoice carries a copy of its customer: it fills gaps, never overrules.
     customer = customer_ingest(contract.customer, transaction_id=event.transaction_id, second_hand=True).customer
@@ -161,20 +170,37 @@ WORKFLOW = register_workflow(Workflow(
     title="Invoice and payment posting",
     pattern="event-driven, guaranteed delivery (billing webhook → ERP)",
     data_owner=ExceptionRecord.Team.FINANCE,
-    subjects=("invoice", "payment"),
-    facts={InvoiceIssued: invoice_issued, InvoicePaid: invoice_paid, InvoiceVoided: invoice_voided},
+    subjects=("invoice", "payment", "invoice_payment", "credit_note", "refund", "charge", "dispute"),
+    facts={
+        InvoiceIssued: invoice_issued, InvoicePaid: invoice_paid, InvoiceVoided: invoice_voided,
+        InvoiceWrittenOff: partial(adjustments.invoice_written_off, record=_invoice_record),
+        **adjustments.FACTS,
+    },
     actions=(
         DeliveryAction(name=POST, capability=InvoicePoster, send=_post_send, bind=_post_bind, lookup=_post_lookup),
         DeliveryAction(name=PAY, capability=InvoicePoster, send=_pay_send, bind=_no_binding),
         DeliveryAction(name=VOID, capability=InvoicePoster, send=_void_send, bind=_no_binding),
+        *adjustments.ACTIONS,
     ),
-    trace=(TraceSection("invoices", "invoice", _invoice_rows), TraceSection("payments", "payment", _payment_rows)),
+    trace=(TraceSection("invoices", "invoice", _invoice_rows), TraceSection("payments", "payment", _payment_rows),
+           *adjustments.TRACE),
     correct=INVOICE_CORRECTION,
     failures={
         # No legal entity (policy) covers the document: finance adds one, then replays.
         PolicyMissing: Failure(
             DeliveryAttempt.Outcome.PERMANENT, "neutral", retry=False, team=DATA_OWNER,
             category=ExceptionRecord.Category.POLICY,
+        ),
+        # An adjustment before its invoice or payment: retried; if the document never
+        # comes, finance looks at what billing sent.
+        adjustments.AwaitingDocument: Failure(
+            DeliveryAttempt.Outcome.RETRYABLE, "neutral", retry=True, team=DATA_OWNER,
+            category=ExceptionRecord.Category.RETRIES_EXHAUSTED,
+        ),
+        # A credit or refund that does not fit its invoice (currency, more than is left).
+        AdjustmentMismatch: Failure(
+            DeliveryAttempt.Outcome.PERMANENT, "neutral", retry=False, team=DATA_OWNER,
+            category=ExceptionRecord.Category.REJECTED,
         ),
     },
 ))
