@@ -170,6 +170,8 @@ class ExceptionRecord(models.Model):
         REJECTED = "rejected", "Target rejected the document"
         RETRIES_EXHAUSTED = "retries_exhausted", "Retry budget exhausted"
         PROCESSING = "processing", "Processing kept failing"
+        ALERT = "alert", "Change alert (needs a look)"
+        DRIFT = "drift", "Target out of step with the hub"
 
     class Status(models.TextChoices):
         OPEN = "open"
