@@ -20,6 +20,7 @@ import threading
 from typing import Any
 
 from connectors.sandbox_server import Fault, FaultQueue, Request, Response, Served
+from connectors.stripe.api_catalog import StripeCatalog
 from connectors.stripe.sandbox import StripeSandbox
 
 _CUSTOMER = re.compile(r"^/v1/customers/(cus_\w+)$")
@@ -81,6 +82,7 @@ class StripeApiSandbox(Served):
         self.api_key = api_key
         self.objects = StripeSandbox("whsec_unused", seed=seed or 0)
         self.customers: dict[str, dict[str, Any]] = {}
+        self.catalog = StripeCatalog(self.objects)  # products, prices, meters (api_catalog.py)
         self.requests: list[tuple[str, str, str | None]] = []
         self.faults = FaultQueue()
         self._idempotency: dict[str, tuple[str, dict[str, Any], Response]] = {}
@@ -148,6 +150,8 @@ class StripeApiSandbox(Served):
                     merged = {**customer["metadata"], **params["metadata"]}
                     customer["metadata"] = {k: v for k, v in merged.items() if v != ""}
             return Response(200, customer)
+        if (answer := self.catalog.route(request, params)) is not None:
+            return answer
         return _error(404, "invalid_request_error", f"Unrecognized request URL ({request.method}: {request.path})")
 
     def _newest_first(self) -> list[dict[str, Any]]:
