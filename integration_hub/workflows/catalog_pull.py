@@ -44,7 +44,7 @@ PULL_RUN_TASK = "hub.catalog_pull_run"
 WATERMARK, FULL_SCAN = "catalog", "catalog-full-scan"
 DEFAULT_DEBOUNCE_SECONDS = 30
 DEFAULT_FULL_SCAN_HOURS = 24
-COUNTERS = ("pages", "items_seen", "unchanged", "new_versions", "errors", "retired")
+COUNTERS = ("pages", "items_seen", "unchanged", "new_versions", "errors", "retrying", "retired")
 
 
 def catalog_connection(name: str = "") -> Connection:
@@ -100,6 +100,9 @@ def _apply(connection: Connection, event: ReceivedEvent, counts: dict) -> None:
     status = InboundEvent.objects.filter(pk=row.pk).values_list("status", flat=True).first()
     if status == InboundEvent.Status.FAILED:
         counts["errors"] += 1
+        return
+    if status == InboundEvent.Status.RECEIVED:
+        counts["retrying"] += 1  # a transient failure: the runtime retries it after a backoff
         return
     made = sum(m.objects.filter(source_event=row.pk).count() for m in (ProductVersion, PriceVersion))
     counts["new_versions"] += made
