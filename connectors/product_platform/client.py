@@ -43,7 +43,7 @@ class PlatformClient:
     def __init__(self, base_url: str, *, auth: Mapping[str, Any], credentials: Mapping[str, Any],
                  paging: Mapping[str, Any] | None = None, timeout: float = 20.0, page_retries: int = 3,
                  max_retry_wait: float = 30.0, transport: httpx.BaseTransport | None = None,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] | None = None):
         self.paging = {**DEFAULT_PAGING, **(paging or {})}
         if self.paging["style"] not in ("cursor", "page"):
             raise NeedsConfiguration(f"paging.style must be cursor or page, not {self.paging['style']!r}")
@@ -71,7 +71,7 @@ class PlatformClient:
                 if attempt > self.page_retries:
                     raise
                 wait = exc.retry_after if exc.retry_after is not None else min(2.0 ** attempt, 10.0)
-                self._sleep(min(wait, self.max_retry_wait))
+                (self._sleep or time.sleep)(min(wait, self.max_retry_wait))
         try:
             body = response.json()
         except ValueError:

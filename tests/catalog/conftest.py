@@ -100,12 +100,12 @@ def approver(db, django_user_model):
 @pytest.fixture
 def drain(catalog):
     """Run every delivery and task the hub queued, until none is left."""
-    from integration_hub.runtime.services import DELIVER_TASK, delivery_attempt
+    from integration_hub.runtime.services import DELIVER_TASK, PROCESS_TASK, delivery_attempt, inbound_process
 
     def run(limit: int = 500):
         from integration_hub.workflows import tasks
 
-        handlers = {DELIVER_TASK: delivery_attempt, "hub.catalog_retirement_check":
+        handlers = {DELIVER_TASK: delivery_attempt, PROCESS_TASK: inbound_process, "hub.catalog_retirement_check":
                     tasks.catalog_retirement_check_task, "hub.catalog_pull_run": tasks.catalog_pull_run_task}
         done = 0
         while catalog and done < limit:
