@@ -37,6 +37,12 @@ class ProductPlatformConnector(Connector):
         except mapping.MappingConfigError as exc:
             raise NeedsConfiguration(f"connection {self.name}: {exc}") from None
 
+    @staticmethod
+    def config_preview(config: Mapping[str, Any], sample: Any) -> dict[str, Any]:
+        """What ``config``'s mapping makes of one sample record (the admin shows it
+        before the connection is saved): ``{"ok": bool, "product"/"prices" | "error"}``."""
+        return mapping.mapping_preview(config.get("mapping"), sample)
+
     def build_client(self) -> PlatformClient:
         if not self.config.get("url"):
             raise NeedsConfiguration(f"product platform connection {self.name} has no url")

@@ -55,7 +55,20 @@ def _plan(sku: str, name: str, monthly: dict[str, str], yearly_usd: str, *, desc
             "unit_label": "seat", "status": "active", "prices": prices}
 
 
-def default_catalog() -> list[dict[str, Any]]:
+def default_catalog(prefix: str = "") -> list[dict[str, Any]]:
+    """The sandbox's catalog; ``prefix`` makes its SKUs and price ids unique (tests
+    sharing one ERP for a session)."""
+    items = _catalog()
+    if not prefix:
+        return items
+    for item in items:
+        item["sku"], item["id"] = f"{prefix}-{item['sku']}", f"{prefix.lower()}_{item['id']}"
+        for price in item["prices"]:
+            price["id"] = price["lookup_key"] = f"{prefix.lower()}-{price['id']}"
+    return items
+
+
+def _catalog() -> list[dict[str, Any]]:
     return [
         _plan("STARTER", "Starter", {"usd": "29.00", "eur": "27.00", "jpy": "4400"}, "290.00",
               description="For small teams getting started"),
@@ -98,7 +111,8 @@ def default_catalog() -> list[dict[str, Any]]:
 
 class ProductPlatformSandbox(Served):
     def __init__(self, *, token: str = "pp_test_token", api_key: str = "pp_test_key",
-                 webhook_secret: str = "ppwh_test_secret", items: list[dict[str, Any]] | None = None):
+                 webhook_secret: str = "ppwh_test_secret", items: list[dict[str, Any]] | None = None,
+                 prefix: str = ""):
         self.token, self.api_key, self.webhook_secret = token, api_key, webhook_secret
         self.clock = _START
         self.items: dict[str, dict[str, Any]] = {}
@@ -107,7 +121,7 @@ class ProductPlatformSandbox(Served):
         self._garbage = 0
         self._events = 0
         self._lock = threading.RLock()
-        for item in items if items is not None else default_catalog():
+        for item in items if items is not None else default_catalog(prefix):
             self.item_put(item)
 
     # ------------------------------------------------------------ knobs

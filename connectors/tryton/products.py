@@ -85,15 +85,18 @@ class ProductMaster:
     def upsert(self, product: ProductV1) -> ExternalDocument:
         found = self.variant(product.sku)
         if found is None:
+            # Created active: Tryton refuses a suffix code on an inactive variant; a
+            # retired SKU is then deactivated below like any other.
             values = {"name": product.display_name, "type": "service", "default_uom": self._unit(),
-                      "account_category": self.category(), "active": product.active,
-                      "products": [["create", [{"suffix_code": product.sku, "active": product.active,
+                      "account_category": self.category(),
+                      "products": [["create", [{"suffix_code": product.sku,
                                                 "description": product.description or ""}]]]}
             template, = self.client.call(TEMPLATE, "create", [values])
-            created = self.variant(product.sku)
-            if created is None:
+            found = self.variant(product.sku)
+            if found is None:
                 raise Permanent(f"Tryton created template {template} but no variant with code {product.sku}")
-            return ExternalDocument(external_id=str(created["id"]), number=product.sku, state="created")
+            if product.active:
+                return ExternalDocument(external_id=str(found["id"]), number=product.sku, state="created")
         template = found["template"]
         self.client.call(TEMPLATE, "write", [template], {"name": product.display_name, "active": product.active,
                                                          "account_category": self.category()},
