@@ -197,10 +197,14 @@ def _entity_for(currency: str) -> LegalEntity | None:
 
 
 def _product_delivery(product_id: int, connection: Connection) -> Delivery | None:
-    """The latest product release to ``connection`` (a price waits for it)."""
+    """The latest product release to ``connection`` (a price waits for it), locked: a
+    worker posting it at this moment wakes its dependents only after this transaction
+    has committed the price's row, so the price is never left waiting unseen."""
     version_ids = ProductVersion.objects.filter(product_id=product_id).values_list("pk", flat=True)
-    return (Delivery.objects.filter(action=PRODUCT_RELEASE, connection=connection, object_type="product_version",
-                                    object_id__in=list(version_ids)).order_by("-created_at").first())
+    found = (Delivery.objects.filter(action=PRODUCT_RELEASE, connection=connection, object_type="product_version",
+                                     object_id__in=list(version_ids)).order_by("-created_at")
+             .values_list("pk", flat=True).first())
+    return Delivery.objects.select_for_update().get(pk=found) if found else None
 
 
 def release_plan(version: CatalogVersion) -> list[Delivery]:

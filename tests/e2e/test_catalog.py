@@ -96,7 +96,7 @@ def test_the_catalog_reaches_tryton_and_stripe_only_once_approved(hub, erp, tryt
         "STARTER", "PRO", "ENTERPRISE", "ADDON-API-CALLS", "ADDON-STORAGE", "LEGACY-BASIC"))
     pro = products[f"{tag}-PRO"]
     assert pro["template."]["name"] == "Pro" and pro["template."]["account_category"]
-    assert products[f"{tag}-LEGACY-BASIC"]["active"] is False
+    assert not products[f"{tag}-LEGACY-BASIC"]["active"]  # Tryton on SQLite answers 0
     assert erp_list_price(erp, pro["template"], companies["US"]) == Decimal("99")
     assert erp_list_price(erp, pro["template"], companies["EU"]) == Decimal("92")
     assert erp_list_price(erp, pro["template"], companies["JP"]) == Decimal("15000")
@@ -128,7 +128,7 @@ def test_the_catalog_reaches_tryton_and_stripe_only_once_approved(hub, erp, tryt
     alert = wait_for(lambda: ExceptionRecord.objects.filter(category="alert", summary__contains="is retired").first(),
                      what="the retirement alert")
     assert f"SKU {tag}-PRO is retired while 1 active subscription(s) still use it" in alert.summary
-    assert erp_products(erp, tag)[f"{tag}-PRO"]["active"] is True  # the retirement awaits approval
+    assert erp_products(erp, tag)[f"{tag}-PRO"]["active"]  # the retirement awaits approval
 
     # Drift made directly in Tryton is found by the nightly comparison.
     starter = erp_products(erp, tag)[f"{tag}-STARTER"]
