@@ -55,7 +55,7 @@ def test_a_mapping_override_with_minor_units_and_literals():
 
 
 @pytest.mark.parametrize(("spec", "message"), [
-    ({"product": {"colour": "c"}}, "unknown field(s) colour"),
+    ({"product": {"colour": "c"}}, r"unknown field\(s\) colour"),
     ({"product": {"sku": "sku[?"}}, "is not valid JMESPath"),
     ({"product": {"sku": ""}}, "mapping.product.sku is required"),
     ({"amount_format": "cents"}, "amount_format must be one of"),
@@ -76,10 +76,11 @@ def test_the_preview_shows_the_result_or_the_error():
 def test_cursor_and_page_paging_with_bearer_and_api_key(platform):
     bearer = PlatformClient(platform.url, auth={"type": "bearer"}, credentials={"token": platform.token},
                             paging={"limit": 4})
-    assert len(items(bearer)) == 6 and len(platform.requests) == 2
+    by_cursor = items(bearer)
+    assert len(by_cursor) == 6 and len(platform.requests) == 2
     keyed = PlatformClient(platform.url, auth={"type": "api_key"}, credentials={"api_key": platform.api_key},
                            paging={"style": "page", "limit": 4})
-    assert items(keyed) == items(bearer)
+    assert items(keyed) == by_cursor
     assert [query.get("page") for _, query in platform.requests[2:]] == ["1", "2"]
 
 
