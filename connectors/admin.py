@@ -89,6 +89,11 @@ class ConnectionAdmin(admin.ModelAdmin):
             self.message_user(request, "Mapping preview of the sample record: "
                               + json.dumps({k: v for k, v in form.preview.items() if k != "ok"}))
 
+    def get_readonly_fields(self, request, obj=None):
+        # The name is the connection's identity: every cross-reference, inbox row and
+        # canonical source carries it, so it is fixed once the connection exists.
+        return (*self.readonly_fields, "name", "vendor") if obj is not None else self.readonly_fields
+
     @admin.display(description="stored credentials")
     def stored_credentials(self, obj):
         if not obj.encrypted_credentials:

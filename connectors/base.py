@@ -55,13 +55,18 @@ class Connector:
     connector hands back (a customer it reads is ``SourceRef(system=name, …)``), so two
     connections of one vendor never mix their records. It defaults to the vendor.
     ``secret_fields`` names the credential keys that must never be shown or logged.
+    ``url_fields`` names the config keys holding URLs the hub calls, validated on save
+    by the outbound URL policy; ``fixed_hosts`` (glob patterns) the only hosts those
+    URLs may name, for vendors whose API lives on fixed hosts.
     A connector that speaks HTTP builds its vendor client in ``build_client`` (from
-    ``self.config``, ``self.credentials`` and ``self.transport``, an httpx transport
-    tests may inject); ``client`` builds it on first use and ``close`` releases it.
+    ``self.config``, ``self.credentials`` and ``self.transport``); ``client`` builds
+    it on first use and ``close`` releases it.
     """
 
     vendor: str = ""
     secret_fields: tuple[str, ...] = ()
+    url_fields: tuple[str, ...] = ()
+    fixed_hosts: tuple[str, ...] = ()
 
     def __init__(
         self, *, config: Mapping[str, Any], credentials: Mapping[str, Any], transport: Any = None, name: str = ""
@@ -69,8 +74,14 @@ class Connector:
         self.name = name or self.vendor
         self.config = dict(config)
         self.credentials = dict(credentials)
-        self.transport = transport
+        self._transport = transport
         self._client: Any = None
+
+    @property
+    def transport(self) -> Any:
+        """The httpx transport a test injected (a fake, no network), or None: then
+        ``connectors.http.client`` builds a real one under the outbound URL policy."""
+        return self._transport
 
     def build_client(self) -> Any:
         """The vendor's HTTP client. Raise NeedsConfiguration if settings are missing."""
@@ -265,3 +276,31 @@ class WebhookReceiver(Protocol):
 
     def parse(self, body: bytes) -> list[ReceivedEvent]:
         """Raise MalformedPayload unless the body is a well-formed vendor event (or batch)."""
+
+
+@dataclass(frozen=True)
+class MeterEvent:
+    """One usage figure for a billing system's meter: ``value`` (a decimal string) of
+    ``event_name`` for ``customer`` (the billing system's customer id) at ``timestamp``.
+    ``identifier`` is the billing system's idempotency key for the event."""
+
+    event_name: str
+    customer: str
+    value: str
+    identifier: str
+    timestamp: dt.datetime
+
+
+@runtime_checkable
+class MeterEventSink(Protocol):
+    """A billing system that bills usage from meter events (Stripe Billing meters)."""
+
+    def send_meter_events(self, events: Sequence[MeterEvent], *, idempotency_key: str) -> ExternalDocument:
+        """Send the events (at most 100). Safe to repeat: every event carries its own
+        ``identifier``, which the billing system keeps once; a retry after a failure
+        half-way resends them all and the ones that landed are not counted twice.
+        Raises Retryable when the outcome is unknown, Permanent for refused events."""
+
+    def meter_usage(self, *, event_name: str, customer: str, start: dt.datetime, end: dt.datetime) -> str:
+        """What the billing system aggregated for the meter and customer in [start, end)
+        (minute-aligned), as a decimal string. Reads only."""

@@ -10,7 +10,10 @@ from connectors import secrets
 class Connection(models.Model):
     """One configured external system: which connector speaks to it, and how.
 
-    ``name`` is also the ``system`` of every cross-reference into that system.
+    ``name`` is the connection's identity: the ``system`` of every cross-reference
+    into it, of every canonical record read from it and of every inbox event it
+    sent. It is fixed once the connection exists; any number of connections may
+    share a vendor and a role.
     Credentials are stored encrypted and never shown back in full.
     """
 
@@ -34,6 +37,17 @@ class Connection(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.vendor})"
+
+    def clean(self) -> None:
+        """The outbound URL policy on every URL the config names (admin forms call this)."""
+        from django.core.exceptions import ValidationError
+
+        from connectors.url_policy import UrlRefused, connection_config_validate
+
+        try:
+            connection_config_validate(self.vendor, self.config)
+        except UrlRefused as exc:
+            raise ValidationError({"config": str(exc)}) from None
 
     @property
     def credentials(self) -> dict[str, Any]:

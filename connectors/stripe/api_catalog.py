@@ -1,5 +1,4 @@
-"""The Stripe API sandbox's catalog: products, prices, billing meters and the
-subscriptions list, as Stripe's API reference documents them (form-encoded params,
+"""The Stripe API sandbox's catalog: products, prices and the subscriptions list, as Stripe's API reference documents them (form-encoded params,
 list objects, error bodies).
 
 * ``POST /v1/products`` (your own ``id`` allowed; a taken one is
@@ -16,7 +15,7 @@ list objects, error bodies).
 * ``GET /v1/prices``: **active prices only** unless ``active=false``; filters
   ``product``, ``currency``, ``lookup_keys[]``; ``tiers`` only with
   ``expand[]=data.tiers`` (``expand[]=tiers`` on retrieve).
-* ``GET|POST /v1/billing/meters`` (``event_name`` unique).
+* Metered prices need a meter of the sandbox's ``MeterStore`` (``meters_sandbox.py``).
 * ``GET /v1/subscriptions`` with ``price`` and ``status`` (subscriptions are seeded
   by tests with ``subscription_add``; the hub does not create them).
 """
@@ -62,11 +61,11 @@ def _int(value: Any) -> int | None:
 class StripeCatalog:
     """State and routes; ``sandbox`` gives ids and the clock (``StripeSandbox``)."""
 
-    def __init__(self, objects: Any):
+    def __init__(self, objects: Any, *, meters: dict[str, dict[str, Any]]):
         self.objects = objects
         self.products: dict[str, dict[str, Any]] = {}
         self.prices: dict[str, dict[str, Any]] = {}
-        self.meters: dict[str, dict[str, Any]] = {}
+        self.meters = meters  # the meter store's, by id
         self.subscriptions: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------ test helpers
@@ -103,9 +102,6 @@ class StripeCatalog:
             if method == "POST":
                 return self._price_update(price, params)
             return Response(200, self._render_price(price, expand_tiers="tiers" in _values(request, "expand")))
-        if path == "/v1/billing/meters":
-            return self._meter_create(params) if method == "POST" else self._list(
-                request, self.meters, {"status", "limit", "starting_after"})
         if path == "/v1/subscriptions" and method == "GET":
             return self._list(request, self.subscriptions, {"price", "status", "limit", "starting_after"})
         return None
@@ -270,26 +266,6 @@ class StripeCatalog:
         if expand_tiers and price["_tiers"] is not None:
             rendered["tiers"] = price["_tiers"]
         return rendered
-
-    # ------------------------------------------------------------ meters
-
-    def _meter_create(self, params: dict[str, Any]) -> Response:
-        name = params.get("event_name")
-        if not params.get("display_name") or not name:
-            missing = "display_name" if not params.get("display_name") else "event_name"
-            return error(400, f"Missing required param: {missing}.", code="parameter_missing", param=missing)
-        if any(m["event_name"] == name for m in self.meters.values()):
-            return error(400, f"A meter with event_name {name!r} already exists.", code="parameter_invalid",
-                         param="event_name")
-        formula = (params.get("default_aggregation") or {}).get("formula", "sum")
-        meter_id = self.objects.new_id("mtr")
-        meter = {"id": meter_id, "object": "billing.meter", "display_name": params["display_name"],
-                 "event_name": name, "status": "active", "default_aggregation": {"formula": formula},
-                 "customer_mapping": {"type": "by_id", "event_payload_key": "stripe_customer_id"},
-                 "value_settings": {"event_payload_key": "value"}, "event_time_window": None,
-                 "created": self.objects._now(), "livemode": False}
-        self.meters[meter_id] = meter
-        return Response(200, meter)
 
     # ------------------------------------------------------------ lists
 

@@ -39,6 +39,7 @@ class TrytonConnector(Connector):
     (see the module docstring for config; products: ``products.py``)."""
 
     secret_fields = ("password",)
+    url_fields = ("url",)  # self-hosted: any host; an internal one must be allowed by name
 
     def __init__(
         self,

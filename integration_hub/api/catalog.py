@@ -7,15 +7,17 @@ from __future__ import annotations
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.decorators import api_view
+from rest_framework.decorators import api_view, throttle_classes
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import UserRateThrottle
 
 from canonical.models import CatalogVersion, PriceVersion, ProductVersion
 from canonical.selectors import price_released
 from canonical.versions import InvalidVersionTransition
 from connectors.errors import NeedsConfiguration
 from integration_hub.api.serializers import ErrorSerializer, SyncRunSerializer
+from integration_hub.api.views import SyncThrottle
 from integration_hub.workflows.catalog import CatalogDecisionRefused, version_decide
 from integration_hub.workflows.catalog_pull import catalog_connection, catalog_pull_request
 from integration_hub.workflows.selectors import sync_run_detail
@@ -59,6 +61,7 @@ def version_data(version: CatalogVersion) -> dict:
 
 @extend_schema(request=CatalogSyncSerializer, responses={202: SyncRunSerializer, 409: ErrorSerializer})
 @api_view(["POST"])
+@throttle_classes([UserRateThrottle, SyncThrottle])
 def catalog_sync(request: Request) -> Response:
     """Queue a catalog pull; poll ``GET /api/syncs/<id>/`` for its progress."""
     form = CatalogSyncSerializer(data=request.data)
