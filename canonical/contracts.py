@@ -266,4 +266,97 @@ class RefundV1(Contract):
         return currency_normalize(value)
 
 
-CONTRACTS: tuple[type[Contract], ...] = (CustomerV1, InvoiceV1, PaymentV1, CreditNoteV1, RefundV1)
+class ProductV1(Contract):
+    """A sellable item of the catalog (a plan or an add-on) as the product platform
+    defines it. ``active`` False means the SKU is retired."""
+
+    name: ClassVar[str] = "product"
+    version: ClassVar[int] = 1
+
+    source: SourceRef
+    sku: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                     description="Stock keeping unit: the product's code in every system")
+    display_name: str = Field(min_length=1, max_length=300)
+    description: str | None = None
+    category: str | None = Field(default=None, description="The platform's kind of item, e.g. plan or addon")
+    unit_label: str | None = Field(default=None, max_length=12, description="e.g. seat, 1k calls")
+    tax_code: str | None = None
+    active: bool = True
+
+
+class PriceTier(BaseModel):
+    """One tier of a tiered price; ``up_to`` None is the last, open-ended tier."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    up_to: int | None = Field(default=None, gt=0)
+    unit_amount: int | None = Field(default=None, ge=0, description="Per unit in the tier, minor units")
+    flat_amount: int | None = Field(default=None, ge=0, description="Flat fee for the tier, minor units")
+
+    @model_validator(mode="after")
+    def _some_amount(self) -> PriceTier:
+        if self.unit_amount is None and self.flat_amount is None:
+            raise ValueError("a tier needs a unit_amount or a flat_amount")
+        return self
+
+
+class PriceV1(Contract):
+    """A list price of one product in one currency. Amounts are integers in the
+    currency's minor units (JPY has none). Prices are immutable in billing: any
+    change of amount, currency, interval or tiers is a new price version."""
+
+    name: ClassVar[str] = "price"
+    version: ClassVar[int] = 1
+
+    source: SourceRef
+    sku: str = Field(min_length=1, max_length=100)
+    currency: str = Field(description="ISO 4217, upper case")
+    type: Literal["one_time", "recurring"] = "recurring"
+    billing_scheme: Literal["per_unit", "tiered"] = "per_unit"
+    unit_amount: int | None = Field(default=None, ge=0, description="Minor units; None when tiered")
+    tiers: tuple[PriceTier, ...] = ()
+    tiers_mode: Literal["graduated", "volume"] | None = None
+    interval: Literal["day", "week", "month", "year"] | None = None
+    interval_count: int = Field(default=1, ge=1, le=36)
+    usage_type: Literal["licensed", "metered"] = "licensed"
+    meter_event_name: str | None = Field(default=None, max_length=100,
+                                         description="Usage events that bill a metered price")
+    lookup_key: str | None = Field(default=None, max_length=200)
+    nickname: str | None = None
+    list_price: bool = Field(default=False, description="The product's list price in this currency (the ERP's)")
+    effective_from: dt.date | None = None
+    effective_to: dt.date | None = None
+    active: bool = True
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        return currency_normalize(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PriceV1:
+        if self.billing_scheme == "per_unit":
+            if self.unit_amount is None:
+                raise ValueError("a per_unit price needs unit_amount")
+            if self.tiers:
+                raise ValueError("a per_unit price has no tiers")
+        else:
+            if not self.tiers or self.tiers_mode is None:
+                raise ValueError("a tiered price needs tiers and tiers_mode")
+            if self.tiers[-1].up_to is not None or any(t.up_to is None for t in self.tiers[:-1]):
+                raise ValueError("only the last tier is open-ended (up_to null)")
+            bounds = [t.up_to for t in self.tiers[:-1]]
+            if bounds != sorted(set(bounds)):
+                raise ValueError("tier bounds must increase")
+        if self.type == "recurring" and self.interval is None:
+            raise ValueError("a recurring price needs an interval")
+        if self.type == "one_time" and (self.interval is not None or self.usage_type == "metered"):
+            raise ValueError("a one_time price has no interval and is not metered")
+        if self.usage_type == "metered" and not self.meter_event_name:
+            raise ValueError("a metered price needs meter_event_name")
+        if self.effective_to and self.effective_from and self.effective_to < self.effective_from:
+            raise ValueError("effective_to is before effective_from")
+        return self
+
+
+CONTRACTS: tuple[type[Contract], ...] = (CustomerV1, InvoiceV1, PaymentV1, CreditNoteV1, RefundV1, ProductV1, PriceV1)

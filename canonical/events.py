@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from canonical.contracts import CreditNoteV1, CustomerV1, InvoiceV1, PaymentV1, RefundV1, SourceRef
+from canonical.contracts import (
+    CreditNoteV1,
+    CustomerV1,
+    InvoiceV1,
+    PaymentV1,
+    PriceV1,
+    ProductV1,
+    RefundV1,
+    SourceRef,
+)
 
 
 @dataclass(frozen=True)
@@ -88,7 +97,35 @@ class RefundIssued:
     refund: RefundV1
 
 
+@dataclass(frozen=True)
+class CatalogItemRead:
+    """One catalog item as the product platform holds it now (a pull): the product
+    and every price it lists. ``sync_run`` is the pull that read it, if any."""
+
+    product: ProductV1
+    prices: tuple[PriceV1, ...]
+    sync_run: int | None = None
+
+
+@dataclass(frozen=True)
+class CatalogItemGone:
+    """A full scan of the platform no longer lists a SKU the hub has: it is retired."""
+
+    system: str
+    sku: str
+    sync_run: int | None = None
+
+
+@dataclass(frozen=True)
+class CatalogChanged:
+    """The platform says its catalog changed (a webhook): pull it soon."""
+
+    system: str
+    skus: tuple[str, ...] = ()
+
+
 Fact = (
     CustomerChanged | CustomerReferenced | CustomerSnapshot | InvoiceIssued | InvoicePaid | InvoiceVoided
     | InvoiceWrittenOff | PaymentReceived | CreditNoteIssued | CreditNoteVoided | RefundIssued
+    | CatalogItemRead | CatalogItemGone | CatalogChanged
 )

@@ -89,25 +89,129 @@ class Customer(models.Model):
 
 
 class Product(models.Model):
+    """A SKU the hub knows. What it is at any time lives in its versions; ``name`` and
+    ``is_active`` mirror the latest released version for lists and look-ups."""
+
     sku = models.CharField(max_length=100, unique=True)
     name = models.CharField(max_length=300)
     is_active = models.BooleanField(default=True)
+    source_system = models.CharField(max_length=50, blank=True, help_text="Connection the catalog comes from")
+    source_id = models.CharField(max_length=255, blank=True, help_text="The platform's id of the product")
+    created_at = models.DateTimeField(auto_now_add=True, null=True)
+
+    class Meta:
+        ordering = ["sku"]
 
     def __str__(self) -> str:
         return f"{self.sku} – {self.name}"
 
 
 class Price(models.Model):
+    """One price of a product as the platform names it (``source_id``, e.g.
+    ``pro-monthly-eur``). Its amounts live in versions: billing prices are immutable,
+    so each released version is its own billing price."""
+
     product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="prices")
     currency = models.CharField(max_length=3, validators=[currency_code])
-    unit_amount = models.BigIntegerField(help_text="Minor units")
-    valid_from = models.DateField()
-    version = models.PositiveIntegerField(default=1)
+    source_system = models.CharField(max_length=50)
+    source_id = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True, null=True)
 
     class Meta:
+        ordering = ["product", "source_id"]
         constraints = [
-            models.UniqueConstraint(fields=["product", "currency", "valid_from"], name="price_unique_per_day")
+            models.UniqueConstraint(fields=["source_system", "source_id"], name="price_unique_source")
         ]
+
+    def __str__(self) -> str:
+        return f"{self.source_id} ({self.product.sku}, {self.currency})"
+
+
+class CatalogVersion(models.Model):
+    """One state of a product or price. A real change (a new ``content_hash``) makes a
+    new draft; nothing is overwritten. Only an approved version is released to the
+    ERP and billing; releasing one supersedes the version released before it."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        APPROVED = "approved"
+        RELEASED = "released"
+        REJECTED = "rejected"
+        SUPERSEDED = "superseded", "Superseded (history)"
+
+    OPEN = (Status.DRAFT, Status.APPROVED)
+
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
+    content = models.JSONField(help_text="The contract (ProductV1 / PriceV1) as the platform sent it")
+    content_hash = models.CharField(max_length=64)
+    changes = models.JSONField(default=dict, blank=True,
+                               help_text="field → [released value, this version's value]")
+    effective_from = models.DateField(null=True, blank=True)
+    source_event = models.BigIntegerField(null=True, blank=True, help_text="The inbox event it came from")
+    transaction_id = models.UUIDField(null=True, blank=True, db_index=True)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    decided_by_rule = models.CharField(max_length=100, blank=True, help_text="The auto-approval rule, if any")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_reason = models.TextField(blank=True)
+    released_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at"]
+
+
+class ProductVersion(CatalogVersion):
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="versions")
+
+    class Meta(CatalogVersion.Meta):
+        permissions = [("approve_catalog", "Can approve or reject catalog versions for release")]
+        constraints = [models.UniqueConstraint(fields=["product", "number"], name="product_version_unique")]
+        indexes = [models.Index(fields=["product", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.product.sku} v{self.number} ({self.status})"
+
+
+class PriceVersion(CatalogVersion):
+    price = models.ForeignKey(Price, on_delete=models.PROTECT, related_name="versions")
+    unit_amount = models.BigIntegerField(null=True, blank=True, help_text="Minor units; empty when tiered")
+
+    class Meta(CatalogVersion.Meta):
+        constraints = [models.UniqueConstraint(fields=["price", "number"], name="price_version_unique")]
+        indexes = [models.Index(fields=["price", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.price.source_id} v{self.number} ({self.status})"
+
+
+class CatalogApprovalRule(models.Model):
+    """An auto-approval rule, kept as data. A draft that a rule covers is approved by
+    the rule (audited under its name) instead of waiting for a person.
+
+    * ``fields_only``: approve when only ``fields`` changed (e.g. display_name, description).
+    * ``price_change_below``: approve a price version whose amount moved by less than
+      ``percent`` from the released one (and nothing but the amount changed).
+    A first version (nothing released yet) is never auto-approved."""
+
+    class Kind(models.TextChoices):
+        FIELDS_ONLY = "fields_only", "Only these fields changed"
+        PRICE_CHANGE_BELOW = "price_change_below", "Price moved by less than a percentage"
+
+    name = models.CharField(max_length=100, unique=True)
+    applies_to = models.CharField(max_length=10, choices=[("product", "product"), ("price", "price")])
+    kind = models.CharField(max_length=30, choices=Kind.choices)
+    fields = models.JSONField(default=list, blank=True, help_text="For fields_only: the contract fields")
+    percent = models.DecimalField(max_digits=6, decimal_places=2, null=True, blank=True)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Invoice(models.Model):

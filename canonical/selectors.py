@@ -10,11 +10,23 @@ from canonical.contracts import (
     InvoiceLineV1,
     InvoiceV1,
     PaymentV1,
+    PriceV1,
+    ProductV1,
     RefundV1,
     SourceRef,
     TaxId,
 )
-from canonical.models import CreditNote, CrossReference, Customer, Invoice, Payment, Refund
+from canonical.models import (
+    CatalogVersion,
+    CreditNote,
+    CrossReference,
+    Customer,
+    Invoice,
+    Payment,
+    PriceVersion,
+    ProductVersion,
+    Refund,
+)
 
 
 def customer_contract(customer: Customer) -> CustomerV1:
@@ -141,3 +153,45 @@ def refund_contract(refund: Refund) -> RefundV1:
         refunded_at=refund.refunded_at,
         reason=refund.reason or None,
     )
+
+
+# ---------------------------------------------------------------- catalog
+
+
+def price_released(ref: str, *, system: str | None = None) -> PriceVersion | None:
+    """The released version of a price, by the platform's price id (``ref``, e.g.
+    ``pro-monthly-eur``) or by a billing system's price id (``price_…``, bound when the
+    version was released), optionally within one connection. None when nothing is
+    released for it (a draft or approved version is never a price anyone may bill).
+
+    This is the selector orders and quotes use to reference a price."""
+    versions = PriceVersion.objects.select_related("price__product").filter(status=CatalogVersion.Status.RELEASED)
+    by_platform = versions.filter(price__source_id=ref)
+    if system is not None:
+        by_platform = by_platform.filter(price__source_system=system)
+    found = by_platform.order_by("-number").first()
+    if found is not None:
+        return found
+    bound = CrossReference.objects.filter(object_type="price_version", external_id=ref)
+    if system is not None:
+        bound = bound.filter(system=system)
+    ids = list(bound.values_list("canonical_id", flat=True))
+    # A billing id names one version; it is the released one only while nothing replaced it.
+    return versions.filter(pk__in=ids).first() if ids else None
+
+
+def price_released_for_sku(sku: str, currency: str, *, interval: str | None = None) -> list[PriceVersion]:
+    """The released prices of a SKU in one currency (optionally one billing interval)."""
+    found = PriceVersion.objects.select_related("price__product").filter(
+        status=CatalogVersion.Status.RELEASED, price__product__sku=sku, price__currency=currency.upper())
+    if interval is not None:
+        found = found.filter(content__interval=interval)
+    return list(found.order_by("price__source_id"))
+
+
+def price_contract(version: PriceVersion) -> PriceV1:
+    return PriceV1.model_validate(version.content)
+
+
+def product_contract(version: ProductVersion) -> ProductV1:
+    return ProductV1.model_validate(version.content)

@@ -17,9 +17,37 @@ class ConnectionForm(forms.ModelForm):
         help_text='JSON object, e.g. {"login": "hub", "password": "…"}. Stored encrypted; never shown again.',
     )
 
+    sample_record = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 6}),
+        help_text="For connectors with a field mapping (product platforms): paste one record as the source "
+                  "sends it; the mapping in config is applied to it before saving, and a mapping that fails "
+                  "on it is not saved. Not stored.",
+    )
+
     class Meta:
         model = Connection
         fields = ("name", "vendor", "role", "is_active", "config")
+
+    def clean(self):
+        cleaned = super().clean()
+        self.preview = None
+        raw = (cleaned.get("sample_record") or "").strip()
+        vendor = cleaned.get("vendor")
+        if not raw or not vendor or not registry.is_known(vendor):
+            return cleaned
+        try:
+            sample = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            self.add_error("sample_record", f"not valid JSON: {exc}")
+            return cleaned
+        preview = getattr(registry.connector_class(vendor), "config_preview", None)
+        if preview is None:
+            self.add_error("sample_record", f"{vendor} connections have no field mapping to preview")
+            return cleaned
+        self.preview = preview(cleaned.get("config") or {}, sample)
+        if not self.preview["ok"]:
+            self.add_error("config", f"the mapping fails on the sample record: {self.preview['error']}")
+        return cleaned
 
     def clean_vendor(self):
         vendor = self.cleaned_data["vendor"]
@@ -54,6 +82,12 @@ class ConnectionAdmin(admin.ModelAdmin):
     list_display = ("name", "vendor", "role", "is_active", "updated_at")
     list_filter = ("role", "vendor", "is_active")
     readonly_fields = ("stored_credentials",)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if getattr(form, "preview", None):
+            self.message_user(request, "Mapping preview of the sample record: "
+                              + json.dumps({k: v for k, v in form.preview.items() if k != "ok"}))
 
     def get_readonly_fields(self, request, obj=None):
         # The name is the connection's identity: every cross-reference, inbox row and

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from canonical.contracts import CreditNoteV1, CustomerV1, InvoiceV1, PaymentV1, RefundV1
+from canonical.contracts import CreditNoteV1, CustomerV1, InvoiceV1, PaymentV1, PriceV1, ProductV1, RefundV1
 
 
 @dataclass(frozen=True)
@@ -205,6 +205,102 @@ class CustomerWriteBack(Protocol):
     def write_back_erp_id(self, external_id: str, erp_id: str, *, idempotency_key: str) -> ExternalDocument:
         """Set the hub-owned ERP id field on the record; a no-op when it already holds
         ``erp_id``. Raises Permanent when the record no longer exists."""
+
+
+@dataclass(frozen=True)
+class CatalogPage:
+    """One page of a catalog read: the platform's raw items, in its own shape."""
+
+    number: int
+    items: Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class CatalogItem:
+    """One raw item mapped to canonical form: the product and the prices it lists."""
+
+    product: ProductV1
+    prices: tuple[PriceV1, ...]
+
+
+@runtime_checkable
+class CatalogSource(Protocol):
+    """A product platform: the system of record for catalog and list prices."""
+
+    def catalog_pages(self, *, updated_since: dt.datetime | None) -> Iterator[CatalogPage]:
+        """Every item changed at or after ``updated_since`` (the whole catalog when
+        None), page by page, as the platform pages it. Raises Retryable / RateLimited
+        (with ``retry_after``) for a page the platform could not serve, and Permanent
+        for a page that is not the documented JSON."""
+
+    def catalog_item_key(self, item: Mapping[str, Any]) -> str | None:
+        """The item's SKU by the connection's mapping, or None when it has none."""
+
+    def catalog_item_updated_at(self, item: Mapping[str, Any]) -> dt.datetime | None:
+        """When the platform last changed the item, by the mapping, if it says."""
+
+    def catalog_item_map(self, item: Mapping[str, Any]) -> CatalogItem:
+        """The canonical product and prices; raises MappingError naming the item and
+        the field when the item cannot be mapped. Pure (no I/O)."""
+
+
+@dataclass(frozen=True)
+class TargetProduct:
+    """What a target holds for one SKU, for the drift check. ``prices`` are keyed by
+    the hub's price key (billing: the lookup key; ERP: the currency of a list price),
+    each ``{"currency", "unit_amount", "interval", "external_id"}`` (what applies)."""
+
+    sku: str
+    external_id: str
+    name: str
+    active: bool
+    prices: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@runtime_checkable
+class ProductSink(Protocol):
+    """A system that keeps the item master (ERP products, billing products)."""
+
+    def upsert_product(self, product: ProductV1, *, idempotency_key: str) -> ExternalDocument:
+        """Create the product (code / id from the SKU) or bring it up to date, and
+        return the target's id. Found by the SKU before anything is created (or
+        created under the vendor's idempotency key), so it is safe to repeat. A
+        product with ``active`` false is archived, never deleted."""
+
+    def catalog_snapshot(self, skus: Sequence[str]) -> dict[str, TargetProduct]:
+        """What the target holds for ``skus`` and for any other product the hub
+        manages there (so extra ones show up), keyed by SKU. Reads only."""
+
+
+@runtime_checkable
+class ListPriceSink(Protocol):
+    """An ERP that keeps a list price per product and company."""
+
+    def set_list_price(self, price: PriceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
+        """Write the product's list price in the company that books ``legal_entity``
+        (a value set, so repeating it is harmless). Raises Retryable while the
+        product is not in the ERP yet."""
+
+
+@runtime_checkable
+class PriceSink(Protocol):
+    """A billing system whose prices are immutable: a new amount is a new price."""
+
+    def find_price(self, price: PriceV1, *, version_ref: str) -> ExternalDocument | None:
+        """The billing price created for the hub's price version ``version_ref``, if
+        any (read after write). Reads only."""
+
+    def create_price(
+        self, price: PriceV1, *, version_ref: str, replaces: str | None, idempotency_key: str
+    ) -> ExternalDocument:
+        """Create the price for ``version_ref`` (the lookup key moves to it), make it
+        the product's default when it is the list price, then archive ``replaces``
+        (the billing price of the version released before). Every POST carries an
+        idempotency key derived from ``idempotency_key``; the creation is found
+        first by ``find_price``, so a retry finishes what an earlier attempt began."""
+
+    def price_subscriptions(self, external_id: str) -> int:
+        """How many active subscriptions bill the price (0, 1 or "at least 2" as 2)."""
 
 
 class WebhookReceiver(Protocol):

@@ -46,6 +46,7 @@ class Response:
     status: int
     body: Any = None  # JSON-serialisable, or None for an empty body
     headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None  # sent as is instead of ``body`` (a non-JSON answer, for fault tests)
 
 
 @dataclass
@@ -108,6 +109,10 @@ def wsgi_app(handle: Callable[[Request], Response]) -> Callable:
             query_pairs=pairs,
         )
         response = handle(request)
+        if response.raw is not None:
+            start_response(f"{response.status} {_REASONS.get(response.status, 'Status')}",
+                           list(response.headers.items()))
+            return [response.raw]
         payload = b"" if response.body is None else json.dumps(response.body).encode()
         out_headers = {"Content-Type": "application/json", **response.headers} if payload else dict(response.headers)
         start_response(f"{response.status} {_REASONS.get(response.status, 'Status')}", list(out_headers.items()))

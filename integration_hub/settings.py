@@ -234,7 +234,8 @@ CELERY_TIMEZONE = TIME_ZONE
 # The hub's own knobs.
 HUB_CONNECTOR_PACKAGES = env.list(
     "HUB_CONNECTOR_PACKAGES",
-    default=["connectors.stripe", "connectors.tryton", "connectors.salesforce", "connectors.hubspot"],
+    default=["connectors.stripe", "connectors.tryton", "connectors.salesforce", "connectors.hubspot",
+             "connectors.product_platform"],
 )
 # The scheduled CRM pull (safety net for missed webhooks); the migration creates the
 # beat entry with this interval, later edited in the admin.

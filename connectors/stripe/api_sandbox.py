@@ -12,7 +12,8 @@ and ``metadata['key']:`` clauses joined by spaces or AND, ``limit``, ``page``).
 Real Stripe search lags writes by up to a minute; the sandbox does not. Parameters
 the sandbox does not model are refused as unknown, so a test cannot rely on them.
 
-Billing meters, meter events (v1 and the v2 stream) and meter event summaries:
+Products, prices and the subscriptions list: ``connectors/stripe/api_catalog.py``
+(``self.catalog``). Billing meters, meter events (v1 and the v2 stream) and meter event summaries:
 ``connectors/stripe/meters_sandbox.py`` (``self.meters``).
 """
 
@@ -23,6 +24,7 @@ import threading
 from typing import Any
 
 from connectors.sandbox_server import Fault, FaultQueue, Request, Response, Served
+from connectors.stripe.api_catalog import StripeCatalog
 from connectors.stripe.meters_sandbox import MeterStore
 from connectors.stripe.sandbox import StripeSandbox
 
@@ -90,6 +92,7 @@ class StripeApiSandbox(Served):
         self._idempotency: dict[str, tuple[str, dict[str, Any], Response]] = {}
         self._lock = threading.RLock()
         self.meters = MeterStore(self.customers)
+        self.catalog = StripeCatalog(self.objects, meters=self.meters.meters)  # products, prices (api_catalog.py)
 
     def connection_config(self) -> dict[str, Any]:
         return {"api_base": self.url}
@@ -167,6 +170,8 @@ class StripeApiSandbox(Served):
                     merged = {**customer["metadata"], **params["metadata"]}
                     customer["metadata"] = {k: v for k, v in merged.items() if v != ""}
             return Response(200, customer)
+        if (answer := self.catalog.route(request, params)) is not None:
+            return answer
         return _error(404, "invalid_request_error", f"Unrecognized request URL ({request.method}: {request.path})")
 
     def _newest_first(self) -> list[dict[str, Any]]:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
-from canonical.contracts import CustomerV1
-from connectors.base import Connector, ExternalDocument, MeterEvent
+from canonical.contracts import CustomerV1, PriceV1, ProductV1
+from connectors.base import Connector, ExternalDocument, MeterEvent, TargetProduct
 from connectors.errors import NeedsConfiguration, Permanent
 from connectors.registry import register, register_translator, register_webhook
+from connectors.stripe import catalog
 from connectors.stripe.client import API_BASE, METER_EVENTS_BASE, MeterSessionExpired, StripeApiClient
 from connectors.stripe.events import translate
 from connectors.stripe.webhooks import StripeWebhookReceiver
@@ -75,6 +76,118 @@ class StripeConnector(Connector):
             path, what = "/v1/customers", "create customer"
         found = self.client.request("POST", path, params=params, idempotency_key=idempotency_key, what=what)
         return ExternalDocument(external_id=found["id"], state="active")
+
+    # ------------------------------------------------------------ catalog (ProductSink, PriceSink)
+
+    def _get(self, path: str, what: str, **params: Any) -> dict[str, Any] | None:
+        """A GET that answers None for Stripe's ``resource_missing`` 404."""
+        try:
+            return self.client.request("GET", path, params=params, what=what)
+        except Permanent as exc:
+            if exc.http_status == 404:
+                return None
+            raise
+
+    def _all(self, path: str, what: str, **params: Any) -> Iterator[dict[str, Any]]:
+        """Every object of a list endpoint, page by page (``starting_after``)."""
+        params = {"limit": 100, **params}
+        while True:
+            page = self.client.request("GET", path, params=params, what=what)
+            yield from page["data"]
+            if not page.get("has_more") or not page["data"]:
+                return
+            params["starting_after"] = page["data"][-1]["id"]
+
+    def upsert_product(self, product: ProductV1, *, idempotency_key: str) -> ExternalDocument:
+        """Found by its id (the SKU) first, then updated, or created under that id with
+        the Idempotency-Key; a retired SKU is archived (``active=false``)."""
+        product_id = catalog.stripe_product_id(product.sku)
+        if self._get(f"/v1/products/{product_id}", f"read product {product_id}") is None:
+            params = {"id": product_id, **catalog.product_params(product, create=True)}
+            created = self.client.request("POST", "/v1/products", params=params,
+                                          idempotency_key=idempotency_key, what=f"create product {product_id}")
+            return ExternalDocument(external_id=created["id"], state="created")
+        self.client.request("POST", f"/v1/products/{product_id}", params=catalog.product_params(product, create=False),
+                            idempotency_key=f"{idempotency_key}:update", what=f"update product {product_id}")
+        return ExternalDocument(external_id=product_id, state="active" if product.active else "archived")
+
+    def find_price(self, price: PriceV1, *, version_ref: str) -> ExternalDocument | None:
+        """By the lookup key (read after write, unlike search) and the version's metadata;
+        also among archived prices, in case a later step archived it already."""
+        product_id = catalog.stripe_product_id(price.sku)
+        for active in ("true", "false"):
+            for found in self._all("/v1/prices", f"list prices of {product_id}", product=product_id, active=active):
+                if (found.get("metadata") or {}).get("hub_price_version") == version_ref:
+                    return ExternalDocument(external_id=found["id"], state="active" if found["active"] else "archived")
+        return None
+
+    def create_price(self, price: PriceV1, *, version_ref: str, replaces: str | None,
+                     idempotency_key: str) -> ExternalDocument:
+        """New price (lookup key transferred to it), default price of the product when it
+        is the list price, then the replaced price archived. Each POST has its own key
+        derived from ``idempotency_key``; a retry finds the price by ``find_price``."""
+        product_id = catalog.stripe_product_id(price.sku)
+        found = self.find_price(price, version_ref=version_ref)
+        if found is None:
+            meter = self._meter_for(price.meter_event_name, idempotency_key) if price.usage_type == "metered" else None
+            params = catalog.price_params(price, product_id=product_id, version_ref=version_ref, meter_id=meter)
+            created = self.client.request("POST", "/v1/prices", params=params, idempotency_key=idempotency_key,
+                                          what=f"create price for {price.source.external_id}")
+            price_id = created["id"]
+        else:
+            price_id = found.external_id
+        if price.list_price and price.active:
+            self.client.request("POST", f"/v1/products/{product_id}", params={"default_price": price_id},
+                                idempotency_key=f"{idempotency_key}:default", what=f"set default price {price_id}")
+        if not price.active:
+            self._archive(price_id, product_id, f"{idempotency_key}:retire")
+        if replaces and replaces != price_id:
+            self._archive(replaces, product_id, f"{idempotency_key}:archive")
+        return ExternalDocument(external_id=price_id, state="active" if price.active else "archived",
+                                related={"archived": replaces} if replaces else {})
+
+    def _archive(self, price_id: str, product_id: str, key: str) -> None:
+        existing = self._get(f"/v1/prices/{price_id}", f"read price {price_id}")
+        if existing is None or not existing["active"]:
+            return
+        product = self._get(f"/v1/products/{product_id}", f"read product {product_id}") or {}
+        if product.get("default_price") == price_id:
+            # Stripe refuses to archive a product's default price: clear it first.
+            self.client.request("POST", f"/v1/products/{product_id}", params={"default_price": ""},
+                                idempotency_key=f"{key}:clear-default", what=f"clear default price of {product_id}")
+        self.client.request("POST", f"/v1/prices/{price_id}", params={"active": False}, idempotency_key=key,
+                            what=f"archive price {price_id}")
+
+    def _meter_for(self, event_name: str | None, key: str) -> str:
+        """The billing meter of ``event_name``, created (sum) if Stripe has none."""
+        for meter in self._all("/v1/billing/meters", "list meters"):
+            if meter["event_name"] == event_name:
+                return meter["id"]
+        created = self.client.request(
+            "POST", "/v1/billing/meters", idempotency_key=f"meter:{event_name}", what=f"create meter {event_name}",
+            params={"display_name": event_name, "event_name": event_name, "default_aggregation": {"formula": "sum"}})
+        return created["id"]
+
+    def price_subscriptions(self, external_id: str) -> int:
+        page = self.client.request("GET", "/v1/subscriptions", params={"price": external_id, "status": "active",
+                                                                       "limit": 2},
+                                   what=f"list subscriptions of {external_id}")
+        return len(page["data"])
+
+    def catalog_snapshot(self, skus: Sequence[str]) -> dict[str, TargetProduct]:
+        """Every product the hub manages (``metadata[hub_sku]``) with its active prices,
+        plus the asked SKUs whatever their metadata."""
+        wanted = {catalog.stripe_product_id(sku): sku for sku in skus}
+        products = [p for p in self._all("/v1/products", "list products")
+                    if (p.get("metadata") or {}).get("hub_sku") or p["id"] in wanted]
+        prices: dict[str, list[dict[str, Any]]] = {}
+        for found in self._all("/v1/prices", "list active prices"):
+            prices.setdefault(found["product"], []).append(found)
+        snapshot = {}
+        for product in products:
+            state = catalog.target_product(product, prices.get(product["id"], []))
+            snapshot[wanted.get(product["id"], state.sku)] = state
+        return snapshot
 
     # ------------------------------------------------------------ usage (billing meters)
 

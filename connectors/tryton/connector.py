@@ -13,20 +13,21 @@ Credentials: ``login``, ``password``.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
 import httpx
 
-from canonical.contracts import CustomerV1, InvoiceV1, PaymentV1
+from canonical.contracts import CustomerV1, InvoiceV1, PaymentV1, PriceV1, ProductV1
 from canonical.money import to_major
-from connectors.base import Connector, ExternalDocument
+from connectors.base import Connector, ExternalDocument, TargetProduct
 from connectors.errors import NeedsConfiguration, Permanent, Retryable
 from connectors.registry import register
 from connectors.tryton import mapping
 from connectors.tryton.adjustments import TrytonAdjustments
 from connectors.tryton.client import TrytonClient
+from connectors.tryton.products import ProductMaster
 
 INVOICE = "account.invoice"
 _INVOICE_FIELDS = ["id", "number", "state", "party", "total_amount", "reference", "currency"]
@@ -35,8 +36,9 @@ _PARTY_CODE_TAKEN = "code on party must be unique"
 
 @register("tryton")
 class TrytonConnector(TrytonAdjustments, Connector):
-    """InvoicePoster, InvoiceAdjuster and CustomerSink over Tryton's JSON-RPC (see
-    module docstring for config)."""
+    """InvoicePoster, InvoiceAdjuster, CustomerSink, ProductSink and ListPriceSink over Tryton's
+    JSON-RPC (see the module docstring for config; products: ``products.py``, adjustments:
+    ``adjustments.py``)."""
 
     secret_fields = ("password",)
     url_fields = ("url",)  # self-hosted: any host; an internal one must be allowed by name
@@ -55,6 +57,7 @@ class TrytonConnector(TrytonAdjustments, Connector):
         if missing:
             raise NeedsConfiguration(f"Tryton connection lacks {', '.join(missing)}")
         self._company_cache: dict[tuple[int, str], Any] = {}
+        self.products = ProductMaster(self)
 
     def build_client(self) -> TrytonClient:
         timeout = self.config.get("timeout")
@@ -69,6 +72,16 @@ class TrytonConnector(TrytonAdjustments, Connector):
             self.credentials["login"], self.credentials["password"],
             connect_timeout=connect, read_timeout=read, transport=self.transport,
         )
+
+    def upsert_product(self, product: ProductV1, *, idempotency_key: str) -> ExternalDocument:
+        """Found by code = SKU (active or not) before anything is created."""
+        return self.products.upsert(product)
+
+    def set_list_price(self, price: PriceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
+        return self.products.set_list_price(price, legal_entity=legal_entity)
+
+    def catalog_snapshot(self, skus: Sequence[str]) -> dict[str, TargetProduct]:
+        return self.products.snapshot(skus)
 
     def find_invoice(self, invoice: InvoiceV1, *, legal_entity: str) -> ExternalDocument | None:
         """By ``reference`` = the billing system's invoice id, in the entity's company."""

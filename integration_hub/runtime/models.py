@@ -173,6 +173,8 @@ class ExceptionRecord(models.Model):
         CONFLICT = "conflict", "Same id arrived with other content"
         LATE_DATA = "late_data", "Data for a period already closed"
         RECONCILIATION = "reconciliation", "A reconciliation checkpoint does not balance"
+        ALERT = "alert", "Change alert (needs a look)"
+        DRIFT = "drift", "Target out of step with the hub"
 
     class Status(models.TextChoices):
         OPEN = "open"

@@ -70,3 +70,4 @@ class SyncRunAdmin(admin.ModelAdmin):
 @admin.register(SyncWatermark)
 class SyncWatermarkAdmin(admin.ModelAdmin):
     list_display = ("connection", "object_type", "value", "updated_at")
+from integration_hub.workflows import catalog_admin  # noqa: E402,F401 - registers the catalog console

@@ -14,9 +14,17 @@ class SyncRun(models.Model):
         FAILED = "failed"
 
     kind = models.CharField(max_length=50, default="customers")
+    connection = models.ForeignKey(
+        "connectors.Connection", null=True, blank=True, on_delete=models.SET_NULL, related_name="sync_runs",
+        help_text="The source it reads (catalog pulls read one connection)",
+    )
     trigger = models.CharField(max_length=20, help_text="api or schedule")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
-    counts = models.JSONField(default=dict, blank=True, help_text="per source: read, accepted, duplicates")
+    counts = models.JSONField(
+        default=dict, blank=True,
+        help_text="customers: per source read/accepted/duplicates; catalog: pages, items_seen, unchanged, "
+                  "new_versions, errors, retired",
+    )
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

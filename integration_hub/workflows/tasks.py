@@ -2,7 +2,8 @@
 
 from celery import shared_task
 
-from integration_hub.workflows import services
+from connectors.models import Connection
+from integration_hub.workflows import catalog_alerts, catalog_pull, catalog_schedule, services
 
 
 @shared_task(name="hub.customers_pull", ignore_result=True)
@@ -13,3 +14,31 @@ def customers_pull_task() -> None:
 @shared_task(name=services.PULL_RUN_TASK, ignore_result=True)
 def customers_pull_run_task(run_id: int) -> None:
     services.customers_pull_run(run_id)
+
+
+@shared_task(name=catalog_pull.PULL_RUN_TASK, ignore_result=True)
+def catalog_pull_run_task(run_id: int) -> None:
+    catalog_pull.catalog_pull_run(run_id)
+
+
+@shared_task(name="hub.catalog_pull", ignore_result=True)
+def catalog_pull_task(connection: str) -> None:
+    """Beat: one connection's scheduled pull (its schedule is ``hub: catalog pull <name>``)."""
+    found = Connection.objects.filter(name=connection, is_active=True).first()
+    if found is not None:
+        catalog_pull.catalog_pull_now(found, trigger="schedule")
+
+
+@shared_task(name="hub.catalog_schedules", ignore_result=True)
+def catalog_schedules_task() -> None:
+    catalog_schedule.catalog_schedules_ensure()
+
+
+@shared_task(name="hub.catalog_drift_check", ignore_result=True)
+def catalog_drift_check_task() -> None:
+    catalog_alerts.catalog_drift_check()
+
+
+@shared_task(name=catalog_alerts.RETIREMENT_CHECK_TASK, ignore_result=True)
+def catalog_retirement_check_task(version_id: int) -> None:
+    catalog_alerts.retirement_check(version_id)

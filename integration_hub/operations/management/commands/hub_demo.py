@@ -84,12 +84,14 @@ class Command(BaseCommand):
             self.report(tryton)
             self.report_adjustments(tryton)
             self.report_crm(tryton)
+            self.catalog_scenario(tryton, timeout)
             self.step("Done")
             if keep_running:
                 self.explore(web_url)
         finally:
             self.stop_processes()
-            for sandbox in (getattr(self, "salesforce", None), getattr(self, "stripe_api", None)):
+            for sandbox in (getattr(self, "salesforce", None), getattr(self, "stripe_api", None),
+                            getattr(self, "platform", None)):
                 if sandbox is not None:
                     sandbox.stop()
             if tryton is not None:
@@ -274,6 +276,77 @@ class Command(BaseCommand):
             external_id__in=[d.event["id"] for d in self.scenario.deliveries]).count()
         open_exceptions = ExceptionRecord.objects.filter(status=ExceptionRecord.Status.OPEN).count()
         self.say(f"  inbox: {ignored} ignored, {duplicates} duplicate(s) dropped; open exceptions: {open_exceptions}")
+
+    def catalog_scenario(self, tryton: TrytonServer, timeout: float) -> None:
+        """Pull the product platform's catalog, approve it, change a price, approve that."""
+        from django.contrib.auth.models import Permission
+
+        from canonical.models import PriceVersion, ProductVersion
+        from connectors.models import Connection
+        from connectors.product_platform.sandbox import ProductPlatformSandbox
+        from integration_hub.workflows.catalog import version_decide, versions_approve
+        from integration_hub.workflows.catalog_pull import catalog_pull_now
+
+        self.step("Catalog: the product platform's catalog is pulled into draft versions")
+        self.platform = ProductPlatformSandbox()
+        self.platform.serve()
+        connection_upsert(name="catalog", vendor="product_platform", role="product",
+                          config=self.platform.connection_config(), credentials=self.platform.credentials())
+        catalog = Connection.objects.get(name="catalog")
+        run = catalog_pull_now(catalog, trigger="demo")
+        self.say(f"  pull #{run.pk}: {run.counts['pages']} page(s), {run.counts['items_seen']} items, "
+                 f"{run.counts['new_versions']} new draft versions; sent to the ERP or billing: "
+                 f"{Delivery.objects.filter(action__startswith='catalog.').count()}")
+        approver, _ = get_user_model().objects.get_or_create(username="pat-catalog", defaults={"is_staff": True})
+        approver.user_permissions.add(Permission.objects.get(codename="approve_catalog"))
+        approver = get_user_model().objects.get(pk=approver.pk)
+        done, _ = versions_approve(list(ProductVersion.objects.filter(status="draft"))
+                                   + list(PriceVersion.objects.filter(status="draft")), user=approver)
+        self.say(f"  {approver.username} (catalog approver) approves {done} versions; releasing…")
+        self.follow(timeout)
+        self.report_catalog(tryton, ["STARTER", "PRO", "ADDON-API-CALLS", "LEGACY-BASIC"])
+
+        self.step("Catalog: Pro's USD price goes from 99.00 to 109.00 on the platform")
+        lookup = "pro-monthly-usd"
+        self.platform.price_set(lookup, "109.00")
+        run = catalog_pull_now(catalog, trigger="demo")
+        draft = PriceVersion.objects.get(price__source_id=lookup, status="draft")
+        active = [p for p in self.stripe_api.catalog.prices.values() if p["lookup_key"] == lookup]
+        self.say(f"  pull #{run.pk}: {run.counts['new_versions']} new version, {run.counts['unchanged']} unchanged; "
+                 f"{draft} waits for approval: {draft.changes}; Stripe still bills "
+                 f"{active[0]['unit_amount']} ({active[0]['id']})")
+        version_decide(draft, approve=True, user=approver)
+        self.say(f"  {approver.username} approves it; releasing…")
+        self.follow(timeout)
+        for price in (p for p in self.stripe_api.catalog.prices.values() if p["metadata"].get("hub_price") == lookup):
+            self.say(f"  Stripe {price['id']}  {price['unit_amount']:>6} {price['currency']}  "
+                     f"{'active' if price['active'] else 'archived':<8} lookup_key={price['lookup_key']}")
+        self.report_catalog(tryton, ["PRO"])
+
+    def report_catalog(self, tryton: TrytonServer, skus: list[str]) -> None:
+        client = TrytonClient(tryton.url, tryton.database, **tryton.credentials())
+        companies = tryton.connection_config()["companies"]
+        try:
+            self.say(f"  {'SKU':<16} {'Tryton product':<22} {'active':<7} {'list USD':>9} {'list EUR':>9} "
+                     f"{'list JPY':>9}   Stripe prices (active)")
+            for sku in skus:
+                found = client.call("product.product", "search_read", [("code", "=", sku)], 0, 1, None,
+                                    ["template", "template.name", "active"], context={"active_test": False})
+                if not found:
+                    self.say(f"  {sku:<16} NOT IN THE ERP")
+                    continue
+                row = found[0]
+                prices = []
+                for entity in ("US", "EU", "JP"):
+                    value, = client.call("product.template", "read", [row["template"]], ["list_price"],
+                                         context={"company": companies[entity]})
+                    prices.append(str(value["list_price"] or "-"))
+                active = [p for p in self.stripe_api.catalog.prices.values()
+                          if p["product"] == sku and p["active"]]
+                self.say(f"  {sku:<16} {row['template.']['name'][:22]:<22} {str(bool(row['active'])):<7} "
+                         f"{prices[0]:>9} {prices[1]:>9} {prices[2]:>9}   {len(active)}")
+        finally:
+            client.close()
 
     def explore(self, web_url: str) -> None:
         user, created = get_user_model().objects.get_or_create(
