@@ -21,7 +21,14 @@ from django.db.models import Q
 
 from canonical.contracts import CustomerV1
 from canonical.events import CustomerReferenced, CustomerSnapshot
-from canonical.models import CrossReference, Customer, DuplicateCase, FieldConflict, LegalEntity
+from canonical.models import (
+    CrossReference,
+    Customer,
+    DuplicateCase,
+    FieldConflict,
+    LegalEntity,
+    SystemOfRecord,
+)
 from canonical.selectors import customer_contract, customer_source_ref
 from canonical.services import (
     InvalidCaseTransition,
@@ -37,7 +44,13 @@ from connectors.base import CustomerSink, CustomerSource, CustomerWriteBack, Ext
 from connectors.errors import MappingError, NeedsConfiguration, Permanent, Retryable
 from connectors.models import Connection
 from connectors.services import connection_can, connection_for_role, connection_named, connector_for
-from integration_hub.runtime.dispatch import DeliveryAction, TraceSection, Workflow, register_workflow
+from integration_hub.runtime.dispatch import (
+    DeliveryAction,
+    Indicator,
+    TraceSection,
+    Workflow,
+    register_workflow,
+)
 from integration_hub.runtime.models import Delivery, ExceptionRecord, InboundEvent
 from integration_hub.runtime.services import delivery_plan
 
@@ -253,11 +266,38 @@ def _customer_rows(transaction_id, delivered) -> list[dict]:
     ]
 
 
+SALES = ExceptionRecord.Team.SALES_OPERATIONS
+
+INDICATORS = (
+    Indicator("updates_pending", "Customer updates pending synchronization", "runtime.Delivery",
+              {"action__in": f"{UPSERT},{WRITE_BACK}", "status__in": "pending,held,in_flight"}, team=SALES,
+              help="to the ERP, to billing, or the ERP id back to the CRM"),
+    Indicator("duplicates_held", "Possible duplicates held for a decision", "canonical.DuplicateCase",
+              {"status": "open"}, team=SALES),
+    Indicator("conflicts_open", "System-of-record conflicts to decide", "canonical.FieldConflict",
+              {"status": "open"}, team=SALES),
+    Indicator("invalid_records", "CRM records failing validation", "runtime.ExceptionRecord",
+              {"category": "mapping", "transaction__kind": "customer", "status__in": "open,acknowledged"}, team=SALES,
+              help="fix the record in the CRM, then replay"),
+)
+
+
+def policy_in_force() -> str:
+    rules = ", ".join(f"{group}: {owner}" for group, owner in SystemOfRecord.objects.filter(entity="customer")
+                      .order_by("field_group").values_list("field_group", "owner_role"))
+    return f"system of record per field group ({rules or 'none'}); ERP and billing by the booking legal entity"
+
+
 WORKFLOW = register_workflow(Workflow(
     name="customer_onboarding",
     title="Customer onboarding",
     pattern="near-real-time (CRM change events and a scheduled pull) → ERP, billing, write-back to CRM",
     data_owner=ExceptionRecord.Team.SALES_OPERATIONS,
+    source_role=Connection.Role.CRM,
+    target_roles=(Connection.Role.ERP, Connection.Role.BILLING, Connection.Role.CRM),
+    contracts=(CustomerV1,),
+    indicators=INDICATORS,
+    policy_in_force=policy_in_force,
     subjects=("customer",),
     facts={CustomerSnapshot: customer_snapshot},
     resolvers={CustomerReferenced: customer_read},
