@@ -1,5 +1,5 @@
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from integration_hub.api import views, webhooks
@@ -15,6 +15,9 @@ urlpatterns = [
     path("syncs/customers/", views.customers_sync, name="sync-customers"),
     path("syncs/<int:run_id>/", views.sync_detail, name="sync-detail"),
     path("customers/<int:customer_id>/", views.customer_detail_view, name="customer-detail"),
+    path("inventory/", views.inventory_list, name="inventory"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("schema/swagger/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("schema/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     *router.urls,
 ]

@@ -22,6 +22,9 @@ class BusinessTransaction(models.Model):
     subject = models.CharField(max_length=255, unique=True, help_text="e.g. stripe:invoice:in_123")
     created_at = models.DateTimeField(auto_now_add=True)
 
+    class Meta:
+        indexes = [models.Index(fields=["kind", "created_at"], name="transaction_kind_created")]  # inventory
+
     def __str__(self) -> str:
         return f"{self.subject} [{self.id}]"
 

@@ -52,7 +52,7 @@ from integration_hub.runtime.dispatch import (
     register_workflow,
 )
 from integration_hub.runtime.models import Delivery, ExceptionRecord, InboundEvent
-from integration_hub.runtime.services import delivery_plan
+from integration_hub.runtime.services import audit_record, delivery_plan
 
 log = structlog.get_logger(__name__)
 
@@ -234,6 +234,10 @@ def customer_resync(customer: Customer, *, transaction_id) -> list[Delivery]:
 def conflict_settle(conflict: FieldConflict, *, accept: bool, user) -> Customer:
     """A person's decision on a field conflict; an accepted change is synced."""
     customer = conflict_decide(conflict, accept=accept, user=user)
+    audit_record(actor=user, action="conflict_accept" if accept else "conflict_reject", obj=conflict,
+                 reason=f"{conflict.field_group} from {conflict.source_system}",
+                 changes={"proposed": conflict.proposed, "current": conflict.current},
+                 transaction_id=conflict.transaction_id)
     if accept:
         customer_resync(customer, transaction_id=conflict.transaction_id or customer.transaction_id)
     return customer
@@ -246,6 +250,8 @@ def duplicate_merge(case: DuplicateCase, *, user) -> Customer:
         raise InvalidCaseTransition(f"case {case.pk} is {case.status} or has no survivor")
     survivor = customer_merge(case.customer, case.survivor)
     DuplicateCase.objects.filter(pk=case.pk).update(decided_by=user)
+    audit_record(actor=user, action="merge", obj=case, reason=f"customer {case.customer_id} into {survivor.pk}",
+                 transaction_id=case.transaction_id)
     customer_resync(survivor, transaction_id=case.transaction_id)
     return survivor
 
@@ -254,6 +260,8 @@ def duplicate_merge(case: DuplicateCase, *, user) -> Customer:
 def duplicate_release(case: DuplicateCase, *, user) -> Customer:
     """Declare the held customer distinct and onboard it."""
     customer = duplicate_case_release(case, user=user)
+    audit_record(actor=user, action="release", obj=case, reason=f"customer {customer.pk} is not a duplicate",
+                 transaction_id=case.transaction_id)
     customer_resync(customer, transaction_id=case.transaction_id)
     return customer
 

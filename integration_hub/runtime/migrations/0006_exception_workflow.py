@@ -55,4 +55,8 @@ class Migration(migrations.Migration):
             model_name='inboundevent',
             index=models.Index(fields=['received_at'], name='inbound_received'),
         ),
+        migrations.AddIndex(
+            model_name='businesstransaction',
+            index=models.Index(fields=['kind', 'created_at'], name='transaction_kind_created'),
+        ),
     ]
