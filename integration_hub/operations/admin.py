@@ -261,7 +261,7 @@ class ExceptionRecordAdmin(admin.ModelAdmin):
 
     def get_form(self, request, obj=None, **kwargs):
         form = super().get_form(request, obj, **kwargs)
-        if obj is not None and "correction" in form.base_fields:
+        if obj is not None and "assignee" in form.base_fields:  # someone who may work it
             form.base_fields["correction"].initial = operations.correction_template(obj)
             form.base_fields["assignee"].queryset = operations.assignable_users(obj)
         return form

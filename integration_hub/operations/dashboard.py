@@ -111,7 +111,18 @@ def exceptions_by_team(user, *, now: dt.datetime | None = None) -> list[dict]:
             team["oldest_age"], team["oldest_sla"] = age, sla.window if sla else None
     for team in teams.values():
         team["overdue"] = team["oldest_sla"] is not None and team["oldest_age"] > team["oldest_sla"]
+        team["oldest_age"] = duration_text(team["oldest_age"])
+        team["oldest_sla"] = duration_text(team["oldest_sla"]) if team["oldest_sla"] else None
     return sorted(teams.values(), key=lambda team: team["team"])
+
+
+def duration_text(age: dt.timedelta) -> str:
+    seconds = int(age.total_seconds())
+    if seconds < 3600:
+        return f"{seconds // 60} min" if seconds >= 60 else f"{seconds} s"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
 
 
 def queue_depth() -> list[Figure]:

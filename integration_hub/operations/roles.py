@@ -80,3 +80,23 @@ def roles_sync(apps, schema_editor=None) -> None:
             app_label, codename = name.split(".")
             wanted.extend(Permission.objects.filter(content_type__app_label=app_label, codename=codename))
         group.permissions.set(wanted)
+
+
+# The SLA per exception category seeded by the migration (then edited in the admin):
+# category → (hours, severity).
+DEFAULT_SLAS = {
+    "configuration": (2, "high"),
+    "retries_exhausted": (4, "high"),
+    "processing": (4, "high"),
+    "policy": (8, "normal"),
+    "mapping": (24, "normal"),
+    "rejected": (24, "normal"),
+}
+
+
+def console_seed(apps, schema_editor=None) -> None:
+    """The role groups and the default SLAs (kept where they exist). Idempotent."""
+    roles_sync(apps, schema_editor)
+    ExceptionSla = apps.get_model("operations", "ExceptionSla")
+    for category, (hours, severity) in DEFAULT_SLAS.items():
+        ExceptionSla.objects.get_or_create(category=category, defaults={"hours": hours, "severity": severity})

@@ -4,26 +4,13 @@ beat entry of the notifier (schedules are data: edit them in the admin)."""
 from django.conf import settings
 from django.db import migrations
 
-from integration_hub.operations.roles import roles_sync
+from integration_hub.operations.roles import console_seed
 
 NOTIFY_NAME = "hub: e-mail teams about new high-severity exceptions and SLA breaches"
 
-# category: (hours, severity)
-SLAS = {
-    "configuration": (2, "high"),
-    "retries_exhausted": (4, "high"),
-    "processing": (4, "high"),
-    "policy": (8, "normal"),
-    "mapping": (24, "normal"),
-    "rejected": (24, "normal"),
-}
-
 
 def seed(apps, schema_editor):
-    roles_sync(apps, schema_editor)
-    ExceptionSla = apps.get_model("operations", "ExceptionSla")
-    for category, (hours, severity) in SLAS.items():
-        ExceptionSla.objects.get_or_create(category=category, defaults={"hours": hours, "severity": severity})
+    console_seed(apps, schema_editor)
     IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
     PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
     interval, _ = IntervalSchedule.objects.get_or_create(every=settings.HUB_NOTIFY_INTERVAL_SECONDS, period="seconds")
