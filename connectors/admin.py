@@ -55,6 +55,11 @@ class ConnectionAdmin(admin.ModelAdmin):
     list_filter = ("role", "vendor", "is_active")
     readonly_fields = ("stored_credentials",)
 
+    def get_readonly_fields(self, request, obj=None):
+        # The name is the connection's identity: every cross-reference, inbox row and
+        # canonical source carries it, so it is fixed once the connection exists.
+        return (*self.readonly_fields, "name", "vendor") if obj is not None else self.readonly_fields
+
     @admin.display(description="stored credentials")
     def stored_credentials(self, obj):
         if not obj.encrypted_credentials:

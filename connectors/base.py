@@ -169,3 +169,31 @@ class WebhookReceiver(Protocol):
 
     def parse(self, body: bytes) -> list[ReceivedEvent]:
         """Raise MalformedPayload unless the body is a well-formed vendor event (or batch)."""
+
+
+@dataclass(frozen=True)
+class MeterEvent:
+    """One usage figure for a billing system's meter: ``value`` (a decimal string) of
+    ``event_name`` for ``customer`` (the billing system's customer id) at ``timestamp``.
+    ``identifier`` is the billing system's idempotency key for the event."""
+
+    event_name: str
+    customer: str
+    value: str
+    identifier: str
+    timestamp: dt.datetime
+
+
+@runtime_checkable
+class MeterEventSink(Protocol):
+    """A billing system that bills usage from meter events (Stripe Billing meters)."""
+
+    def send_meter_events(self, events: Sequence[MeterEvent], *, idempotency_key: str) -> ExternalDocument:
+        """Send the events (at most 100). Safe to repeat: every event carries its own
+        ``identifier``, which the billing system keeps once; a retry after a failure
+        half-way resends them all and the ones that landed are not counted twice.
+        Raises Retryable when the outcome is unknown, Permanent for refused events."""
+
+    def meter_usage(self, *, event_name: str, customer: str, start: dt.datetime, end: dt.datetime) -> str:
+        """What the billing system aggregated for the meter and customer in [start, end)
+        (minute-aligned), as a decimal string. Reads only."""

@@ -10,7 +10,10 @@ from connectors import secrets
 class Connection(models.Model):
     """One configured external system: which connector speaks to it, and how.
 
-    ``name`` is also the ``system`` of every cross-reference into that system.
+    ``name`` is the connection's identity: the ``system`` of every cross-reference
+    into it, of every canonical record read from it and of every inbox event it
+    sent. It is fixed once the connection exists; any number of connections may
+    share a vendor and a role.
     Credentials are stored encrypted and never shown back in full.
     """
 

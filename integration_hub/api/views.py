@@ -16,11 +16,12 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
-from rest_framework.permissions import BasePermission, IsAuthenticated
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from connectors.models import Connection
+from integration_hub.api.permissions import requires
 from integration_hub.api.serializers import (
     AcknowledgeSerializer,
     AssignSerializer,
@@ -49,19 +50,6 @@ from integration_hub.runtime.models import ExceptionRecord
 from integration_hub.workflows.models import SyncRun
 from integration_hub.workflows.selectors import customer_detail, sync_run_detail
 from integration_hub.workflows.services import PULL_RUN_TASK, sync_run_create
-
-
-def requires(*permissions: str) -> type[BasePermission]:
-    """A permission class: the (token's) user holds every one of ``permissions``."""
-
-    class Requires(BasePermission):
-        message = f"this needs the permission(s) {', '.join(permissions)}"
-
-        def has_permission(self, request, view) -> bool:
-            return bool(request.user and request.user.is_authenticated and request.user.has_perms(permissions))
-
-    return Requires
-
 
 NOT_FOUND = {"error": "not_found", "detail": "no such business transaction"}
 

@@ -91,6 +91,9 @@ DEFAULT_SLAS = {
     "policy": (8, "normal"),
     "mapping": (24, "normal"),
     "rejected": (24, "normal"),
+    "conflict": (24, "normal"),
+    "late_data": (24, "normal"),
+    "reconciliation": (8, "high"),
 }
 
 

@@ -162,3 +162,14 @@ def test_every_role_permission_exists(db):
             app_label, codename = name.split(".")
             assert Permission.objects.filter(content_type__app_label=app_label, codename=codename).exists(), name
         assert Group.objects.get(name=role.group).permissions.count() == len(set(role.permissions))
+
+
+def test_usage_endpoints_belong_to_product_operations(people, token_client, db):
+    paths = ["/api/usage/batches/", "/api/reconciliations/"]
+    for who in ("finance", "sales", "it", "nobody"):
+        client = token_client(people[who])
+        for path in paths:
+            assert client.get(path).status_code == 403, (who, path)
+        assert client.post("/api/usage/periods/2026-01/close/").status_code == 403, who
+    for path in paths:
+        assert token_client(people["product"]).get(path).status_code == 200, path

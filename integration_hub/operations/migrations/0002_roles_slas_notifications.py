@@ -28,7 +28,7 @@ def unseed(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [
         ("operations", "0001_initial"),
-        ("runtime", "0006_exception_workflow"),
+        ("runtime", "0007_exception_workflow"),
         ("canonical", "0004_legal_entity_connections"),
         ("connectors", "0001_initial"),
         ("authtoken", "0004_alter_tokenproxy_options"),

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('runtime', '0005_references_by_connection'),
+        ('runtime', '0006_exception_categories_bulk'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
