@@ -7,7 +7,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "integration_hub.settings")
 
 app = Celery("integration_hub")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["integration_hub.runtime", "integration_hub.workflows"])
+app.autodiscover_tasks(["integration_hub.runtime", "integration_hub.workflows", "integration_hub.operations"])
 
 # Celery's Django fixup closes the database connection before and after every task
 # unless told to reuse it (a new PostgreSQL connection per task). Reuse it, and apply

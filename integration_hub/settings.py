@@ -9,6 +9,7 @@ Python: SQLite and a filesystem broker under ``var/``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import environ
@@ -25,6 +26,13 @@ PRODUCTION = HUB_ENV == "production"
 
 VAR_DIR = Path(env.str("HUB_VAR_DIR", default=str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+# Prometheus multiprocess mode: every gunicorn and Celery process writes its samples
+# under this directory and GET /metrics adds them up. It must be set before
+# prometheus_client is first imported, hence here.
+PROMETHEUS_MULTIPROC_DIR = Path(os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", env.str("HUB_METRICS_DIR", default=str(VAR_DIR / "prometheus"))))
+PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def _required(name: str) -> str:
@@ -81,6 +89,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "axes",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "canonical",
     "connectors",
@@ -92,6 +101,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files under gunicorn too (the admin's CSS, Swagger UI, Redoc).
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -136,8 +146,19 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+STATIC_ROOT = Path(env.str("HUB_STATIC_ROOT", default=str(VAR_DIR / "static")))
+# Production serves what `collectstatic` wrote (compressed, with hashed names; the
+# Dockerfile runs it); development and tests serve straight from the apps.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if PRODUCTION else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = not PRODUCTION
+if not PRODUCTION:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missing one
 
 if PRODUCTION:
     # Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and strips it from clients).
@@ -193,7 +214,30 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Integration Hub API",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema is for people who may call the API; Swagger UI and Redoc come from
+    # drf-spectacular-sidecar's static files, never a CDN.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
 }
+
+# E-mail to the owning team (new high-severity exceptions, SLA breaches). Django's
+# backend: SMTP in production (EMAIL_URL), the console in development.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://" if not PRODUCTION else "smtp://localhost:25"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="integration-hub@localhost")
+# Per team, where its notifications go (besides its members' addresses), e.g.
+# "finance=ap-team@example.com;it_operations=oncall@example.com".
+HUB_TEAM_EMAILS = {
+    team: [address for address in addresses.split(",") if address]
+    for team, _, addresses in (item.partition("=") for item in env.str("HUB_TEAM_EMAILS", default="").split(";"))
+    if team
+}
+HUB_NOTIFY_INTERVAL_SECONDS = env.int("HUB_NOTIFY_INTERVAL_SECONDS", default=60)
+# GET /metrics: Prometheus scrapes it with "Authorization: Bearer <token>"; without a
+# token configured only a signed-in staff user can read it.
+HUB_METRICS_TOKEN = env.str("HUB_METRICS_TOKEN", default="")
 
 # Celery: JSON only, no result backend (state lives in our tables), late acks with
 # re-queue on a lost worker, one message prefetched, time limits below the broker's

@@ -34,6 +34,8 @@ def detail_without_traceback(detail: str) -> str:
 
 
 class ExceptionRecordSerializer(serializers.ModelSerializer):
+    assignee = serializers.CharField(source="assignee.username", allow_null=True, read_only=True)
+
     """``detail`` without tracebacks: those stay in the logs and the admin."""
 
     detail = serializers.SerializerMethodField()
@@ -45,7 +47,7 @@ class ExceptionRecordSerializer(serializers.ModelSerializer):
         model = ExceptionRecord
         fields = [
             "id", "transaction", "delivery", "inbound_event", "owner_team", "category", "summary", "detail",
-            "status", "resolution", "resolved_at", "created_at",
+            "status", "assignee", "acknowledged_at", "resolution", "resolved_at", "created_at",
         ]
 
 
@@ -263,3 +265,72 @@ class EditAndReplaySerializer(ReplaySerializer):
         if "invoice" in data:
             data.setdefault("corrections", data.pop("invoice"))
         return data
+
+
+# ---------------------------------------------------------------- the exception workflow
+
+
+class ExceptionNoteSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    author = serializers.CharField(source="author.username", read_only=True, allow_null=True)
+    text = serializers.CharField(max_length=5000)
+    created_at = serializers.DateTimeField(read_only=True)
+
+
+class AcknowledgeSerializer(serializers.Serializer):
+    note = serializers.CharField(required=False, allow_blank=True, max_length=5000, default="")
+
+
+class AssignSerializer(serializers.Serializer):
+    assignee = serializers.CharField(allow_null=True, help_text="Username of a member of the owning team; null unassigns")
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
+
+
+class CloseSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=[ExceptionRecord.Status.RESOLVED, ExceptionRecord.Status.DISMISSED])
+    reason = serializers.CharField(max_length=2000, help_text="How it was resolved, or why it is dismissed")
+
+
+# ---------------------------------------------------------------- the integration inventory
+
+
+class InventoryConnectionSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    vendor = serializers.CharField()
+    role = serializers.CharField()
+    active = serializers.BooleanField()
+
+
+class InventoryContractSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    version = serializers.IntegerField()
+    schema = serializers.CharField(help_text="Published JSON Schema id (canonical/schemas/)")
+
+
+class InventoryRuleSerializer(serializers.Serializer):
+    entity = serializers.CharField()
+    field_group = serializers.CharField()
+    owner_role = serializers.CharField()
+
+
+class InventoryWindowSerializer(serializers.Serializer):
+    volume = serializers.IntegerField(help_text="Business transactions started")
+    attempts = serializers.IntegerField()
+    failure_rate = serializers.FloatField(help_text="Share of attempts that did not post")
+    p95_latency_ms = serializers.IntegerField(allow_null=True)
+    open_exceptions = serializers.IntegerField()
+
+
+class InventoryFlowSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    title = serializers.CharField()
+    pattern = serializers.CharField()
+    owner_team = serializers.CharField()
+    owner_team_label = serializers.CharField()
+    sources = InventoryConnectionSerializer(many=True)
+    targets = InventoryConnectionSerializer(many=True)
+    actions = serializers.ListField(child=serializers.CharField())
+    contracts = InventoryContractSerializer(many=True)
+    system_of_record = InventoryRuleSerializer(many=True)
+    policy_in_force = serializers.CharField(allow_blank=True)
+    last_30_days = InventoryWindowSerializer()

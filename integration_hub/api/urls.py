@@ -1,5 +1,5 @@
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from integration_hub.api import catalog, views, webhooks
@@ -21,6 +21,7 @@ urlpatterns = [
     path("catalog/prices/<str:ref>/released/", catalog.catalog_price_released, name="catalog-price-released"),
     path("syncs/<int:run_id>/", views.sync_detail, name="sync-detail"),
     path("customers/<int:customer_id>/", views.customer_detail_view, name="customer-detail"),
+    path("inventory/", views.inventory_list, name="inventory"),
     path("usage/batches/", usage.batches, name="usage-batches"),
     path("usage/batches/<int:batch_id>/", usage.batch_detail, name="usage-batch-detail"),
     path("usage/batches/<int:batch_id>/rejects.csv", usage.batch_rejects, name="usage-batch-rejects"),
@@ -29,5 +30,7 @@ urlpatterns = [
     path("reconciliations/<int:checkpoint_id>/", usage.reconciliation_detail, name="reconciliation-detail"),
     path("reconciliations/<int:checkpoint_id>/repair/", usage.reconciliation_repair, name="reconciliation-repair"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("schema/swagger/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("schema/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     *router.urls,
 ]

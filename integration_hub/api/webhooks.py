@@ -10,6 +10,8 @@ becomes a logged incident and a 400 (``integration_hub.api.guard``).
 
 from __future__ import annotations
 
+import json
+
 import structlog
 from django.conf import settings
 from django.db import DatabaseError, DataError
@@ -22,6 +24,7 @@ from connectors.base import WebhookReceiver
 from connectors.errors import InvalidSignature, MalformedPayload
 from connectors.payloads import check_events
 from connectors.services import WebhookSender, webhook_senders
+from integration_hub.runtime import metrics
 from integration_hub.runtime.services import inbound_accept
 
 log = structlog.get_logger(__name__)
@@ -62,6 +65,15 @@ def _verified_sender(
 def webhook_receive(request: HttpRequest, source: str) -> JsonResponse:
     """``source`` is a connection's name, or a vendor's when each of its connections
     signs with its own secret (the signature tells which connection sent it)."""
+    response = _receive(request, source)
+    answer = json.loads(response.content)
+    outcome = answer.get("status") or answer.get("error") or ("accepted" if "events" in answer else "other")
+    # An unknown source is any slug a caller types: one label for all, not one each.
+    metrics.webhook_observe("unknown" if outcome == "unknown_source" else source, outcome)
+    return response
+
+
+def _receive(request: HttpRequest, source: str) -> JsonResponse:
     try:
         senders = [sender for sender in webhook_senders(source) if sender.secrets]
     except DatabaseError:

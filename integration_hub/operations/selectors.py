@@ -9,6 +9,7 @@ from typing import Any
 from django.db.models import Count, Q
 
 from canonical.models import CrossReference
+from integration_hub.operations import access
 from integration_hub.runtime import dispatch
 from integration_hub.runtime.models import BusinessTransaction, Delivery
 
@@ -85,3 +86,15 @@ def deliveries_by_state(connection) -> dict[str, Any]:
         "held": {row["hold_reason"]: row["count"] for row in held},
         "dead": deliveries.filter(status=Delivery.Status.DEAD).count(),
     }
+
+
+def visible_trace(user, transaction_id: uuid.UUID) -> dict[str, Any] | None:
+    """The trace, if the user's teams see the transaction, with only their exceptions;
+    None otherwise (as if it did not exist)."""
+    if not access.transactions_visible(user).filter(pk=transaction_id).exists():
+        return None
+    trace = transaction_trace(transaction_id)
+    teams = access.user_teams(user)
+    if trace is not None and teams is not access.ALL_TEAMS:
+        trace["exceptions"] = [x for x in trace["exceptions"] if x["owner_team"] in teams]
+    return trace

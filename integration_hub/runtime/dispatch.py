@@ -82,12 +82,42 @@ class Correction:
 
 
 @dataclass(frozen=True)
+class Indicator:
+    """A business figure the dashboard shows for a workflow, and the list behind it.
+
+    ``model`` is an ``app_label.ModelName``; ``filters`` are admin changelist lookups
+    (query-string form: ``{"status__in": "pending,held"}``). The figure is one COUNT
+    over exactly those filters, and links to the changelist filtered the same way, so
+    the number and the list can never disagree. Filter on indexed, unfinished states
+    (open, pending) so the count stays cheap as history grows.
+    """
+
+    key: str
+    title: str
+    model: str
+    filters: Mapping[str, str]
+    team: str = ""
+    """The team that acts on it (``ExceptionRecord.Team``), if one does."""
+    help: str = ""
+
+
+@dataclass(frozen=True)
 class Workflow:
     name: str
     title: str
     pattern: str
     data_owner: str
     """The team (``ExceptionRecord.Team``) that fixes this workflow's data faults."""
+    source_role: str = ""
+    """The role (``Connection.Role``) of the system its data comes from."""
+    target_roles: tuple[str, ...] = ()
+    """The roles of the systems it delivers to (the inventory lists their connections)."""
+    contracts: tuple[type, ...] = ()
+    """The canonical contracts (``canonical.contracts.Contract`` classes) it carries."""
+    indicators: tuple[Indicator, ...] = ()
+    """Business figures for the dashboard (what is stuck, what waits)."""
+    policy_in_force: Callable[[], str] | None = None
+    """Describes the posting policy (and its version) the workflow applies now, for the inventory."""
     subjects: tuple[str, ...] = ()
     """Kinds of business transaction it owns (the part before ':' of an event's subject)."""
     facts: Mapping[type, FactHandler] = field(default_factory=dict)
@@ -144,6 +174,25 @@ def _unregister(workflow: Workflow) -> None:
 
 def workflows() -> Iterable[Workflow]:
     return _workflows.values()
+
+
+def workflow_named(name: str) -> Workflow:
+    try:
+        return _workflows[name]
+    except KeyError:
+        raise LookupError(f"no workflow {name!r} is registered") from None
+
+
+def indicator_lookups(model_label: str) -> set[str]:
+    """Every filter the registered indicators put on ``model_label``'s changelist
+    (the admin allows these lookups on its links)."""
+    return {
+        lookup
+        for workflow in _workflows.values()
+        for indicator in workflow.indicators
+        if indicator.model.lower() == model_label.lower()
+        for lookup in indicator.filters
+    }
 
 
 def fact_handler(fact: Any) -> FactHandler:

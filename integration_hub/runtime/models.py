@@ -22,6 +22,9 @@ class BusinessTransaction(models.Model):
     subject = models.CharField(max_length=255, unique=True, help_text="e.g. stripe:invoice:in_123")
     created_at = models.DateTimeField(auto_now_add=True)
 
+    class Meta:
+        indexes = [models.Index(fields=["kind", "created_at"], name="transaction_kind_created")]  # inventory
+
     def __str__(self) -> str:
         return f"{self.subject} [{self.id}]"
 
@@ -56,7 +59,8 @@ class InboundEvent(models.Model):
             # The sweeper's query: only unfinished rows, so it stays small as history grows.
             models.Index(
                 fields=["enqueued_at"], name="inbound_unfinished", condition=models.Q(status="received")
-            )
+            ),
+            models.Index(fields=["received_at"], name="inbound_received"),  # 24 h throughput
         ]
         ordering = ["-received_at"]
 
@@ -149,6 +153,8 @@ class DeliveryAttempt(models.Model):
 
     class Meta:
         ordering = ["delivery", "number"]
+        # Latency, retry rate and throughput over the last 24 hours (dashboard).
+        indexes = [models.Index(fields=["started_at"], name="attempt_started")]
 
 
 class ExceptionRecord(models.Model):
@@ -178,7 +184,12 @@ class ExceptionRecord(models.Model):
 
     class Status(models.TextChoices):
         OPEN = "open"
+        ACKNOWLEDGED = "acknowledged"
         RESOLVED = "resolved"
+        DISMISSED = "dismissed"
+
+    # Someone still has to act: it can be replayed, corrected, resolved or dismissed.
+    ACTIVE = (Status.OPEN, Status.ACKNOWLEDGED)
 
     transaction = models.ForeignKey(BusinessTransaction, on_delete=models.PROTECT, related_name="exceptions")
     delivery = models.ForeignKey(Delivery, null=True, blank=True, on_delete=models.PROTECT, related_name="exceptions")
@@ -190,14 +201,29 @@ class ExceptionRecord(models.Model):
     summary = models.CharField(max_length=500)
     detail = models.TextField(blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.OPEN)
-    resolution = models.TextField(blank=True)
+    resolution = models.TextField(blank=True, help_text="How it was resolved, or why it was dismissed")
     resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="assigned_exceptions"
+    )
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    notified_at = models.DateTimeField(null=True, blank=True, help_text="When the owning team was e-mailed about it")
+    breach_notified_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the owning team was e-mailed that it passed its SLA"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["status", "owner_team"])]
+        indexes = [
+            models.Index(fields=["status", "owner_team"]),
+            # The dashboard's and the notifier's queries: only the rows someone must act on.
+            models.Index(
+                fields=["owner_team", "category", "created_at"], name="exception_active",
+                condition=models.Q(status__in=["open", "acknowledged"]),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"[{self.get_owner_team_display()}] {self.summary}"

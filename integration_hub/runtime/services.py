@@ -30,7 +30,7 @@ from connectors.models import Connection
 from connectors.payloads import check_event
 from connectors.services import connection_vendor, connector_for
 from integration_hub.celery import app as celery_app
-from integration_hub.runtime import dispatch
+from integration_hub.runtime import dispatch, metrics
 from integration_hub.runtime.failures import DATA_OWNER, Failure, WorkerLost, failure_of, outcome_unknown
 from integration_hub.runtime.governor import GovernorUnavailable, governor_admit, governor_release
 from integration_hub.runtime.models import (
@@ -349,11 +349,13 @@ def delivery_hold(delivery: Delivery, *, reason: str, until: float) -> Delivery:
     else:
         locked.enqueued_at = None
     locked.save(update_fields=["status", "hold_reason", "attempts", "next_attempt_at", "enqueued_at", "updated_at"])
+    metrics.hold_observe(locked.connection.name, reason)
     log.info("delivery_held", reason=reason, until=locked.next_attempt_at.isoformat())
     return locked
 
 
 def _attempt_row(delivery: Delivery, *, started: dt.datetime, seconds: float, outcome: str, **fields) -> None:
+    metrics.attempt_observe(delivery.connection.name, outcome, seconds)
     DeliveryAttempt.objects.create(
         delivery=delivery,
         number=delivery.attempt_log.count() + 1,
@@ -379,6 +381,7 @@ def delivery_record_success(
     locked.last_error, locked.lookup_first = "", False
     locked.save(update_fields=["status", "external_id", "external_number", "last_error", "lookup_first", "updated_at"])
     dispatch.delivery_action(locked.action).bind(locked, document)
+    metrics.delivery_observe(locked.connection.name, locked.action, "posted")
     now = timezone.now()
     for dependent in locked.dependents.filter(status=Delivery.Status.PENDING):
         dependent.enqueued_at = now
@@ -430,6 +433,7 @@ def _delivery_failed(locked: Delivery, exc: Exception, *, started: dt.datetime, 
 
     locked.status = Delivery.Status.DEAD
     locked.save(update_fields=["status", "last_error", "lookup_first", "updated_at"])
+    metrics.delivery_observe(locked.connection.name, locked.action, "dead")
     exception_open(
         transaction_id=locked.transaction_id, delivery=locked,
         owner_team=_owner(failure, locked.transaction.kind), category=failure.category,
@@ -472,7 +476,7 @@ def audit_record(
 
 
 def _resolve_open(records, *, user, note: str) -> None:
-    records.filter(status=ExceptionRecord.Status.OPEN).update(
+    records.filter(status__in=ExceptionRecord.ACTIVE).update(
         status=ExceptionRecord.Status.RESOLVED, resolution=note, resolved_by=user, resolved_at=timezone.now()
     )
 

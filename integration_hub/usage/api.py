@@ -11,11 +11,12 @@ from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
-from rest_framework.decorators import api_view, parser_classes
+from rest_framework.decorators import api_view, parser_classes, permission_classes
 from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from integration_hub.api.permissions import owner_of
 from integration_hub.usage import selectors, services
 from integration_hub.usage.models import Checkpoint, UsageBatch
 from integration_hub.usage.serializers import (
@@ -51,6 +52,10 @@ class _BodyStream(io.RawIOBase):
         return len(data)
 
 
+# Usage is product operations' data: other teams neither read nor act on it.
+USAGE_OWNERS = owner_of("usage")
+
+
 def _csv_response(rows, filename: str) -> StreamingHttpResponse:
     class Echo:
         def write(self, value):
@@ -66,6 +71,7 @@ def _csv_response(rows, filename: str) -> StreamingHttpResponse:
 @extend_schema(methods=["POST"], request={"text/csv": bytes, "application/x-ndjson": bytes},
                responses={202: BatchSerializer}, operation_id="usage_batches_create")
 @api_view(["GET", "POST"])
+@permission_classes([USAGE_OWNERS])
 @parser_classes([_Raw])
 def batches(request: Request) -> Response:
     """POST: a usage file as the body (CSV with a header or JSON lines; gzip by
@@ -82,12 +88,14 @@ def batches(request: Request) -> Response:
 
 @extend_schema(responses={200: BatchSerializer})
 @api_view(["GET"])
+@permission_classes([USAGE_OWNERS])
 def batch_detail(request: Request, batch_id: int) -> Response:
     return Response(selectors.batch_detail(get_object_or_404(UsageBatch, pk=batch_id)))
 
 
 @extend_schema(responses={(200, "text/csv"): bytes})
 @api_view(["GET"])
+@permission_classes([USAGE_OWNERS])
 def batch_rejects(request: Request, batch_id: int) -> StreamingHttpResponse:
     batch = get_object_or_404(UsageBatch, pk=batch_id)
     return _csv_response(services.rejects_csv_rows(batch), f"usage-batch-{batch.pk}-rejects.csv")
@@ -102,6 +110,7 @@ def _period(value: str) -> dt.date | None:
 
 @extend_schema(request=None, responses={200: PeriodClosedSerializer})
 @api_view(["POST"])
+@permission_classes([USAGE_OWNERS])
 def period_close(request: Request, period: str) -> Response:
     parsed = _period(period)
     if parsed is None:
@@ -116,6 +125,7 @@ def period_close(request: Request, period: str) -> Response:
 @extend_schema(methods=["POST"], request=CheckpointRequestSerializer, responses={201: CheckpointSerializer},
                operation_id="reconciliations_run")
 @api_view(["GET", "POST"])
+@permission_classes([USAGE_OWNERS])
 def reconciliations(request: Request) -> Response:
     """POST ``{"period": "YYYY-MM"}``: run a checkpoint now (201 with its report)."""
     if request.method == "GET":
@@ -130,6 +140,7 @@ def reconciliations(request: Request) -> Response:
 @extend_schema(responses={200: CheckpointSerializer, (200, "text/csv"): bytes},
                operation_id="reconciliations_detail")
 @api_view(["GET"])
+@permission_classes([USAGE_OWNERS])
 def reconciliation_detail(request: Request, checkpoint_id: int):
     checkpoint = get_object_or_404(Checkpoint, pk=checkpoint_id)
     if request.query_params.get("as") == "csv":
@@ -139,6 +150,7 @@ def reconciliation_detail(request: Request, checkpoint_id: int):
 
 @extend_schema(request=None, responses={202: RepairSerializer})
 @api_view(["POST"])
+@permission_classes([USAGE_OWNERS])
 def reconciliation_repair(request: Request, checkpoint_id: int) -> Response:
     checkpoint = get_object_or_404(Checkpoint, pk=checkpoint_id)
     pushes = services.checkpoint_repair(checkpoint)

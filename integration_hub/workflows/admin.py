@@ -33,11 +33,14 @@ class FieldConflictAdmin(admin.ModelAdmin):
                        "current", "status", "transaction_id", "decided_by", "decided_at")
     actions = ["accept", "reject"]
 
-    @admin.action(description="Accept: apply the proposed values (and sync them)")
+    def has_decide_permission(self, request) -> bool:
+        return request.user.has_perm("operations.decide_conflict")
+
+    @admin.action(description="Accept: apply the proposed values (and sync them)", permissions=["decide"])
     def accept(self, request, queryset):
         _each(self, request, queryset, lambda c: conflict_settle(c, accept=True, user=request.user), "accepted.")
 
-    @admin.action(description="Reject: keep the canonical values")
+    @admin.action(description="Reject: keep the canonical values", permissions=["decide"])
     def reject(self, request, queryset):
         _each(self, request, queryset, lambda c: conflict_settle(c, accept=False, user=request.user), "rejected.")
 
@@ -51,11 +54,14 @@ class DuplicateCaseAdmin(admin.ModelAdmin):
     fields = ("customer", "survivor", "reasons", "status", "transaction_id", "decided_by", "decided_at")
     actions = ["merge", "distinct"]
 
-    @admin.action(description="Merge into the chosen survivor")
+    def has_merge_permission(self, request) -> bool:
+        return request.user.has_perm("operations.merge_duplicate")
+
+    @admin.action(description="Merge into the chosen survivor", permissions=["merge"])
     def merge(self, request, queryset):
         _each(self, request, queryset, lambda case: duplicate_merge(case, user=request.user), "merged.")
 
-    @admin.action(description="Not a duplicate: onboard it")
+    @admin.action(description="Not a duplicate: onboard it", permissions=["merge"])
     def distinct(self, request, queryset):
         _each(self, request, queryset, lambda case: duplicate_release(case, user=request.user),
               "released and onboarding.")

@@ -53,7 +53,13 @@ from connectors.base import ExternalDocument, ListPriceSink, PriceSink, ProductS
 from connectors.errors import NeedsConfiguration, Permanent
 from connectors.models import Connection
 from connectors.services import connection_for_role, connection_named
-from integration_hub.runtime.dispatch import DeliveryAction, TraceSection, Workflow, register_workflow
+from integration_hub.runtime.dispatch import (
+    DeliveryAction,
+    Indicator,
+    TraceSection,
+    Workflow,
+    register_workflow,
+)
 from integration_hub.runtime.failures import DATA_OWNER, Failure
 from integration_hub.runtime.models import Delivery, DeliveryAttempt, ExceptionRecord, InboundEvent
 from integration_hub.runtime.services import audit_record, delivery_plan
@@ -337,6 +343,16 @@ WORKFLOW = register_workflow(Workflow(
         DeliveryAction(name=PRICE_RELEASE, capability=PriceSink, send=_price_send, bind=_price_bind),
         DeliveryAction(name=LIST_PRICE_RELEASE, capability=ListPriceSink, send=_list_price_send,
                        bind=_list_price_bind),
+    ),
+    indicators=(
+        Indicator("prices_awaiting_approval", "Price versions awaiting approval", "canonical.PriceVersion",
+                  {"status": "draft"}, team=ExceptionRecord.Team.PRODUCT_OPERATIONS,
+                  help="pulled from the product platform; nothing reaches the ERP or billing before approval"),
+        Indicator("products_awaiting_approval", "Product versions awaiting approval", "canonical.ProductVersion",
+                  {"status": "draft"}, team=ExceptionRecord.Team.PRODUCT_OPERATIONS),
+        Indicator("catalog_releases_pending", "Catalog releases not yet in the ERP or billing", "runtime.Delivery",
+                  {"action__in": f"{PRODUCT_RELEASE},{PRICE_RELEASE},{LIST_PRICE_RELEASE}",
+                   "status__in": "pending,held,in_flight"}, team=ExceptionRecord.Team.PRODUCT_OPERATIONS),
     ),
     trace=(TraceSection("product_versions", "product_version", _version_rows(ProductVersion, "product_version")),
            TraceSection("price_versions", "price_version", _version_rows(PriceVersion, "price_version"))),

@@ -21,7 +21,14 @@ from django.db.models import Q
 
 from canonical.contracts import CustomerV1
 from canonical.events import CustomerReferenced, CustomerSnapshot
-from canonical.models import CrossReference, Customer, DuplicateCase, FieldConflict, LegalEntity
+from canonical.models import (
+    CrossReference,
+    Customer,
+    DuplicateCase,
+    FieldConflict,
+    LegalEntity,
+    SystemOfRecord,
+)
 from canonical.selectors import customer_contract, customer_source_ref
 from canonical.services import (
     InvalidCaseTransition,
@@ -37,9 +44,15 @@ from connectors.base import CustomerSink, CustomerSource, CustomerWriteBack, Ext
 from connectors.errors import MappingError, NeedsConfiguration, Permanent, Retryable
 from connectors.models import Connection
 from connectors.services import connection_can, connection_for_role, connection_named, connector_for
-from integration_hub.runtime.dispatch import DeliveryAction, TraceSection, Workflow, register_workflow
+from integration_hub.runtime.dispatch import (
+    DeliveryAction,
+    Indicator,
+    TraceSection,
+    Workflow,
+    register_workflow,
+)
 from integration_hub.runtime.models import Delivery, ExceptionRecord, InboundEvent
-from integration_hub.runtime.services import delivery_plan
+from integration_hub.runtime.services import audit_record, delivery_plan
 
 log = structlog.get_logger(__name__)
 
@@ -221,6 +234,10 @@ def customer_resync(customer: Customer, *, transaction_id) -> list[Delivery]:
 def conflict_settle(conflict: FieldConflict, *, accept: bool, user) -> Customer:
     """A person's decision on a field conflict; an accepted change is synced."""
     customer = conflict_decide(conflict, accept=accept, user=user)
+    audit_record(actor=user, action="conflict_accept" if accept else "conflict_reject", obj=conflict,
+                 reason=f"{conflict.field_group} from {conflict.source_system}",
+                 changes={"proposed": conflict.proposed, "current": conflict.current},
+                 transaction_id=conflict.transaction_id)
     if accept:
         customer_resync(customer, transaction_id=conflict.transaction_id or customer.transaction_id)
     return customer
@@ -233,6 +250,8 @@ def duplicate_merge(case: DuplicateCase, *, user) -> Customer:
         raise InvalidCaseTransition(f"case {case.pk} is {case.status} or has no survivor")
     survivor = customer_merge(case.customer, case.survivor)
     DuplicateCase.objects.filter(pk=case.pk).update(decided_by=user)
+    audit_record(actor=user, action="merge", obj=case, reason=f"customer {case.customer_id} into {survivor.pk}",
+                 transaction_id=case.transaction_id)
     customer_resync(survivor, transaction_id=case.transaction_id)
     return survivor
 
@@ -241,6 +260,8 @@ def duplicate_merge(case: DuplicateCase, *, user) -> Customer:
 def duplicate_release(case: DuplicateCase, *, user) -> Customer:
     """Declare the held customer distinct and onboard it."""
     customer = duplicate_case_release(case, user=user)
+    audit_record(actor=user, action="release", obj=case, reason=f"customer {customer.pk} is not a duplicate",
+                 transaction_id=case.transaction_id)
     customer_resync(customer, transaction_id=case.transaction_id)
     return customer
 
@@ -253,11 +274,38 @@ def _customer_rows(transaction_id, delivered) -> list[dict]:
     ]
 
 
+SALES = ExceptionRecord.Team.SALES_OPERATIONS
+
+INDICATORS = (
+    Indicator("updates_pending", "Customer updates pending synchronization", "runtime.Delivery",
+              {"action__in": f"{UPSERT},{WRITE_BACK}", "status__in": "pending,held,in_flight"}, team=SALES,
+              help="to the ERP, to billing, or the ERP id back to the CRM"),
+    Indicator("duplicates_held", "Possible duplicates held for a decision", "canonical.DuplicateCase",
+              {"status": "open"}, team=SALES),
+    Indicator("conflicts_open", "System-of-record conflicts to decide", "canonical.FieldConflict",
+              {"status": "open"}, team=SALES),
+    Indicator("invalid_records", "CRM records failing validation", "runtime.ExceptionRecord",
+              {"category": "mapping", "transaction__kind": "customer", "status__in": "open,acknowledged"}, team=SALES,
+              help="fix the record in the CRM, then replay"),
+)
+
+
+def policy_in_force() -> str:
+    rules = ", ".join(f"{group}: {owner}" for group, owner in SystemOfRecord.objects.filter(entity="customer")
+                      .order_by("field_group").values_list("field_group", "owner_role"))
+    return f"system of record per field group ({rules or 'none'}); ERP and billing by the booking legal entity"
+
+
 WORKFLOW = register_workflow(Workflow(
     name="customer_onboarding",
     title="Customer onboarding",
     pattern="near-real-time (CRM change events and a scheduled pull) → ERP, billing, write-back to CRM",
     data_owner=ExceptionRecord.Team.SALES_OPERATIONS,
+    source_role=Connection.Role.CRM,
+    target_roles=(Connection.Role.ERP, Connection.Role.BILLING, Connection.Role.CRM),
+    contracts=(CustomerV1,),
+    indicators=INDICATORS,
+    policy_in_force=policy_in_force,
     subjects=("customer",),
     facts={CustomerSnapshot: customer_snapshot},
     resolvers={CustomerReferenced: customer_read},

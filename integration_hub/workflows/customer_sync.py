@@ -9,8 +9,10 @@ cross-reference), so a billing change to, say, the name is not applied: it opens
 
 from __future__ import annotations
 
+from canonical.contracts import CustomerV1
 from canonical.events import CustomerChanged
 from canonical.services import customer_ingest
+from connectors.models import Connection
 from connectors.services import connection_named
 from integration_hub.runtime.dispatch import Workflow, register_workflow
 from integration_hub.runtime.models import ExceptionRecord, InboundEvent
@@ -27,5 +29,7 @@ WORKFLOW = register_workflow(Workflow(
     title="Customer changes from billing",
     pattern="event-driven (billing webhook), under system-of-record rules",
     data_owner=ExceptionRecord.Team.SALES_OPERATIONS,
+    source_role=Connection.Role.BILLING,
+    contracts=(CustomerV1,),
     facts={CustomerChanged: customer_changed},
 ))

@@ -17,8 +17,9 @@ import structlog
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 
+from canonical.contracts import CreditNoteV1, InvoiceV1, PaymentV1, RefundV1
 from canonical.events import InvoiceIssued, InvoicePaid, InvoiceVoided, InvoiceWrittenOff
-from canonical.models import Invoice, Payment
+from canonical.models import Invoice, LegalEntity, Payment
 from canonical.selectors import invoice_contract, payment_contract
 from canonical.services import (
     AdjustmentMismatch,
@@ -32,7 +33,13 @@ from canonical.services import (
 from connectors.base import ExternalDocument, InvoicePoster
 from connectors.models import Connection
 from connectors.services import connection_for_role
-from integration_hub.runtime.dispatch import DeliveryAction, TraceSection, Workflow, register_workflow
+from integration_hub.runtime.dispatch import (
+    DeliveryAction,
+    Indicator,
+    TraceSection,
+    Workflow,
+    register_workflow,
+)
 from integration_hub.runtime.failures import DATA_OWNER, Failure
 from integration_hub.runtime.models import Delivery, DeliveryAttempt, ExceptionRecord, InboundEvent
 from integration_hub.runtime.services import delivery_plan
@@ -165,11 +172,46 @@ def _payment_rows(transaction_id, delivered) -> list[dict]:
     ]
 
 
+ACTIVE = {"status__in": "open,acknowledged"}
+UNFINISHED = {"status__in": "pending,held,in_flight"}
+FINANCE = ExceptionRecord.Team.FINANCE
+EXCEPTIONS = "runtime.ExceptionRecord"
+
+INDICATORS = (
+    Indicator("awaiting_posting", "Invoices awaiting ERP posting", "runtime.Delivery",
+              {"action": POST, **UNFINISHED}, team=FINANCE, help="planned, held or being posted"),
+    Indicator("payments_awaiting", "Payments and voids awaiting the ERP", "runtime.Delivery",
+              {"action__in": f"{PAY},{VOID}", **UNFINISHED}, team=FINANCE),
+    Indicator("stuck_mapping", "Invoices stuck in validation: mapping", EXCEPTIONS,
+              {"category": "mapping", "inbound_event__isnull": "False", "transaction__kind__in": "invoice,payment",
+               **ACTIVE}, team=FINANCE, help="the billing event could not be read; fix its payload and replay"),
+    Indicator("stuck_policy", "Invoices stuck in validation: posting policy", EXCEPTIONS,
+              {"category": "policy", "transaction__kind__in": "invoice,payment", **ACTIVE}, team=FINANCE,
+              help="no legal entity books the currency"),
+    Indicator("stuck_tax", "Invoices stuck in validation: tax and totals (ERP)", EXCEPTIONS,
+              {"category__in": "mapping,rejected", "delivery__action": POST, **ACTIVE}, team=FINANCE,
+              help="the ERP refused the document: no matching tax, or its total differs"),
+)
+
+
+def policy_in_force() -> str:
+    """The posting rule applied now (versioned posting policies are to come)."""
+    entities = ", ".join(f"{code} books {currency}" for code, currency in
+                         LegalEntity.objects.order_by("code").values_list("code", "currency"))
+    return (f"built-in v1: legal entity by invoice currency ({entities or 'none configured'}); "
+            "ERP tax by billed rate; ERP total checked against the billed total")
+
+
 WORKFLOW = register_workflow(Workflow(
     name="invoice_posting",
     title="Invoice and payment posting",
     pattern="event-driven, guaranteed delivery (billing webhook → ERP)",
     data_owner=ExceptionRecord.Team.FINANCE,
+    source_role=Connection.Role.BILLING,
+    target_roles=(Connection.Role.ERP,),
+    contracts=(InvoiceV1, PaymentV1, CreditNoteV1, RefundV1),
+    indicators=INDICATORS,
+    policy_in_force=policy_in_force,
     subjects=("invoice", "payment", "invoice_payment", "credit_note", "refund", "charge", "dispute"),
     facts={
         InvoiceIssued: invoice_issued, InvoicePaid: invoice_paid, InvoiceVoided: invoice_voided,

@@ -12,7 +12,13 @@ Connections: a subscription's legal entity names its billing connection
 from __future__ import annotations
 
 from connectors.base import ExternalDocument, MeterEventSink
-from integration_hub.runtime.dispatch import DeliveryAction, TraceSection, Workflow, register_workflow
+from integration_hub.runtime.dispatch import (
+    DeliveryAction,
+    Indicator,
+    TraceSection,
+    Workflow,
+    register_workflow,
+)
 from integration_hub.runtime.models import Delivery, ExceptionRecord
 from integration_hub.usage import services
 from integration_hub.usage.models import UsageBatch, UsagePeriod
@@ -50,6 +56,15 @@ WORKFLOW = register_workflow(Workflow(
     subjects=("usage",),
     actions=(DeliveryAction(name=services.PUSH_ACTION, capability=MeterEventSink, send=meter_events_send,
                             bind=meter_events_bind),),
+    indicators=(
+        Indicator("batches_not_loaded", "Usage batches not loaded yet", "usage.UsageBatch",
+                  {"status__in": "received,loading"}, team=ExceptionRecord.Team.PRODUCT_OPERATIONS),
+        Indicator("batches_failed", "Usage batches refused", "usage.UsageBatch", {"status": "failed"},
+                  team=ExceptionRecord.Team.PRODUCT_OPERATIONS, help="a file refused as a whole (control totals, format)"),
+        Indicator("checkpoints_unreconciled", "Reconciliation checkpoints not balanced", "usage.Checkpoint",
+                  {"status": "mismatch"}, team=ExceptionRecord.Team.FINANCE,
+                  help="usage loaded, aggregated, pushed and billed disagree; repair re-pushes what is missing"),
+    ),
     trace=(TraceSection("usage_batches", "usage_batch", _batches), TraceSection("usage_periods", "usage_period",
                                                                                   _periods)),
 ))

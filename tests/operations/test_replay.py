@@ -100,6 +100,9 @@ def test_edit_and_replay_of_an_invoice_picks_another_policy_and_rejects_invalid_
     assert set(AuditEntry.objects.values_list("action", flat=True)) == {"edit", "replay"}
 
 
+NO_NOTES = {"notes-TOTAL_FORMS": 0, "notes-INITIAL_FORMS": 0, "notes-MIN_NUM_FORMS": 0, "notes-MAX_NUM_FORMS": 1000}
+
+
 def test_the_admin_replays_and_edits_and_replays(hub, admin_client, post_webhook, sandbox, sent_tasks):
     hub.failures.extend([Permanent("rejected"), Permanent("rejected")])
     _send(post_webhook, sandbox, sent_tasks, count=2)
@@ -112,8 +115,8 @@ def test_the_admin_replays_and_edits_and_replays(hub, admin_client, post_webhook
         {"position": 1, "description": "Plan (corrected)", "tax_amount": 200, "tax_rate": "10.0000"},
         {"position": 2, "description": "Extra", "tax_amount": 50, "tax_rate": "10.0000"}]}
     response = admin_client.post(f"/admin/runtime/exceptionrecord/{first.pk}/change/", {
-        "resolution": "", "correction": json.dumps(correction), "reason": "renamed line",
-        "_save_and_replay": "Save and replay",
+        "assignee": "", "correction": json.dumps(correction), "reason": "renamed line",
+        "_save_and_replay": "Save and replay", **NO_NOTES,
     })
     assert response.status_code == 302
     listing = admin_client.post("/admin/runtime/exceptionrecord/", {

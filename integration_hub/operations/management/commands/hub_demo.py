@@ -85,6 +85,7 @@ class Command(BaseCommand):
             self.report_adjustments(tryton)
             self.report_crm(tryton)
             self.catalog_scenario(tryton, timeout)
+            self.report_console(web_url)
             self.step("Done")
             if keep_running:
                 self.explore(web_url)
@@ -126,6 +127,8 @@ class Command(BaseCommand):
         self.step("Starting the web app (gunicorn), a Celery worker and beat")
         port = _free_port()
         python = sys.executable
+        # Prometheus scrapes /metrics with this bearer token (the web process inherits it).
+        os.environ.setdefault("HUB_METRICS_TOKEN", secrets.token_hex(16))
         self.spawn("web", [python, "-m", "gunicorn", "integration_hub.wsgi", "--bind", f"127.0.0.1:{port}",
                            "--workers", "2", "--access-logfile", "-"])
         self.spawn("worker", [python, "-m", "celery", "-A", "integration_hub", "worker", "-c", "2",
@@ -348,6 +351,38 @@ class Command(BaseCommand):
         finally:
             client.close()
 
+    def report_console(self, web_url: str) -> None:
+        """What the operations dashboard shows now, and what Prometheus scrapes."""
+        from integration_hub.operations.dashboard import business_figures, exceptions_by_team
+
+        self.step("The operations console (the dashboard's business figures; /metrics for Prometheus)")
+        admin = get_user_model()(username="demo", is_superuser=True, is_active=True)
+        for flow in business_figures(admin):
+            figures = ", ".join(f"{f.title.split(': ')[-1] if ': ' in f.title else f.title}: {f.value}"
+                                for f in flow["figures"])
+            self.say(f"  {flow['title']:<30} {figures}")
+        for team in exceptions_by_team(admin):
+            self.say(f"  open exceptions, {team['team']}: {team['count']} (oldest {team['oldest_age']}, "
+                     f"SLA {team['oldest_sla'] or '-'})")
+        token = os.environ["HUB_METRICS_TOKEN"]
+        body = httpx.get(f"{web_url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10).text
+        families = sorted({line.split()[2] for line in body.splitlines() if line.startswith("# TYPE hub_")})
+        self.say(f"  /metrics: {len(families)} hub families ({', '.join(families)})")
+
+    def console_users(self) -> list[tuple[str, str]]:
+        """One demo login per role, to see the scoping (password = username)."""
+        from django.contrib.auth.models import Group
+
+        users = [("fiona", "Finance operations"), ("sam", "Sales operations"), ("ivan", "IT operations"),
+                 ("rita", "Read-only")]
+        for username, group in users:
+            user, created = get_user_model().objects.get_or_create(username=username, defaults={"is_staff": True})
+            if created:
+                user.set_password(username)
+                user.save()
+            user.groups.add(Group.objects.get(name=group))
+        return users
+
     def explore(self, web_url: str) -> None:
         user, created = get_user_model().objects.get_or_create(
             username="admin", defaults={"is_staff": True, "is_superuser": True})
@@ -355,8 +390,13 @@ class Command(BaseCommand):
             user.set_password("admin")
             user.save()
         token, _ = Token.objects.get_or_create(user=user)
+        roles = ", ".join(f"{name} ({group})" for name, group in self.console_users())
         self.say(f"\n  Admin:  {web_url}/admin/  (admin / admin — a demo account)\n"
+                 f"  Roles:  {roles} — the password is the user name\n"
+                 f"  Console: {web_url}/admin/dashboard/  ·  {web_url}/admin/inventory/\n"
                  f"  API:    curl -H 'Authorization: Token {token.key}' {web_url}/api/deliveries/\n"
+                 f"  Docs:   {web_url}/api/schema/swagger/ and /api/schema/redoc/ (signed in)\n"
+                 f"  Metrics: curl -H 'Authorization: Bearer {os.environ['HUB_METRICS_TOKEN']}' {web_url}/metrics\n"
                  "  Ctrl-C stops everything.")
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
