@@ -23,7 +23,9 @@ VIEW_RUNTIME = (
     "operations.view_console", "operations.view_exceptionnote", "operations.view_exceptionsla",
 )
 VIEW_CANONICAL = ("canonical.view_customer", "canonical.view_invoice", "canonical.view_payment",
-                  "canonical.view_legalentity", "canonical.view_crossreference")
+                  "canonical.view_legalentity", "canonical.view_crossreference",
+                  "canonical.view_productversion", "canonical.view_priceversion",
+                  "usage.view_usagebatch", "usage.view_usageperiod", "usage.view_checkpoint")
 VIEW_CONNECTIONS = ("connectors.view_connection", "runtime.view_admissionpolicy", "runtime.view_maintenancewindow")
 CASEWORK = ("operations.replay_exception", "operations.bulk_replay_exception",
             "operations.edit_and_replay_exception", "operations.work_exception",
