@@ -162,8 +162,8 @@ def _rate_fits(mapping: Mapping[str, Any], line: LineFacts, rate: Decimal | None
 
 def tax_code_for(taxes: Sequence[Mapping[str, Any]], facts: DocumentFacts, line: LineFacts, *, version: int) -> str:
     """The ERP tax code for the line's jurisdiction and rate: the most specific
-    jurisdiction (subdivision, country, region, ``*``), a tax-status mapping before
-    an any-status one. When billing did not state the rate, the mapped rates that
+    a mapping for the customer's tax status before an any-status one, then the most
+    specific jurisdiction (subdivision, country, region, ``*``). When billing did not state the rate, the mapped rates that
     reproduce its tax amount are the candidates. PolicyMissing names jurisdiction
     and rate when none covers it; PolicyAmbiguous when two cover it equally."""
     rate = line_rate(line)
@@ -180,11 +180,12 @@ def tax_code_for(taxes: Sequence[Mapping[str, Any]], facts: DocumentFacts, line:
             f"posting policy v{version} maps no tax for jurisdiction {_jurisdiction(facts) or 'unknown'} at "
             f"{stated} (tax status {facts.tax_status}); {hint}"
         )
-    ranked = sorted(candidates, key=lambda m: (_SPECIFICITY[m["kind"]], 0 if m.get("tax_status") else 1))
+    def rank(mapping: Mapping[str, Any]) -> tuple[int, int]:
+        return (0 if mapping.get("tax_status") else 1, _SPECIFICITY[mapping["kind"]])
+
+    ranked = sorted(candidates, key=rank)
     best = ranked[0]
-    if len(ranked) > 1 and (_SPECIFICITY[ranked[1]["kind"]], bool(ranked[1].get("tax_status"))) == (
-        _SPECIFICITY[best["kind"]], bool(best.get("tax_status"))
-    ) and ranked[1]["tax_code"] != best["tax_code"]:
+    if len(ranked) > 1 and rank(ranked[1]) == rank(best) and ranked[1]["tax_code"] != best["tax_code"]:
         raise PolicyAmbiguous(
             f"posting policy v{version}: tax mappings {best['jurisdiction']} → {best['tax_code'] or 'no tax'} and "
             f"{ranked[1]['jurisdiction']} → {ranked[1]['tax_code'] or 'no tax'} both cover "
