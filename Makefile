@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test faults lint install migrate worker beat web schemas clean bench bench-smoke
+.PHONY: demo test faults lint install migrate worker usage-worker beat web schemas clean bench bench-smoke
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ faults: $(STAMP)
 
 worker: migrate
 	$(BIN)/celery -A integration_hub worker --loglevel=INFO --concurrency=2
+
+## The bulk usage queue's worker (usage loads never share a worker with finance postings).
+usage-worker: migrate
+	$(BIN)/celery -A integration_hub worker -Q $${HUB_USAGE_QUEUE:-$${HUB_QUEUE:-hub}-usage} --loglevel=INFO --concurrency=1
 
 beat: migrate
 	$(BIN)/celery -A integration_hub beat --loglevel=INFO

@@ -63,6 +63,7 @@ class Plan:
     history_events: int
     sweep_repeats: int
     profile_events: int
+    usage_rows: int = 1_000_000
 
 
 FULL = Plan(
@@ -75,7 +76,7 @@ SMOKE = Plan(
     name="smoke", pairs=1, ingest_connections=(8, 32), ingest_seconds=1.0, ingest_max_requests=200,
     pipeline_events=150, worker_concurrency=2, slow_docs=12, slow_latency_ms=200, slow_cap=4,
     slow_worker_concurrency=8, history_rows=(100, 2_000), history_events=60, sweep_repeats=3,
-    profile_events=0,
+    profile_events=0, usage_rows=20_000,
 )
 
 # The figures every run must produce (bench-smoke checks they are all there).
@@ -84,6 +85,7 @@ FIGURES = [
     "pipeline_throughput", "slow_erp_throughput", "slow_erp_peak_concurrency",
     "history_throughput", "sweep_query_ms_small", "sweep_query_ms_large",
     "web_rss_mb", "worker_rss_mb",
+    "usage_load_rps", "usage_load_rss_mb", "usage_aggregate_seconds",
 ]
 
 
@@ -640,6 +642,71 @@ class Suite:
         for name in dbs.values():
             db_drop(name)
 
+    # -- usage loads -------------------------------------------------------------------
+
+    def usage(self) -> None:
+        """A CSV of ``usage_rows`` records loaded by ``manage.py usage_load`` (parse, COPY into
+        the stage, one INSERT … ON CONFLICT into the partitioned table, counts) against a raw
+        psycopg COPY of the same file into a table with the same unique key, interleaved;
+        then the period's aggregation over the loaded rows."""
+        import psycopg
+
+        rows = self.plan.usage_rows
+        path = self.logdir / "usage.csv"
+        log(f"usage: writing {rows:,} records to {path}")
+        with path.open("w") as out:
+            out.write("id,subscription,metric,quantity,timestamp,region\n")
+            for n in range(rows):
+                out.write(f"ev-{n:09d},sub_{n % 500},{('api_calls', 'storage_gb', 'seats')[n % 3]},"
+                          f"{n % 97}.{n % 1000:03d},2025-01-{1 + n % 28:02d}T{n % 24:02d}:00:00Z,eu-{n % 4}\n")
+        database = "bench_usage"
+        timings: dict[str, list[float]] = {"rss": [], "aggregate": []}
+
+        def base(i: int) -> float:
+            db_clone(database)
+            try:
+                with psycopg.connect(f"{PG}/{database}") as conn, path.open("rb") as stream:
+                    conn.execute("CREATE TABLE usage_baseline (id text PRIMARY KEY, subscription text, metric text, "
+                                 "quantity text, timestamp text, region text)")
+                    start = time.perf_counter()
+                    with conn.cursor().copy("COPY usage_baseline FROM STDIN (FORMAT csv, HEADER)") as copy:
+                        while chunk := stream.read(1 << 20):
+                            copy.write(chunk)
+                    conn.commit()
+                    return rows / (time.perf_counter() - start)
+            finally:
+                db_drop(database)
+
+        def hub(i: int) -> float:
+            db_clone(database)
+            try:
+                child("usage_setup", database)
+                start = time.perf_counter()
+                proc = subprocess.Popen([PYTHON, "manage.py", "usage_load", str(path)], cwd=ROOT,
+                                        env=hub_env(database), stdout=subprocess.DEVNULL,
+                                        stderr=(self.logdir / f"usage-load-{i}.log").open("w"))
+                with RssSampler(proc.pid) as rss:
+                    if proc.wait() != 0:
+                        raise RuntimeError("usage_load failed")
+                rate = rows / (time.perf_counter() - start)
+                timings["rss"].append(rss.peak)
+                timings["aggregate"].append(float(child("usage_aggregate", database, capture=True).strip()))
+                return rate
+            finally:
+                db_drop(database)
+
+        base_runs, hub_runs = interleave(self.plan.pairs, base, hub)
+        ratio = statistics.median(hub_runs) / statistics.median(base_runs)
+        self.figure("usage_load_rps", title=f"Usage load, {rows:,} CSV records (records/s)", unit="records/s",
+                    hub=hub_runs, baseline=base_runs, goal="≥ 0.5 × raw COPY", met=ratio >= 0.5,
+                    note="baseline: psycopg COPY of the same file into a table with the same unique key")
+        self.figure("usage_load_rss_mb", title="usage_load process RSS while loading", unit="MB",
+                    hub=timings["rss"], baseline=None, goal="< 300 MB", met=max(timings["rss"]) < 300,
+                    higher_is_better=False)
+        self.figure("usage_aggregate_seconds", title=f"Aggregation of the period over {rows:,} records",
+                    unit="s", hub=timings["aggregate"], baseline=None, goal="< 5 s (1,000,000 records)",
+                    met=max(timings["aggregate"]) < 5 if rows >= 1_000_000 else None, higher_is_better=False)
+
     # -- memory and profile ---------------------------------------------------------
 
     def memory(self) -> None:
@@ -1060,7 +1127,30 @@ def step_sweep(args) -> None:
                       "explain": "\n\n".join(explains)}))
 
 
+def step_usage_setup(args) -> None:
+    """The 500 subscriptions of the usage file, known (so its records match)."""
+    _django()
+    from canonical.models import LegalEntity
+    from integration_hub.usage.models import UsageSubscription
+
+    entity = LegalEntity.objects.order_by("pk").first() or LegalEntity.objects.create(
+        code="US", name="Bench US", currency="USD", country="US")
+    UsageSubscription.objects.bulk_create([UsageSubscription(subscription=f"sub_{n}", legal_entity=entity,
+                                                             billing_customer=f"cus_{n}") for n in range(500)])
+
+
+def step_usage_aggregate(args) -> None:
+    """Prints the seconds one aggregation of January 2025 takes."""
+    _django()
+    from integration_hub.usage.services import period_aggregate
+
+    start = time.perf_counter()
+    period_aggregate(dt.date(2025, 1, 1))
+    print(f"{time.perf_counter() - start:.3f}")
+
+
 STEPS = {
+    "_usage_setup": step_usage_setup, "_usage_aggregate": step_usage_aggregate,
     "_setup": step_setup, "_slow_erp_setup": step_slow_erp_setup, "_feed": step_feed,
     "_noop_send": step_noop_send, "_load_history": step_load_history, "_history_marks": step_history_marks,
     "_history_trim": step_history_trim, "_sweep": step_sweep,
@@ -1089,7 +1179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="small counts, the same code paths (CI)")
     parser.add_argument("--pipeline-events", type=int, default=0,
                         help="events per pipeline run (the issue's figure is 20000: about N / rate seconds per run)")
-    parser.add_argument("--only", default="", help="comma-separated: ingest,pipeline,slow,history,profile")
+    parser.add_argument("--only", default="", help="comma-separated: ingest,pipeline,slow,history,usage,profile")
     parser.add_argument("--output", default="", help="where the results go (default: benchmarks/, or the"
                         " run's log folder for --smoke)")
     args = parser.parse_args(argv)
@@ -1106,7 +1196,7 @@ def main(argv: list[str] | None = None) -> int:
     suite.setup_template()
     try:
         for name, run in (("ingest", suite.ingest), ("pipeline", suite.pipeline), ("slow", suite.slow_erp),
-                          ("history", suite.history), ("profile", suite.profile)):
+                          ("history", suite.history), ("usage", suite.usage), ("profile", suite.profile)):
             if not only or name in only:
                 run()
         if not only or {"ingest", "pipeline"} <= only:

@@ -158,4 +158,99 @@ class PaymentV1(Contract):
         return currency_normalize(value)
 
 
-CONTRACTS: tuple[type[Contract], ...] = (CustomerV1, InvoiceV1, PaymentV1)
+class CreditNoteLineV1(BaseModel):
+    """One credited line: a share of an invoice line, or an amount of its own."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source_line_id: str | None = None
+    invoice_line_ref: str | None = Field(
+        default=None, description="The credited invoice line's source_line_id; null for a credit by amount"
+    )
+    description: str = Field(min_length=1)
+    quantity: Decimal | None = Field(default=None, ge=0, description="Units credited, when the source says")
+    amount: int = Field(ge=0, description="Credited amount excluding tax, minor units")
+    tax_amount: int = Field(default=0, ge=0, description="Tax credited on this line, minor units")
+    tax_rate: Decimal | None = Field(default=None, description="Percent, when known")
+
+
+CreditNoteStatus = Literal["issued", "void"]
+
+
+class CreditNoteV1(Contract):
+    """A credit against one issued invoice, and how billing settled it.
+
+    ``total`` = ``pre_payment_amount`` (taken off what the invoice still asks for)
+    + ``refund_amount`` (money returned) + ``credit_balance_amount`` (kept on the
+    customer's balance) + ``out_of_band_amount`` (settled outside billing).
+    """
+
+    name: ClassVar[str] = "credit_note"
+    version: ClassVar[int] = 1
+
+    source: SourceRef
+    invoice: SourceRef = Field(description="The credited invoice")
+    number: str | None = None
+    currency: str = Field(description="ISO 4217, upper case")
+    status: CreditNoteStatus
+    issued_on: dt.date
+    reason: str | None = None
+    subtotal: int = Field(ge=0, description="Sum of line amounts excluding tax, minor units")
+    tax: int = Field(ge=0, description="Total tax credited, minor units")
+    total: int = Field(ge=0, description="subtotal + tax, minor units")
+    pre_payment_amount: int = Field(default=0, ge=0)
+    refund_amount: int = Field(default=0, ge=0)
+    credit_balance_amount: int = Field(default=0, ge=0)
+    out_of_band_amount: int = Field(default=0, ge=0)
+    refunds: tuple[SourceRef, ...] = Field(default=(), description="Refunds that paid the credit out")
+    voided_at: dt.datetime | None = None
+    lines: tuple[CreditNoteLineV1, ...] = Field(min_length=1)
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        return currency_normalize(value)
+
+    @model_validator(mode="after")
+    def _amounts_add_up(self) -> CreditNoteV1:
+        if self.subtotal + self.tax != self.total:
+            raise ValueError(f"subtotal {self.subtotal} + tax {self.tax} != total {self.total}")
+        if sum(line.amount for line in self.lines) != self.subtotal:
+            raise ValueError("line amounts do not add up to the subtotal")
+        if sum(line.tax_amount for line in self.lines) != self.tax:
+            raise ValueError("line taxes do not add up to the credit note tax")
+        settled = self.pre_payment_amount + self.refund_amount + self.credit_balance_amount + self.out_of_band_amount
+        if settled != self.total:
+            raise ValueError(f"settlement amounts add up to {settled}, the total is {self.total}")
+        return self
+
+
+RefundKind = Literal["refund", "dispute_lost"]
+RefundStatus = Literal["pending", "requires_action", "succeeded", "failed", "canceled"]
+
+
+class RefundV1(Contract):
+    """Money returned on a payment: a refund, or the funds of a lost dispute."""
+
+    name: ClassVar[str] = "refund"
+    version: ClassVar[int] = 1
+
+    source: SourceRef
+    kind: RefundKind = "refund"
+    payment: SourceRef = Field(description="The payment it reverses, by the id billing gave that payment")
+    payment_aliases: tuple[str, ...] = Field(
+        default=(), description="Other ids the same payment may be known by (its charge, its payment intent)"
+    )
+    currency: str
+    amount: int = Field(gt=0, description="Minor units")
+    status: RefundStatus
+    refunded_at: dt.datetime
+    reason: str | None = None
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        return currency_normalize(value)
+
+
+CONTRACTS: tuple[type[Contract], ...] = (CustomerV1, InvoiceV1, PaymentV1, CreditNoteV1, RefundV1)

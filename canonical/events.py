@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from canonical.contracts import CustomerV1, InvoiceV1, PaymentV1, SourceRef
+from canonical.contracts import CreditNoteV1, CustomerV1, InvoiceV1, PaymentV1, RefundV1, SourceRef
 
 
 @dataclass(frozen=True)
@@ -53,4 +53,42 @@ class InvoiceVoided:
     invoice: InvoiceV1
 
 
-Fact = CustomerChanged | CustomerReferenced | CustomerSnapshot | InvoiceIssued | InvoicePaid | InvoiceVoided
+@dataclass(frozen=True)
+class InvoiceWrittenOff:
+    """Billing gave up collecting the invoice (Stripe: marked uncollectible)."""
+
+    invoice: InvoiceV1
+
+
+@dataclass(frozen=True)
+class PaymentReceived:
+    """One payment towards an invoice (of possibly several); the invoice is named by
+    ``payment.invoice`` only."""
+
+    payment: PaymentV1
+
+
+@dataclass(frozen=True)
+class CreditNoteIssued:
+    """A credit note was issued or changed (its amounts are final once issued)."""
+
+    credit_note: CreditNoteV1
+
+
+@dataclass(frozen=True)
+class CreditNoteVoided:
+    credit_note: CreditNoteV1
+
+
+@dataclass(frozen=True)
+class RefundIssued:
+    """Money went back on a payment (a refund, or a lost dispute); ``status`` says
+    whether it has left yet."""
+
+    refund: RefundV1
+
+
+Fact = (
+    CustomerChanged | CustomerReferenced | CustomerSnapshot | InvoiceIssued | InvoicePaid | InvoiceVoided
+    | InvoiceWrittenOff | PaymentReceived | CreditNoteIssued | CreditNoteVoided | RefundIssued
+)

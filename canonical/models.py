@@ -34,6 +34,11 @@ class LegalEntity(models.Model):
         max_length=50, blank=True,
         help_text="Name of its billing connection (blank: the only active billing connection)",
     )
+    write_off_account = models.CharField(
+        max_length=50, blank=True,
+        help_text="ERP account code that uncollectible invoices are written off to (posting policy; "
+                  "blank: write-offs wait for finance to name one)",
+    )
 
     class Meta:
         verbose_name_plural = "legal entities"
@@ -183,6 +188,88 @@ class Payment(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["source_system", "source_id"], name="payment_unique_source")
+        ]
+
+
+class CreditNote(models.Model):
+    """A credit against one invoice, with how billing settled it (see CreditNoteV1)."""
+
+    class Status(models.TextChoices):
+        ISSUED = "issued"
+        VOID = "void"
+
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="credit_notes")
+    source_system = models.CharField(max_length=50)
+    source_id = models.CharField(max_length=255)
+    number = models.CharField(max_length=100, blank=True)
+    currency = models.CharField(max_length=3, validators=[currency_code])
+    status = models.CharField(max_length=20, choices=Status.choices)
+    issued_on = models.DateField()
+    reason = models.CharField(max_length=100, blank=True)
+    subtotal = models.BigIntegerField()
+    tax = models.BigIntegerField()
+    total = models.BigIntegerField()
+    pre_payment_amount = models.BigIntegerField(default=0, help_text="Taken off the invoice's amount due")
+    refund_amount = models.BigIntegerField(default=0, help_text="Paid back to the customer")
+    credit_balance_amount = models.BigIntegerField(default=0, help_text="Kept on the customer's balance")
+    out_of_band_amount = models.BigIntegerField(default=0, help_text="Settled outside billing")
+    refund_refs = models.JSONField(default=list, blank=True, help_text="Source ids of the refunds that paid it out")
+    voided_at = models.DateTimeField(null=True, blank=True)
+    version = models.PositiveIntegerField(default=1)
+    transaction_id = models.UUIDField(null=True, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source_system", "source_id"], name="credit_note_unique_source")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.number or self.source_id} ({self.currency})"
+
+
+class CreditNoteLine(models.Model):
+    credit_note = models.ForeignKey(CreditNote, on_delete=models.CASCADE, related_name="lines")
+    position = models.PositiveIntegerField()
+    source_line_id = models.CharField(max_length=255, blank=True)
+    invoice_line_ref = models.CharField(max_length=255, blank=True, help_text="The credited invoice line, if any")
+    description = models.CharField(max_length=500)
+    quantity = models.DecimalField(max_digits=18, decimal_places=6, null=True, blank=True)
+    amount = models.BigIntegerField(help_text="Excluding tax, minor units")
+    tax_amount = models.BigIntegerField(default=0)
+    tax_rate = models.DecimalField(max_digits=9, decimal_places=4, null=True, blank=True)
+
+    class Meta:
+        ordering = ["credit_note", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["credit_note", "position"], name="credit_note_line_unique_position")
+        ]
+
+
+class Refund(models.Model):
+    """Money returned on a payment: a refund, or a lost dispute's withdrawn funds."""
+
+    class Kind(models.TextChoices):
+        REFUND = "refund"
+        DISPUTE_LOST = "dispute_lost"
+
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds")
+    source_system = models.CharField(max_length=50)
+    source_id = models.CharField(max_length=255)
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.REFUND)
+    currency = models.CharField(max_length=3, validators=[currency_code])
+    amount = models.BigIntegerField(help_text="Minor units")
+    status = models.CharField(max_length=20)
+    reason = models.CharField(max_length=100, blank=True)
+    refunded_at = models.DateTimeField()
+    transaction_id = models.UUIDField(null=True, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source_system", "source_id"], name="refund_unique_source")
         ]
 
 

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
-from canonical.contracts import Address, CustomerV1, InvoiceLineV1, InvoiceV1, PaymentV1, SourceRef, TaxId
-from canonical.models import CrossReference, Customer, Invoice, Payment
+from canonical.contracts import (
+    Address,
+    CreditNoteLineV1,
+    CreditNoteV1,
+    CustomerV1,
+    InvoiceLineV1,
+    InvoiceV1,
+    PaymentV1,
+    RefundV1,
+    SourceRef,
+    TaxId,
+)
+from canonical.models import CreditNote, CrossReference, Customer, Invoice, Payment, Refund
 
 
 def customer_contract(customer: Customer) -> CustomerV1:
@@ -81,4 +92,52 @@ def payment_contract(payment: Payment) -> PaymentV1:
         currency=payment.currency,
         amount=payment.amount,
         paid_at=payment.paid_at,
+    )
+
+
+def credit_note_contract(note: CreditNote) -> CreditNoteV1:
+    invoice = note.invoice
+    return CreditNoteV1(
+        source=SourceRef(system=note.source_system, external_id=note.source_id),
+        invoice=SourceRef(system=invoice.source_system, external_id=invoice.source_id),
+        number=note.number or None,
+        currency=note.currency,
+        status=note.status,
+        issued_on=note.issued_on,
+        reason=note.reason or None,
+        subtotal=note.subtotal,
+        tax=note.tax,
+        total=note.total,
+        pre_payment_amount=note.pre_payment_amount,
+        refund_amount=note.refund_amount,
+        credit_balance_amount=note.credit_balance_amount,
+        out_of_band_amount=note.out_of_band_amount,
+        refunds=tuple(SourceRef(system=note.source_system, external_id=ref) for ref in note.refund_refs),
+        voided_at=note.voided_at,
+        lines=tuple(
+            CreditNoteLineV1(
+                source_line_id=line.source_line_id or None,
+                invoice_line_ref=line.invoice_line_ref or None,
+                description=line.description,
+                quantity=line.quantity.normalize() if line.quantity is not None else None,
+                amount=line.amount,
+                tax_amount=line.tax_amount,
+                tax_rate=line.tax_rate,
+            )
+            for line in note.lines.all()
+        ),
+    )
+
+
+def refund_contract(refund: Refund) -> RefundV1:
+    payment = refund.payment
+    return RefundV1(
+        source=SourceRef(system=refund.source_system, external_id=refund.source_id),
+        kind=refund.kind,
+        payment=SourceRef(system=payment.source_system, external_id=payment.source_id),
+        currency=refund.currency,
+        amount=refund.amount,
+        status=refund.status,
+        refunded_at=refund.refunded_at,
+        reason=refund.reason or None,
     )

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from canonical.contracts import CustomerV1, InvoiceV1, PaymentV1
+from canonical.contracts import CreditNoteV1, CustomerV1, InvoiceV1, PaymentV1, RefundV1
 from canonical.dedupe import match_keys
 from canonical.models import (
+    CreditNote,
+    CreditNoteLine,
     CrossReference,
     Customer,
     CustomerAlias,
@@ -21,6 +23,7 @@ from canonical.models import (
     InvoiceLine,
     LegalEntity,
     Payment,
+    Refund,
     SystemOfRecord,
 )
 from canonical.policy import PolicyMissing  # noqa: F401 - where workflows have always imported it from
@@ -153,6 +156,115 @@ def payment_upsert(contract: PaymentV1, *, invoice: Invoice, transaction_id: uui
         },
     )
     return payment
+
+
+def invoice_find(*, system: str, external_id: str) -> Invoice | None:
+    return Invoice.objects.filter(source_system=system, source_id=external_id).first()
+
+
+def payment_find(*, system: str, external_ids: tuple[str, ...]) -> Payment | None:
+    """The payment known under any of ``external_ids`` (a charge and its payment intent
+    name one payment)."""
+    return (
+        Payment.objects.select_related("invoice")
+        .filter(source_system=system, source_id__in=[i for i in external_ids if i])
+        .order_by("pk")
+        .first()
+    )
+
+
+class AdjustmentMismatch(ValueError):
+    """An adjustment does not fit the document it adjusts (currency, amount)."""
+
+
+@transaction.atomic
+def credit_note_upsert(
+    contract: CreditNoteV1, *, invoice: Invoice, transaction_id: uuid.UUID | None = None
+) -> CreditNote:
+    """Create the credit note, or move it to void. An issued credit note's amounts
+    and lines are final (billing only lets memo and metadata change), so a later
+    snapshot changes its status and nothing else. Raises AdjustmentMismatch for a
+    credit in another currency than the invoice, or more than the invoice total."""
+    if contract.currency != invoice.currency:
+        raise AdjustmentMismatch(
+            f"credit note {contract.source.external_id} is in {contract.currency}, "
+            f"invoice {invoice.source_id} in {invoice.currency}"
+        )
+    source = contract.source
+    note = CreditNote.objects.select_for_update().filter(
+        source_system=source.system, source_id=source.external_id
+    ).first()
+    if note is None:
+        credited = sum(
+            CreditNote.objects.filter(invoice=invoice, status=CreditNote.Status.ISSUED).values_list("total", flat=True)
+        )
+        if contract.status == CreditNote.Status.ISSUED and credited + contract.total > invoice.total:
+            raise AdjustmentMismatch(
+                f"credit note {source.external_id} ({contract.total}) and earlier credits ({credited}) "
+                f"exceed invoice {invoice.source_id}'s total {invoice.total}"
+            )
+        note = CreditNote.objects.create(
+            invoice=invoice, source_system=source.system, source_id=source.external_id,
+            number=contract.number or "", currency=contract.currency, status=contract.status,
+            issued_on=contract.issued_on, reason=contract.reason or "", subtotal=contract.subtotal,
+            tax=contract.tax, total=contract.total, pre_payment_amount=contract.pre_payment_amount,
+            refund_amount=contract.refund_amount, credit_balance_amount=contract.credit_balance_amount,
+            out_of_band_amount=contract.out_of_band_amount,
+            refund_refs=[ref.external_id for ref in contract.refunds], voided_at=contract.voided_at,
+            transaction_id=transaction_id,
+        )
+        CreditNoteLine.objects.bulk_create(
+            CreditNoteLine(
+                credit_note=note, position=position, source_line_id=line.source_line_id or "",
+                invoice_line_ref=line.invoice_line_ref or "", description=line.description,
+                quantity=line.quantity, amount=line.amount, tax_amount=line.tax_amount, tax_rate=line.tax_rate,
+            )
+            for position, line in enumerate(contract.lines, start=1)
+        )
+        return note
+    refunds = sorted(set(note.refund_refs) | {ref.external_id for ref in contract.refunds})
+    if contract.status == CreditNote.Status.VOID and note.status != CreditNote.Status.VOID:
+        note.status, note.voided_at = contract.status, contract.voided_at
+        note.version += 1
+    if refunds != sorted(note.refund_refs):
+        note.refund_refs = refunds
+    note.save()
+    return note
+
+
+_REFUND_RANK = {"pending": 0, "requires_action": 0, "succeeded": 1, "failed": 2, "canceled": 2}
+
+
+@transaction.atomic
+def refund_upsert(contract: RefundV1, *, payment: Payment, transaction_id: uuid.UUID | None = None) -> Refund:
+    """Create the refund, or move its status forward (pending → succeeded → failed or
+    canceled), never back. Raises AdjustmentMismatch for a refund in another currency
+    than its payment, or more than the payment less its other refunds."""
+    if contract.currency != payment.currency:
+        raise AdjustmentMismatch(
+            f"refund {contract.source.external_id} is in {contract.currency}, payment {payment.source_id} "
+            f"in {payment.currency}"
+        )
+    source = contract.source
+    refund = Refund.objects.select_for_update().filter(source_system=source.system, source_id=source.external_id).first()
+    if refund is None:
+        others = sum(
+            payment.refunds.exclude(status__in=["failed", "canceled"]).values_list("amount", flat=True)
+        )
+        if others + contract.amount > payment.amount:
+            raise AdjustmentMismatch(
+                f"refund {source.external_id} ({contract.amount}) and earlier refunds ({others}) exceed "
+                f"payment {payment.source_id}'s amount {payment.amount}"
+            )
+        return Refund.objects.create(
+            payment=payment, source_system=source.system, source_id=source.external_id, kind=contract.kind,
+            currency=contract.currency, amount=contract.amount, status=contract.status,
+            reason=contract.reason or "", refunded_at=contract.refunded_at, transaction_id=transaction_id,
+        )
+    if _REFUND_RANK[contract.status] > _REFUND_RANK.get(refund.status, 0):
+        refund.status = contract.status
+        refund.save(update_fields=["status", "updated_at"])
+    return refund
 
 
 # ---------------------------------------------------------------- customer mastering

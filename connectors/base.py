@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from canonical.contracts import CustomerV1, InvoiceV1, PaymentV1
+from canonical.contracts import CreditNoteV1, CustomerV1, InvoiceV1, PaymentV1, RefundV1
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,45 @@ class InvoicePoster(Protocol):
 
 
 @runtime_checkable
+class InvoiceAdjuster(Protocol):
+    """A ledger that takes the adjustments of invoices it holds: credit notes,
+    refunds (and lost disputes) and write-offs. Every method finds its effect by a
+    stable reference first (the credit note's source id, the refund's source id in
+    the move's description), so a retry never books twice."""
+
+    def find_credit_note(self, credit_note: CreditNoteV1, *, legal_entity: str) -> ExternalDocument | None:
+        """The ERP's posted credit note for ``credit_note``, or None. Reads only."""
+
+    def post_credit_note(
+        self, credit_note: CreditNoteV1, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str
+    ) -> ExternalDocument:
+        """Create (if absent) and post the credit note against the posted ``invoice``,
+        and apply its pre-payment part to the invoice. Raises Retryable while the
+        invoice is not posted in the ERP, Permanent when the ERP rejects it."""
+
+    def void_credit_note(self, credit_note: CreditNoteV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
+        """Cancel the ERP credit note (a no-op when already cancelled, or absent)."""
+
+    def find_refund(self, refund: RefundV1, *, legal_entity: str) -> ExternalDocument | None:
+        """The ERP's booking of ``refund``, or None. Reads only."""
+
+    def record_refund(
+        self, refund: RefundV1, invoice: InvoiceV1, *, credit_note: CreditNoteV1 | None, legal_entity: str,
+        idempotency_key: str,
+    ) -> ExternalDocument:
+        """Book money paid back on ``invoice``'s payment: against ``credit_note`` when
+        one pays it out, else as the payment's reversal. Raises Retryable while the
+        invoice (or the credit note) is not in the ERP yet."""
+
+    def write_off_invoice(
+        self, invoice: InvoiceV1, *, account: str, legal_entity: str, idempotency_key: str
+    ) -> ExternalDocument:
+        """Write what the ERP invoice still asks for off to ``account`` (an ERP account
+        code); a no-op when nothing is due. Raises NeedsConfiguration when the ERP has
+        no write-off method for that account."""
+
+
+@runtime_checkable
 class CustomerSink(Protocol):
     """A system that keeps customers (ERP party, billing customer), upserted by the hub."""
 
@@ -194,3 +233,31 @@ class WebhookReceiver(Protocol):
 
     def parse(self, body: bytes) -> list[ReceivedEvent]:
         """Raise MalformedPayload unless the body is a well-formed vendor event (or batch)."""
+
+
+@dataclass(frozen=True)
+class MeterEvent:
+    """One usage figure for a billing system's meter: ``value`` (a decimal string) of
+    ``event_name`` for ``customer`` (the billing system's customer id) at ``timestamp``.
+    ``identifier`` is the billing system's idempotency key for the event."""
+
+    event_name: str
+    customer: str
+    value: str
+    identifier: str
+    timestamp: dt.datetime
+
+
+@runtime_checkable
+class MeterEventSink(Protocol):
+    """A billing system that bills usage from meter events (Stripe Billing meters)."""
+
+    def send_meter_events(self, events: Sequence[MeterEvent], *, idempotency_key: str) -> ExternalDocument:
+        """Send the events (at most 100). Safe to repeat: every event carries its own
+        ``identifier``, which the billing system keeps once; a retry after a failure
+        half-way resends them all and the ones that landed are not counted twice.
+        Raises Retryable when the outcome is unknown, Permanent for refused events."""
+
+    def meter_usage(self, *, event_name: str, customer: str, start: dt.datetime, end: dt.datetime) -> str:
+        """What the billing system aggregated for the meter and customer in [start, end)
+        (minute-aligned), as a decimal string. Reads only."""

@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "integration_hub.runtime",
     "integration_hub.operations",
     "integration_hub.workflows",
+    "integration_hub.usage",
 ]
 
 MIDDLEWARE = [
@@ -213,3 +214,17 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }
+
+# Usage aggregation (docs/usage.md). Bulk usage work has its own queue so it never delays
+# finance postings: run a worker for it (`celery worker -Q $HUB_USAGE_QUEUE`).
+HUB_USAGE_QUEUE = env.str("HUB_USAGE_QUEUE", default=f"{CELERY_TASK_DEFAULT_QUEUE}-usage")
+CELERY_TASK_ROUTES = {"hub.usage_*": {"queue": HUB_USAGE_QUEUE}}
+HUB_USAGE_STORAGE_DIR = env.str("HUB_USAGE_STORAGE_DIR", default=str(VAR_DIR / "usage"))
+HUB_USAGE_DROP_DIR = env.str("HUB_USAGE_DROP_DIR", default="")
+HUB_USAGE_LATE_POLICY = env.str("HUB_USAGE_LATE_POLICY", default="next_period")
+if HUB_USAGE_LATE_POLICY not in ("next_period", "hold"):
+    raise ImproperlyConfigured("HUB_USAGE_LATE_POLICY must be next_period or hold")
+HUB_USAGE_CLOSE_AFTER_HOURS = env.int("HUB_USAGE_CLOSE_AFTER_HOURS", default=24)
+HUB_USAGE_TASK_SOFT_TIME_LIMIT = env.int("HUB_USAGE_TASK_SOFT_TIME_LIMIT", default=1800)
+HUB_USAGE_TASK_TIME_LIMIT = env.int("HUB_USAGE_TASK_TIME_LIMIT", default=1900)
+HUB_USAGE_SWEEP_INTERVAL_SECONDS = env.int("HUB_USAGE_SWEEP_INTERVAL_SECONDS", default=60)

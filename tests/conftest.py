@@ -13,7 +13,7 @@ os.environ.setdefault("HUB_QUEUE", "hub-test")
 
 import pytest  # noqa: E402
 
-from canonical.contracts import InvoiceV1, PaymentV1  # noqa: E402
+from canonical.contracts import CreditNoteV1, InvoiceV1, PaymentV1, RefundV1  # noqa: E402
 from connectors.base import Connector, ExternalDocument  # noqa: E402
 from connectors.registry import register  # noqa: E402
 
@@ -29,6 +29,8 @@ class ScriptedErp:
     calls: list[tuple[str, str]] = field(default_factory=list)
     postings: dict[str, object] = field(default_factory=dict)  # reference -> PostingInstructions sent
     documents: dict[str, ExternalDocument] = field(default_factory=dict)
+    refunds_via: dict[str, str] = field(default_factory=dict)
+    write_off_accounts: list[str] = field(default_factory=list)
 
     def handle(self, operation: str, reference: str) -> ExternalDocument:
         self.calls.append((operation, reference))
@@ -67,6 +69,33 @@ class MemoryErpConnector(Connector):
     def void_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
         return SCRIPT.handle("void", invoice.source.external_id)
 
+    def find_credit_note(self, credit_note: CreditNoteV1, *, legal_entity: str) -> ExternalDocument | None:
+        SCRIPT.calls.append(("find_credit", credit_note.source.external_id))
+        return SCRIPT.documents.get(f"credit:{credit_note.source.external_id}")
+
+    def post_credit_note(self, credit_note: CreditNoteV1, invoice: InvoiceV1, *, legal_entity: str,
+                         idempotency_key: str) -> ExternalDocument:
+        return SCRIPT.handle("credit", credit_note.source.external_id)
+
+    def void_credit_note(self, credit_note: CreditNoteV1, *, legal_entity: str,
+                         idempotency_key: str) -> ExternalDocument:
+        return SCRIPT.handle("void_credit", credit_note.source.external_id)
+
+    def find_refund(self, refund: RefundV1, *, legal_entity: str) -> ExternalDocument | None:
+        SCRIPT.calls.append(("find_refund", refund.source.external_id))
+        return SCRIPT.documents.get(f"refund:{refund.source.external_id}")
+
+    def record_refund(self, refund: RefundV1, invoice: InvoiceV1, *, credit_note: CreditNoteV1 | None,
+                      legal_entity: str, idempotency_key: str) -> ExternalDocument:
+        via = f"via {credit_note.source.external_id}" if credit_note else "reversal"
+        SCRIPT.refunds_via[refund.source.external_id] = via
+        return SCRIPT.handle("refund", refund.source.external_id)
+
+    def write_off_invoice(self, invoice: InvoiceV1, *, account: str, legal_entity: str,
+                          idempotency_key: str) -> ExternalDocument:
+        SCRIPT.write_off_accounts.append(account)
+        return SCRIPT.handle("write_off", invoice.source.external_id)
+
 
 @pytest.fixture(autouse=True)
 def _fresh_governor_config():
@@ -90,6 +119,8 @@ def memory_erp(db):
     SCRIPT.calls.clear()
     SCRIPT.documents.clear()
     SCRIPT.postings.clear()
+    SCRIPT.refunds_via.clear()
+    SCRIPT.write_off_accounts.clear()
     connection_upsert(name="erp", vendor="memory-erp", role="erp", config={}, credentials={})
     return SCRIPT
 

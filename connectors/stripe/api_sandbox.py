@@ -11,6 +11,9 @@ case-sensitive) and GET /v1/customers/search (``query`` of ``email:``, ``name:``
 and ``metadata['key']:`` clauses joined by spaces or AND, ``limit``, ``page``).
 Real Stripe search lags writes by up to a minute; the sandbox does not. Parameters
 the sandbox does not model are refused as unknown, so a test cannot rely on them.
+
+Billing meters, meter events (v1 and the v2 stream) and meter event summaries:
+``connectors/stripe/meters_sandbox.py`` (``self.meters``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import threading
 from typing import Any
 
 from connectors.sandbox_server import Fault, FaultQueue, Request, Response, Served
+from connectors.stripe.meters_sandbox import MeterStore
 from connectors.stripe.sandbox import StripeSandbox
 
 _CUSTOMER = re.compile(r"^/v1/customers/(cus_\w+)$")
@@ -85,6 +89,7 @@ class StripeApiSandbox(Served):
         self.faults = FaultQueue()
         self._idempotency: dict[str, tuple[str, dict[str, Any], Response]] = {}
         self._lock = threading.RLock()
+        self.meters = MeterStore(self.customers)
 
     def connection_config(self) -> dict[str, Any]:
         return {"api_base": self.url}
@@ -101,11 +106,23 @@ class StripeApiSandbox(Served):
         with self._lock:
             key = request.headers.get("idempotency-key")
             self.requests.append((request.method, request.path, key))
-            if request.headers.get("authorization") != f"Bearer {self.api_key}":
+            if request.path == "/v2/billing/meter_event_stream":
+                # Authenticated by a meter event session's token, not the secret key.
+                token = request.headers.get("authorization", "").removeprefix("Bearer ")
+                valid = self.meters.session_token_valid(token)
+                if valid is False:
+                    return _error(401, "temporary_session_expired", "The meter event session has expired.",
+                                  "billing_meter_event_session_expired")
+                if valid is None:
+                    return _error(401, "invalid_request_error", "Invalid meter event session token provided")
+            elif request.headers.get("authorization") != f"Bearer {self.api_key}":
                 return _error(401, "invalid_request_error", "Invalid API Key provided")
             if (fault := self.faults.take(request)) is not None:
                 return fault  # like a 500 Stripe never stored: not replayed under the key
-            params = form_decode(request.form()) if request.method == "POST" else {}
+            if request.method == "POST" and request.path.startswith("/v2/"):
+                params = request.json() or {}  # v2 endpoints take JSON bodies
+            else:
+                params = form_decode(request.form()) if request.method == "POST" else {}
             if request.method == "POST" and key:
                 stored = self._idempotency.get(key)
                 if stored is not None:
@@ -120,6 +137,8 @@ class StripeApiSandbox(Served):
             return response
 
     def _route(self, request: Request, params: dict[str, Any]) -> Response:
+        if self.meters.handles(request.path):
+            return self.meters.route(request, params)
         if request.path == "/v1/customers" and request.method == "POST":
             address = params.get("address") or {}
             customer = self.objects.customer(params.get("name"), params.get("email"), country=address.get("country"),

@@ -17,6 +17,14 @@ from connectors import http
 from connectors.errors import ConnectorError, Permanent, Retryable
 
 API_BASE = "https://api.stripe.com"
+# The v2 meter event stream has its own host, authenticated by a meter event session's token.
+METER_EVENTS_BASE = "https://meter-events.stripe.com"
+# v2 endpoints need an explicit API version; meter event sessions and the stream exist since acacia.
+API_VERSION = "2025-03-31.basil"
+
+
+class MeterSessionExpired(Retryable):
+    """401 ``billing_meter_event_session_expired``: make a new session and send again."""
 
 
 def form_encode(params: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
@@ -56,6 +64,8 @@ def error_from_response(response: httpx.Response, *, what: str) -> ConnectorErro
     text = f"Stripe {what}: HTTP {status} {kind} {code} {str(error.get('message', response.text))[:300]}"
     text = " ".join(text.split())
     cls: type[ConnectorError] | None = None
+    if code == "billing_meter_event_session_expired":
+        return MeterSessionExpired(text)
     if status in (401, 403, 429):
         pass  # the table decides: a person must act, or wait
     elif response.headers.get("Stripe-Should-Retry") == "true":
@@ -67,12 +77,30 @@ def error_from_response(response: httpx.Response, *, what: str) -> ConnectorErro
 
 class StripeApiClient:
     def __init__(self, api_key: str, *, base_url: str = API_BASE, timeout: float = 20.0,
-                 transport: httpx.BaseTransport | None = None):
+                 transport: httpx.BaseTransport | None = None, meter_events_base: str = METER_EVENTS_BASE,
+                 api_version: str = API_VERSION):
         self._http = http.client(base_url=base_url, headers={"Authorization": f"Bearer {api_key}"},
                                  timeout=timeout, transport=transport)
+        self._events_http = http.client(base_url=meter_events_base, timeout=timeout, transport=transport)
+        self._api_version = api_version
 
     def close(self) -> None:
         self._http.close()
+        self._events_http.close()
+
+    def request_v2(self, path: str, *, body: Mapping[str, Any], idempotency_key: str | None = None,
+                   session_token: str | None = None, what: str) -> dict[str, Any]:
+        """One v2 POST (JSON body, ``Stripe-Version``). With ``session_token`` it goes to the
+        meter events host, authenticated by that token instead of the secret key."""
+        headers = {"Stripe-Version": self._api_version}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key[:255]
+        target = self._http
+        if session_token is not None:
+            target, headers["Authorization"] = self._events_http, f"Bearer {session_token}"
+        response = http.request(target, "POST", path, vendor="Stripe", what=what, error_for=error_from_response,
+                                json=dict(body), headers=headers)
+        return response.json() if response.content else {}
 
     def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                 idempotency_key: str | None = None, what: str) -> dict[str, Any]:

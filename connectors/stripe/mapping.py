@@ -301,7 +301,12 @@ def _refs(line: Mapping[str, Any], shape: Shape, path: str) -> tuple[str | None,
         pricing = line.get("pricing")
         if not isinstance(pricing, Mapping) or pricing.get("type") != "price_details":
             return None, None, None
-        details = _mapping(pricing.get("price_details"), f"{path}.pricing.price_details")
+        details = pricing.get("price_details")
+        if details is None:
+            # Stripe's schema lets price_details be null (a one-off invoice item
+            # priced by amount): the line simply names no price.
+            return None, None, None
+        details = _mapping(details, f"{path}.pricing.price_details")
         product = details.get("product")
         return (
             _id_of(product, f"{path}.pricing.price_details.product"),
@@ -550,6 +555,66 @@ def _payment_id(invoice: Mapping[str, Any]) -> str | None:
             if found:
                 return found
     return None
+
+
+def payments_from_stripe_invoice(invoice: Mapping[str, Any], *, system: str = SYSTEM) -> list[PaymentV1]:
+    """Every payment a paid invoice names: one per paid entry of its ``payments``
+    list when that list is present and holds more than one (an invoice paid in
+    parts), else the one ``payment_from_stripe_invoice`` reads (or none)."""
+    invoice = _mapping(invoice, "invoice")
+    payments = invoice.get("payments")
+    data = payments.get("data") if isinstance(payments, Mapping) else None
+    paid = [item for item in data if isinstance(item, Mapping) and item.get("status") == "paid"] \
+        if isinstance(data, list) else []
+    if invoice.get("status") != "paid" or len(paid) < 2:
+        single = payment_from_stripe_invoice(invoice, system=system)
+        return [single] if single is not None else []
+    if isinstance(payments, Mapping) and payments.get("has_more"):
+        raise _fail("invoice.payments.has_more", "the embedded payment list is truncated")
+    result = []
+    for index, item in enumerate(data):
+        if isinstance(item, Mapping) and item.get("status") == "paid":
+            result.append(invoice_payment_from_stripe(item, system=system, path=f"invoice.payments.data[{index}]"))
+    return result
+
+
+def invoice_payment_from_stripe(
+    item: Mapping[str, Any], *, system: str = SYSTEM, path: str = "invoice_payment"
+) -> PaymentV1:
+    """One InvoicePayment (a payment towards an invoice, possibly one of several).
+
+    The payment's source id is the PaymentIntent, else the Charge, else the
+    payment record, else the InvoicePayment's own id: the same id an ``invoice.paid``
+    snapshot names for it, so the two events mean one payment. Refused unless
+    ``status`` is paid (an open or canceled attempt moved no money)."""
+    item = _mapping(item, path)
+    status = item.get("status")
+    item_id = _str(item.get("id"), f"{path}.id")
+    if status != "paid":
+        raise _fail(f"{path}.status", f"invoice payment {item_id} is {status!r}, not paid; nothing to post")
+    payment = item.get("payment")
+    payment = _mapping(payment, f"{path}.payment") if payment is not None else {}
+    source_id = None
+    for key in ("payment_intent", "charge", "payment_record"):
+        source_id = source_id or _id_of(payment.get(key), f"{path}.payment.{key}")
+    amount = _int(item.get("amount_paid"), f"{path}.amount_paid")
+    if amount <= 0:
+        raise _fail(f"{path}.amount_paid", f"a paid invoice payment of {amount}")
+    transitions = item.get("status_transitions")
+    transitions = _mapping(transitions, f"{path}.status_transitions") if transitions is not None else {}
+    paid_at = _timestamp(transitions.get("paid_at"), f"{path}.status_transitions.paid_at") \
+        or _timestamp(item.get("created"), f"{path}.created", required=True)
+    invoice_id = _id_of(item.get("invoice"), f"{path}.invoice")
+    if invoice_id is None:
+        raise _fail(f"{path}.invoice", "missing")
+    return _build(
+        PaymentV1, path,
+        source=SourceRef(system=system, external_id=source_id or item_id),
+        invoice=SourceRef(system=system, external_id=invoice_id),
+        currency=_currency(item.get("currency"), f"{path}.currency"),
+        amount=amount,
+        paid_at=paid_at,
+    )
 
 
 def payment_from_stripe_invoice(invoice: Mapping[str, Any], *, system: str = SYSTEM) -> PaymentV1 | None:

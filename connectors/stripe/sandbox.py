@@ -10,8 +10,12 @@ from a seeded generator and object timestamps from ``clock`` (inject a fixed one
 in tests). Signature timestamps default to the real time so that a real endpoint,
 which checks them against its own clock, accepts the deliveries.
 
-The sandbox covers what the hub reads; it does not model discounts, credit
-balances, partial payments or Stripe Tax.
+It also issues what adjusts an invoice: credit notes (by line or by amount, settled
+before payment, by refund, to the customer's balance or out of band), partial
+payments (InvoicePayment objects), refunds and disputes.
+
+The sandbox covers what the hub reads; it does not model discounts, shipping or
+Stripe Tax.
 """
 
 from __future__ import annotations
@@ -544,6 +548,183 @@ class StripeSandbox:
         updated["status"] = "uncollectible"
         updated["status_transitions"]["marked_uncollectible_at"] = self._now()
         return updated
+
+    # -- partial payments, credit notes, refunds, disputes ---------------------------
+
+    def pay_part(self, invoice: Mapping[str, Any], amount: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One payment of ``amount`` towards an open invoice: (the InvoicePayment, the
+        invoice after it). The invoice is paid once ``amount_remaining`` reaches 0;
+        Stripe refuses more than is remaining."""
+        updated = self._transition(invoice, {"open", "uncollectible"}, "pay")
+        if amount <= 0 or amount > updated["amount_remaining"]:
+            raise SandboxError(f"amount {amount} must be positive and at most {updated['amount_remaining']}")
+        now = self._now()
+        item = {
+            "id": self.new_id("inpay"), "object": "invoice_payment", "amount_paid": amount,
+            "amount_requested": amount, "created": now, "currency": updated["currency"], "invoice": updated["id"],
+            "is_default": False, "livemode": False,
+            "payment": {"type": "payment_intent", "payment_intent": self.new_id("pi")},
+            "status": "paid", "status_transitions": {"canceled_at": None, "paid_at": now},
+        }
+        updated["amount_paid"] += amount
+        updated["amount_remaining"] -= amount
+        payments = updated.setdefault("payments", {"object": "list", "data": [], "has_more": False,
+                                                   "url": f"/v1/invoice_payments?invoice={updated['id']}"})
+        payments["data"].append(copy.deepcopy(item))
+        if updated["amount_remaining"] == 0:
+            updated["status"] = "paid"
+            updated["status_transitions"]["paid_at"] = now
+            if not self.basil:
+                updated["paid"], updated["charge"] = True, self.new_id("ch")
+        return item, updated
+
+    def credit_note(
+        self,
+        invoice: Mapping[str, Any],
+        *,
+        lines: Sequence[tuple[int, int]] = (),
+        amount: int | None = None,
+        memo: str = "Adjustment",
+        refund: Mapping[str, Any] | None = None,
+        out_of_band_amount: int = 0,
+        credit_balance: bool = False,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """An issued CreditNote for ``invoice``: ``lines`` credits (invoice line index,
+        quantity) of its lines, ``amount`` a custom line of that net amount (taxed at
+        the invoice's rate). Before payment the credit comes off the amount due; after
+        payment it goes back by ``refund`` (a Refund from ``refund()``), out of band,
+        or to the customer's balance."""
+        if invoice.get("status") not in ("open", "paid"):
+            raise SandboxError("only an open or paid invoice can be credited")
+        note_id, now = self.new_id("cn"), self._now()
+        invoice_lines = invoice["lines"]["data"]
+        rendered = []
+        for index, quantity in lines:
+            source = invoice_lines[index]
+            unit = source["amount"] // source["quantity"]
+            net = unit * quantity
+            rendered.append(self._credit_line(note_id, "invoice_line_item", net, source, quantity,
+                                              source.get("description"), unit))
+        if amount is not None:
+            rendered.append(self._credit_line(note_id, "custom_line_item", amount, invoice_lines[0], 1, memo, amount))
+        if not rendered:
+            raise SandboxError("a credit note needs lines or an amount")
+        subtotal = sum(line["amount"] for line in rendered)
+        tax = sum(self._line_tax(line) for line in rendered)
+        total = subtotal + tax
+        remaining = invoice.get("amount_remaining", 0) if invoice["status"] == "open" else 0
+        pre = min(total, remaining)
+        post = total - pre
+        refunded = refund["amount"] if refund else 0
+        if refunded + out_of_band_amount > post or (post - refunded - out_of_band_amount and not credit_balance):
+            raise SandboxError(f"the post-payment amount {post} must be settled by refund, out of band or balance")
+        note: dict[str, Any] = {
+            "id": note_id, "object": "credit_note", "amount": total, "amount_shipping": 0, "created": now,
+            "currency": invoice["currency"], "customer": invoice["customer"],
+            "customer_balance_transaction": self.new_id("cbtxn") if post - refunded - out_of_band_amount else None,
+            "discount_amount": 0, "discount_amounts": [], "effective_at": now, "invoice": invoice["id"],
+            "lines": {"object": "list", "data": rendered, "has_more": False, "total_count": len(rendered),
+                      "url": f"/v1/credit_notes/{note_id}/lines"},
+            "livemode": False, "memo": memo, "metadata": {},
+            "number": f"{invoice.get('number') or 'CN'}-CN{len(self._tax_rates) + self._rng.randrange(1000)}",
+            "out_of_band_amount": out_of_band_amount or None, "pdf": f"https://pay.stripe.com/credit_notes/{note_id}",
+            "post_payment_amount": post, "pre_payment_amount": pre, "pretax_credit_amounts": [], "reason": reason,
+            "shipping_cost": None, "status": "issued", "subtotal": subtotal,
+            "subtotal_excluding_tax": subtotal, "total": total, "total_excluding_tax": subtotal,
+            "type": "pre_payment" if not post else ("post_payment" if not pre else "mixed"), "voided_at": None,
+        }
+        if self.basil:
+            note["refunds"] = [{"amount_refunded": refunded, "refund": refund["id"], "type": "refund",
+                                "payment_record_refund": None}] if refund else []
+            note["total_taxes"] = [tax_entry for line in rendered for tax_entry in line["taxes"]]
+        else:
+            note["refund"] = refund["id"] if refund else None
+            note["tax_amounts"] = [entry for line in rendered for entry in line["tax_amounts"]]
+        return note
+
+    @staticmethod
+    def apply_credit(invoice: Mapping[str, Any], note: Mapping[str, Any]) -> dict[str, Any]:
+        """The invoice after ``note``: its pre-payment part comes off ``amount_remaining``
+        (Stripe marks an invoice credited down to nothing as paid)."""
+        updated = copy.deepcopy(dict(invoice))
+        pre, post = note["pre_payment_amount"], note["post_payment_amount"]
+        updated["amount_remaining"] -= pre
+        updated["pre_payment_credit_notes_amount"] = updated.get("pre_payment_credit_notes_amount", 0) + pre
+        updated["post_payment_credit_notes_amount"] = updated.get("post_payment_credit_notes_amount", 0) + post
+        if updated["status"] == "open" and updated["amount_remaining"] == 0:
+            updated["status"] = "paid"
+            updated["status_transitions"]["paid_at"] = note["created"]
+        return updated
+
+    def _credit_line(self, note_id: str, kind: str, net: int, source: Mapping[str, Any], quantity: int,
+                     description: str | None, unit: int) -> dict[str, Any]:
+        rates = source.get("tax_rates") or []
+        taxes = source.get("taxes") or source.get("tax_amounts") or []
+        rate = None
+        if taxes:
+            rate_ref = (taxes[0].get("tax_rate_details") or {}).get("tax_rate") if self.basil else taxes[0]["tax_rate"]
+            rate = next((r for r in self._tax_rates.values() if r["id"] == rate_ref), None)
+        tax = tax_half_up(net, rate["percentage"]) if rate else 0
+        line: dict[str, Any] = {
+            "id": self.new_id("cnli"), "object": "credit_note_line_item", "amount": net,
+            "description": description, "discount_amount": 0, "discount_amounts": [],
+            "invoice_line_item": source["id"] if kind == "invoice_line_item" else None, "livemode": False,
+            "metadata": {}, "pretax_credit_amounts": [], "quantity": quantity,
+            "tax_rates": copy.deepcopy(list(rates)), "type": kind, "unit_amount": unit,
+            "unit_amount_decimal": str(unit),
+        }
+        if self.basil:
+            line["taxes"] = [{"amount": tax, "tax_behavior": "exclusive", "tax_rate_details": {"tax_rate": rate["id"]},
+                              "taxability_reason": "standard_rated", "taxable_amount": net,
+                              "type": "tax_rate_details"}] if rate else []
+        else:
+            line["amount_excluding_tax"] = net
+            line["tax_amounts"] = [{"amount": tax, "inclusive": False, "tax_rate": rate["id"],
+                                    "taxability_reason": None, "taxable_amount": net}] if rate else []
+        return line
+
+    def void_credit_note(self, note: Mapping[str, Any]) -> dict[str, Any]:
+        if note.get("status") != "issued":
+            raise SandboxError("only an issued credit note can be voided")
+        updated = copy.deepcopy(dict(note))
+        updated["status"], updated["voided_at"] = "void", self._now()
+        return updated
+
+    @staticmethod
+    def payment_of(invoice: Mapping[str, Any], index: int = 0) -> str:
+        """The PaymentIntent (else Charge) id of a paid invoice's ``index``-th payment."""
+        payments = (invoice.get("payments") or {}).get("data") or []
+        if payments:
+            payment = payments[index]["payment"]
+            return payment.get("payment_intent") or payment["charge"]
+        found = invoice.get("payment_intent") or invoice.get("charge")
+        if not found:
+            raise SandboxError("the invoice names no payment")
+        return found
+
+    def refund(self, payment: str, amount: int, *, currency: str = "usd", status: str = "succeeded",
+               reason: str | None = "requested_by_customer") -> dict[str, Any]:
+        """A Refund of ``amount`` on a PaymentIntent (``pi_``) or Charge (``ch_``) id."""
+        return {
+            "id": self.new_id("re"), "object": "refund", "amount": amount, "balance_transaction": None,
+            "charge": payment if payment.startswith("ch_") else self.new_id("ch"), "created": self._now(),
+            "currency": currency.lower(), "description": None, "destination_details": None,
+            "failure_reason": None, "metadata": {}, "next_action": None,
+            "payment_intent": payment if payment.startswith("pi_") else None, "pending_reason": None,
+            "reason": reason, "receipt_number": None, "source_transfer_reversal": None, "status": status,
+            "transfer_reversal": None,
+        }
+
+    def dispute(self, payment: str, amount: int, *, status: str = "needs_response",
+                currency: str = "usd") -> dict[str, Any]:
+        """A Dispute on a PaymentIntent id; ``status`` lost or won once it closes."""
+        return {
+            "id": self.new_id("dp"), "object": "dispute", "amount": amount, "balance_transactions": [],
+            "charge": self.new_id("ch"), "created": self._now(), "currency": currency.lower(),
+            "is_charge_refundable": False, "livemode": False, "metadata": {},
+            "payment_intent": payment, "reason": "fraudulent", "status": status,
+        }
 
     # -- events and delivery -----------------------------------------------------
 

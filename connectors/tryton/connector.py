@@ -25,6 +25,7 @@ from connectors.base import Connector, ExternalDocument, PostingInstructions
 from connectors.errors import MappingError, NeedsConfiguration, Permanent, Retryable
 from connectors.registry import register
 from connectors.tryton import mapping
+from connectors.tryton.adjustments import TrytonAdjustments
 from connectors.tryton.client import TrytonClient
 
 INVOICE = "account.invoice"
@@ -33,8 +34,9 @@ _PARTY_CODE_TAKEN = "code on party must be unique"
 
 
 @register("tryton")
-class TrytonConnector(Connector):
-    """InvoicePoster and CustomerSink over Tryton's JSON-RPC (see module docstring for config)."""
+class TrytonConnector(TrytonAdjustments, Connector):
+    """InvoicePoster, InvoiceAdjuster and CustomerSink over Tryton's JSON-RPC (see
+    module docstring for config)."""
 
     secret_fields = ("password",)
 
@@ -482,7 +484,9 @@ class TrytonConnector(Connector):
                 "active_ids": [invoice_id]}
 
     def _run_pay_wizard(self, company: int, invoice_id: int, amount: Decimal, date: dt.date,
-                        description: str) -> None:
+                        description: str, *, ask: Mapping[str, Any] | None = None) -> None:
+        """Tryton's pay wizard. ``ask`` answers its second question when the amount
+        is not the amount due; by default a partial payment (the rest stays open)."""
         name, ctx = "account.invoice.pay", self._wizard_context(company, invoice_id)
         session, _, _ = self.client.wizard(name, "create", context=ctx)
         try:
@@ -491,9 +495,8 @@ class TrytonConnector(Connector):
                      "payment_method": self._payment_method(company)}
             result = self.client.wizard(name, "execute", session, {"start": start}, "choice", context=ctx)
             if result.get("view", {}).get("state") == "ask":
-                # Less than the amount due: keep the rest open (no write-off).
-                ask = {**_form(result["view"]["defaults"]), "type": "partial"}
-                self.client.wizard(name, "execute", session, {"start": start, "ask": ask}, "pay", context=ctx)
+                answer = {**_form(result["view"]["defaults"]), **(ask or {"type": "partial"})}
+                self.client.wizard(name, "execute", session, {"start": start, "ask": answer}, "pay", context=ctx)
         finally:
             self.client.wizard(name, "delete", session, context=ctx)
 
@@ -504,8 +507,12 @@ class TrytonConnector(Connector):
         if not lines:
             return []
         origins = [f"account.invoice.line,{line}" for line in lines]
+        # Billing's own credit notes (posted by the hub, with their reference) are
+        # partial credits, not the ERP's cancellation of the invoice.
         return self.client.call(
-            INVOICE, "search", [("lines.origin", "in", origins), ("id", "!=", invoice_id)], 0, None,
+            INVOICE, "search",
+            [("lines.origin", "in", origins), ("id", "!=", invoice_id),
+             ["OR", ("reference", "=", None), ("reference", "=", "")]], 0, None,
             [("id", "ASC")], context={"company": company})
 
     def _run_credit_wizard(self, company: int, invoice_id: int) -> list[int]:

@@ -187,6 +187,17 @@ def setup_company(cfg, company, today):
     )
     payment_method.save()
 
+    # Uncollectible invoices are written off to an expense account through a
+    # reconciliation write-off method (the hub names the account; finance owns it).
+    journal_write_off = (Journal.find([("type", "=", "write-off")], limit=1) or [None])[0]
+    if journal_write_off is None:
+        journal_write_off = Journal(name="Write-Off", code="WO", type="write-off")
+        journal_write_off.save()
+    WriteOff = Model.get("account.move.reconcile.write_off")
+    write_off = WriteOff(name=f"Bad debts ({code})", company=company, journal=journal_write_off,
+                         credit_account=accounts["expense"], debit_account=accounts["expense"])
+    write_off.save()
+
     # Invoice lines sent by the hub carry no product, so the revenue account comes
     # from this company-dependent default (account_product). Billing systems round
     # tax per line, so Tryton must too or totals drift by a minor unit.
@@ -213,6 +224,7 @@ def setup_company(cfg, company, today):
             "end_date": fiscalyear.end_date.isoformat(),
         },
         "accounts": {name: account.id for name, account in accounts.items()},
+        "write_off_account": accounts["expense"].code,
     }
 
 
@@ -264,6 +276,7 @@ def main(dbname: str) -> dict:
         "payment_methods": {code: data["payment_method"] for code, data in per_company.items()},
         "fiscalyears": {code: data["fiscalyear"] for code, data in per_company.items()},
         "accounts": {code: data["accounts"] for code, data in per_company.items()},
+        "write_off_accounts": {code: data["write_off_account"] for code, data in per_company.items()},
         "hub_user": hub.id,
         "hub_login": HUB_LOGIN,
         "setup_seconds": round(time.monotonic() - started, 2),

@@ -87,3 +87,47 @@ def crm_scenario_build(org: Any) -> CrmScenario:
         child["Id"]: "child, arrived first",
     }
     return CrmScenario(events, accounts)
+
+
+@dataclass
+class AdjustmentScenario:
+    deliveries: list[Delivery]
+    invoices: dict[str, str]  # Stripe invoice id -> what it shows
+    credit_notes: dict[str, str]  # Stripe credit note id -> what it shows
+    refunds: dict[str, str]  # Stripe refund id -> what it shows
+    billing_remaining: dict[str, int]  # Stripe invoice id -> amount_remaining (minor units) in billing
+
+
+def adjustments_scenario_build(sandbox: StripeSandbox) -> AdjustmentScenario:
+    """Billing adjusts invoices: a partial credit note before payment, then the rest
+    paid in two parts; a paid invoice partly refunded with a credit note."""
+    initech = sandbox.customer("Initech LLC", "ap@initech.example", country="US")
+    hooli = sandbox.customer("Hooli Inc.", "billing@hooli.example", country="US")
+
+    credited = sandbox.finalize(sandbox.invoice(initech, [("Seats", 10, 3000), ("Training", 1, 20000)]))
+    note = sandbox.credit_note(credited, lines=[(0, 2)], reason="order_change")  # two seats back: 66.00
+    after_credit = sandbox.apply_credit(credited, note)
+    first, part_paid = sandbox.pay_part(after_credit, 30000)
+    second, paid_off = sandbox.pay_part(part_paid, part_paid["amount_remaining"])
+
+    refunded = sandbox.finalize(sandbox.invoice(hooli, [("Annual plan", 1, 120000)]))
+    refunded_paid = sandbox.pay(refunded)
+    refund = sandbox.refund(sandbox.payment_of(refunded_paid), 22000)
+    refund_note = sandbox.credit_note(refunded_paid, amount=20000, refund=refund, reason="product_unsatisfactory")
+    deliveries = [
+        Delivery("invoice.finalized USD, to be credited", sandbox.event("invoice.finalized", credited)),
+        Delivery("credit_note.created: 2 seats credited before payment", sandbox.event("credit_note.created", note)),
+        Delivery("invoice_payment.paid: first part", sandbox.event("invoice_payment.paid", first)),
+        Delivery("invoice_payment.paid: the rest", sandbox.event("invoice_payment.paid", second)),
+        Delivery("refund.created (before its credit note)", sandbox.event("refund.created", refund)),
+        Delivery("invoice.finalized USD, to be refunded", sandbox.event("invoice.finalized", refunded)),
+        Delivery("invoice.paid USD", sandbox.event("invoice.paid", refunded_paid)),
+        Delivery("credit_note.created: 200.00 + tax, refunded", sandbox.event("credit_note.created", refund_note)),
+    ]
+    return AdjustmentScenario(
+        deliveries,
+        invoices={credited["id"]: "credited, then paid in 2 parts", refunded["id"]: "paid, then refunded"},
+        credit_notes={note["id"]: "partial by line, pre-payment", refund_note["id"]: "by amount, refunded"},
+        refunds={refund["id"]: "pays the credit note out"},
+        billing_remaining={credited["id"]: paid_off["amount_remaining"], refunded["id"]: 0},
+    )

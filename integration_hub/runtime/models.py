@@ -170,6 +170,9 @@ class ExceptionRecord(models.Model):
         REJECTED = "rejected", "Target rejected the document"
         RETRIES_EXHAUSTED = "retries_exhausted", "Retry budget exhausted"
         PROCESSING = "processing", "Processing kept failing"
+        CONFLICT = "conflict", "Same id arrived with other content"
+        LATE_DATA = "late_data", "Data for a period already closed"
+        RECONCILIATION = "reconciliation", "A reconciliation checkpoint does not balance"
 
     class Status(models.TextChoices):
         OPEN = "open"

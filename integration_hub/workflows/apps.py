@@ -2,7 +2,7 @@ from importlib import import_module
 
 from django.apps import AppConfig
 
-WORKFLOW_MODULES = ("customer_sync", "invoice_posting", "customer_onboarding")
+WORKFLOW_MODULES = ("customer_sync", "invoice_posting", "customer_onboarding", "usage_aggregation")
 
 
 class WorkflowsConfig(AppConfig):

@@ -12,20 +12,25 @@ entity's ``erp_connection``, and the company), and per line the revenue account,
 cost center and tax code. The decision is stored with the version it used; every
 later delivery of that invoice posts by it. A document no rule covers is a
 ``PolicyMissing`` finance exception, replayed once the policy covers it.
+
+Adjustments of invoices (credit notes, partial payments, refunds, lost disputes,
+write-offs) are handled in ``invoice_adjustments`` and declared here with the rest.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import structlog
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 
-from canonical.events import InvoiceIssued, InvoicePaid, InvoiceVoided
+from canonical.events import InvoiceIssued, InvoicePaid, InvoiceVoided, InvoiceWrittenOff
 from canonical.models import Invoice, LegalEntity, Payment, PostingDecision
 from canonical.policy import PolicyMissing
 from canonical.policy_services import posting_company_amounts_record, posting_decide, posting_decision_record
 from canonical.selectors import invoice_contract, payment_contract
-from canonical.services import customer_ingest, invoice_upsert, payment_upsert, xref_bind
+from canonical.services import AdjustmentMismatch, customer_ingest, invoice_upsert, payment_upsert, xref_bind
 from connectors.base import ExternalDocument, InvoicePoster, LinePosting, PostingInstructions
 from connectors.models import Connection
 from connectors.services import connection_for_role
@@ -33,6 +38,7 @@ from integration_hub.runtime.dispatch import DeliveryAction, TraceSection, Workf
 from integration_hub.runtime.failures import DATA_OWNER, Failure
 from integration_hub.runtime.models import Delivery, DeliveryAttempt, ExceptionRecord, InboundEvent
 from integration_hub.runtime.services import delivery_plan
+from integration_hub.workflows import invoice_adjustments as adjustments
 from integration_hub.workflows.invoice_corrections import INVOICE_CORRECTION
 
 log = structlog.get_logger(__name__)
@@ -40,7 +46,9 @@ log = structlog.get_logger(__name__)
 POST, PAY, VOID = "invoice.post", "invoice.pay", "invoice.void"
 
 
-def _invoice_record(fact: InvoiceIssued | InvoicePaid | InvoiceVoided, event: InboundEvent) -> Invoice:
+def _invoice_record(
+    fact: InvoiceIssued | InvoicePaid | InvoiceVoided | InvoiceWrittenOff, event: InboundEvent
+) -> Invoice:
     contract = fact.invoice
     # The invoice carries a copy of its customer: it fills gaps, never overrules.
     customer = customer_ingest(contract.customer, transaction_id=event.transaction_id, second_hand=True).customer
@@ -198,14 +206,20 @@ WORKFLOW = register_workflow(Workflow(
     title="Invoice and payment posting",
     pattern="event-driven, guaranteed delivery (billing webhook → ERP)",
     data_owner=ExceptionRecord.Team.FINANCE,
-    subjects=("invoice", "payment"),
-    facts={InvoiceIssued: invoice_issued, InvoicePaid: invoice_paid, InvoiceVoided: invoice_voided},
+    subjects=("invoice", "payment", "invoice_payment", "credit_note", "refund", "charge", "dispute"),
+    facts={
+        InvoiceIssued: invoice_issued, InvoicePaid: invoice_paid, InvoiceVoided: invoice_voided,
+        InvoiceWrittenOff: partial(adjustments.invoice_written_off, record=_invoice_record),
+        **adjustments.FACTS,
+    },
     actions=(
         DeliveryAction(name=POST, capability=InvoicePoster, send=_post_send, bind=_post_bind, lookup=_post_lookup),
         DeliveryAction(name=PAY, capability=InvoicePoster, send=_pay_send, bind=_no_binding),
         DeliveryAction(name=VOID, capability=InvoicePoster, send=_void_send, bind=_no_binding),
+        *adjustments.ACTIONS,
     ),
-    trace=(TraceSection("invoices", "invoice", _invoice_rows), TraceSection("payments", "payment", _payment_rows)),
+    trace=(TraceSection("invoices", "invoice", _invoice_rows), TraceSection("payments", "payment", _payment_rows),
+           *adjustments.TRACE),
     correct=INVOICE_CORRECTION,
     failures={
         # No posting policy rule or tax mapping covers the document (or two cover it
@@ -213,6 +227,17 @@ WORKFLOW = register_workflow(Workflow(
         PolicyMissing: Failure(
             DeliveryAttempt.Outcome.PERMANENT, "neutral", retry=False, team=DATA_OWNER,
             category=ExceptionRecord.Category.POLICY,
+        ),
+        # An adjustment before its invoice or payment: retried; if the document never
+        # comes, finance looks at what billing sent.
+        adjustments.AwaitingDocument: Failure(
+            DeliveryAttempt.Outcome.RETRYABLE, "neutral", retry=True, team=DATA_OWNER,
+            category=ExceptionRecord.Category.RETRIES_EXHAUSTED,
+        ),
+        # A credit or refund that does not fit its invoice (currency, more than is left).
+        AdjustmentMismatch: Failure(
+            DeliveryAttempt.Outcome.PERMANENT, "neutral", retry=False, team=DATA_OWNER,
+            category=ExceptionRecord.Category.REJECTED,
         ),
     },
 ))

@@ -92,3 +92,67 @@ def test_an_invoice_the_erp_cannot_book_opens_a_finance_exception_and_leaves_not
     record = ExceptionRecord.objects.get()
     assert (record.owner_team, record.category, record.status) == ("finance", "mapping", "open")  # no 7 % tax in the ERP: a mapping fault
     assert erp.invoices(reference=invoice["id"]) == []
+
+
+def _erp_amounts(erp, reference):
+    [record] = erp.client.call("account.invoice", "search_read", [("reference", "=", reference)], 0, None, None,
+                               ["state", "amount_to_pay", "total_amount"])
+    return record["state"], Decimal(record["amount_to_pay"])
+
+
+def test_a_partial_credit_note_leaves_the_erp_balance_equal_to_billings(hub, erp, sandbox, post_webhook):
+    invoice = sandbox.finalize(sandbox.invoice("cus_credit", [("Seats", 4, 2500), ("Setup", 1, 5000)]))
+    note = sandbox.credit_note(invoice, lines=[(0, 1)], amount=1234)  # a seat, and 12.34 by amount
+    billing = sandbox.apply_credit(invoice, note)
+    post_webhook(sandbox.event("credit_note.created", note))  # before its invoice: it waits
+    post_webhook(sandbox.event("invoice.finalized", invoice))
+
+    wait_for(settled(2), what="the invoice and its credit note")
+    assert _erp_amounts(erp, invoice["id"]) == ("posted", Decimal(billing["amount_remaining"]) / 100)
+    [credit] = erp.invoices(reference=note["id"])
+    assert credit["total_amount"] == -Decimal(note["total"]) / 100
+
+
+def test_a_refund_reverses_its_payment(hub, erp, sandbox, post_webhook):
+    invoice = sandbox.finalize(sandbox.invoice("cus_refund", [("Seats", 2, 5000)]))
+    paid = sandbox.pay(invoice)
+    refund = sandbox.refund(sandbox.payment_of(paid), 4400)
+    for event in [sandbox.event("refund.created", refund), sandbox.event("invoice.paid", paid)]:
+        post_webhook(event)
+
+    wait_for(settled(3), what="post, payment and refund")
+    assert Delivery.objects.get(action="refund.post").status == "posted"
+    lines = erp.client.call("account.move.line", "search_read",
+                            [("move.description", "=", f"stripe refund {refund['id']}")], 0, None, None,
+                            ["debit", "credit"])
+    assert sorted((Decimal(line["debit"]), Decimal(line["credit"])) for line in lines) == [
+        (Decimal(0), Decimal("44.00")), (Decimal("44.00"), Decimal(0))]
+
+
+def test_two_partial_payments_close_the_invoice(hub, erp, sandbox, post_webhook):
+    invoice = sandbox.finalize(sandbox.invoice("cus_parts", [("Licence", 1, 20000)]))  # 220.00
+    first, part_paid = sandbox.pay_part(invoice, 12000)
+    second, paid = sandbox.pay_part(part_paid, 10000)
+    for event in [sandbox.event("invoice_payment.paid", second), sandbox.event("invoice.finalized", invoice),
+                  sandbox.event("invoice_payment.paid", first)]:
+        post_webhook(event)
+
+    wait_for(settled(3), what="post and both payments")
+    assert paid["status"] == "paid"
+    assert _erp_amounts(erp, invoice["id"]) == ("paid", Decimal(0))
+
+
+def test_an_uncollectible_invoice_is_written_off_to_its_account(hub, erp, sandbox, post_webhook, legal_entities,
+                                                                 tryton_server):
+    account = tryton_server.info["write_off_accounts"]["USD"]
+    legal_entities["US"].write_off_account = account
+    legal_entities["US"].save()
+    invoice = sandbox.finalize(sandbox.invoice("cus_gone", [("Licence", 1, 7000)]))
+    post_webhook(sandbox.event("invoice.marked_uncollectible", sandbox.mark_uncollectible(invoice)))
+
+    wait_for(settled(2), what="post and write-off")
+    assert _erp_amounts(erp, invoice["id"]) == ("paid", Decimal(0))
+    [write_off] = erp.client.call("account.move.line", "search_read",
+                                  [("account.code", "=", account), ("debit", "=", Decimal("77.00"))], 0, None,
+                                  [("id", "DESC")], ["debit"])
+    assert Decimal(write_off["debit"]) == Decimal("77.00")

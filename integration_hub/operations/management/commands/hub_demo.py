@@ -31,7 +31,7 @@ from connectors.stripe.api_sandbox import StripeApiSandbox
 from connectors.stripe.sandbox import StripeSandbox
 from connectors.tryton.client import TrytonClient
 from connectors.tryton.server import TrytonServer, TrytonServerError
-from integration_hub.operations.demo import crm_scenario_build, scenario_build
+from integration_hub.operations.demo import adjustments_scenario_build, crm_scenario_build, scenario_build
 from integration_hub.runtime.models import Delivery, ExceptionRecord, InboundEvent
 
 LEGAL_ENTITIES = [("US", "Acme US Inc.", "USD", "US"), ("EU", "Acme Europe GmbH", "EUR", "DE"),
@@ -78,9 +78,11 @@ class Command(BaseCommand):
             self.configure(tryton, secret)
             web_url = self.start_processes()
             self.send_events(web_url, secret)
+            self.send_adjustment_events(web_url)
             self.send_crm_events(web_url)
             self.follow(timeout)
             self.report(tryton)
+            self.report_adjustments(tryton)
             self.report_crm(tryton)
             self.step("Done")
             if keep_running:
@@ -158,6 +160,38 @@ class Command(BaseCommand):
                 self.say(f"  {response.status_code} {status:<9} {delivery.label}")
                 if response.status_code != 200:
                     raise CommandError(f"the hub refused a demo event: {response.text}")
+
+    def send_adjustment_events(self, web_url: str) -> None:
+        self.step("The Stripe sandbox adjusts invoices: a credit note, partial payments, a refund")
+        self.adjustments = adjustments_scenario_build(self.sandbox)
+        with httpx.Client(timeout=10) as client:
+            for delivery in self.adjustments.deliveries:
+                response = self.sandbox.deliver(delivery.event, f"{web_url}/api/webhooks/stripe/", client=client)
+                self.say(f"  {response.status_code} {response.json().get('status', '?'):<9} {delivery.label}")
+
+    def report_adjustments(self, tryton: TrytonServer) -> None:
+        self.step("Adjusted invoices in the ERP: what billing says is owed, what Tryton says")
+        client = TrytonClient(tryton.url, tryton.database, **tryton.credentials())
+        try:
+            for reference, label in self.adjustments.invoices.items():
+                [row] = client.call("account.invoice", "search_read", [("reference", "=", reference)], 0, None,
+                                    None, ["number", "state", "total_amount", "amount_to_pay"]) or [None]
+                billing = to_major(self.adjustments.billing_remaining[reference], "USD")
+                self.say(f"  {reference:<32} {label:<32} billing owes {billing:>7}   ERP {row['number']:<4} "
+                         f"{row['state']:<7} total {row['total_amount']:>8} to pay {row['amount_to_pay']:>7}")
+            for reference, label in self.adjustments.credit_notes.items():
+                found = client.call("account.invoice", "search_read", [("reference", "=", reference)], 0, None,
+                                    None, ["number", "state", "total_amount"])
+                text = (f"ERP credit note {found[0]['number']:<4} {found[0]['state']:<7} total "
+                        f"{found[0]['total_amount']:>8}") if found else "NOT IN THE ERP"
+                self.say(f"  {reference:<32} {label:<32} {text}")
+            for reference, label in self.adjustments.refunds.items():
+                moves = client.call("account.move", "search_read", [("description", "=", f"stripe refund {reference}")],
+                                    0, None, None, ["number", "state"])
+                text = f"ERP move {moves[0]['number']} {moves[0]['state']}" if moves else "NOT IN THE ERP"
+                self.say(f"  {reference:<32} {label:<32} {text}")
+        finally:
+            client.close()
 
     def send_crm_events(self, web_url: str) -> None:
         self.step("The Salesforce sandbox relays signed Account change events")

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('canonical', '0004_legal_entity_connections'),
+        ('canonical', '0005_invoice_adjustments'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -1,0 +1,99 @@
+"""The admin: batches with live counts, an upload form, rejects as CSV, checkpoints with
+their report and repair, subscriptions, periods (close on demand)."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from integration_hub.usage import services
+from integration_hub.usage.models import Checkpoint, UsageBatch, UsagePeriod, UsageSubscription
+
+
+class UploadForm(forms.Form):
+    file = forms.FileField(help_text="CSV with a header or JSON lines; gzip accepted")
+
+
+@admin.register(UsageBatch)
+class UsageBatchAdmin(admin.ModelAdmin):
+    list_display = ("id", "filename", "source", "status", *UsageBatch.COUNT_FIELDS, "created_at", "rejects")
+    list_filter = ("status", "source")
+    readonly_fields = [f.name for f in UsageBatch._meta.fields]
+    change_list_template = "admin/usage/usagebatch/change_list.html"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.display(description="rejected rows")
+    def rejects(self, batch: UsageBatch):
+        if not batch.rejected:
+            return "—"
+        return format_html('<a href="/api/usage/batches/{}/rejects.csv">CSV ({})</a>', batch.pk, batch.rejected)
+
+    def get_urls(self):
+        return [path("upload/", self.admin_site.admin_view(self.upload), name="usage_usagebatch_upload"),
+                *super().get_urls()]
+
+    def upload(self, request):
+        form = UploadForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            batch = services.batch_receive(stream=upload.file, filename=upload.name, source=UsageBatch.Source.ADMIN)
+            self.message_user(request, f"Batch #{batch.pk} received; the usage worker loads it.", messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:usage_usagebatch_changelist"))
+        return TemplateResponse(request, "admin/usage/upload.html",
+                                {**self.admin_site.each_context(request), "form": form, "title": "Upload usage"})
+
+
+@admin.register(UsageSubscription)
+class UsageSubscriptionAdmin(admin.ModelAdmin):
+    list_display = ("subscription", "legal_entity", "billing_customer", "created_at")
+    search_fields = ("subscription", "billing_customer")
+
+    def save_model(self, request, obj, form, change):
+        services.subscription_upsert(subscription=obj.subscription, legal_entity=obj.legal_entity,
+                                     billing_customer=obj.billing_customer)
+
+
+@admin.register(UsagePeriod)
+class UsagePeriodAdmin(admin.ModelAdmin):
+    list_display = ("period", "status", "closed_at")
+    actions = ["close", "reconcile"]
+    readonly_fields = ("period", "status", "closed_at", "transaction")
+
+    @admin.action(description="Close and push to billing")
+    def close(self, request, queryset):
+        for period in queryset:
+            services.period_close(period.period)
+
+    @admin.action(description="Run a reconciliation checkpoint")
+    def reconcile(self, request, queryset):
+        for period in queryset:
+            checkpoint = services.checkpoint_run(period.period, trigger="admin")
+            self.message_user(request, f"{period}: {checkpoint.status}")
+
+
+@admin.register(Checkpoint)
+class CheckpointAdmin(admin.ModelAdmin):
+    list_display = ("id", "period", "status", "trigger", "mismatch_count", "created_at", "csv")
+    list_filter = ("status",)
+    readonly_fields = ("period", "status", "trigger", "lines", "mismatches", "exception", "created_at")
+    actions = ["repair"]
+
+    @admin.display(description="mismatches")
+    def mismatch_count(self, checkpoint: Checkpoint) -> int:
+        return len(checkpoint.mismatches)
+
+    @admin.display(description="report")
+    def csv(self, checkpoint: Checkpoint):
+        return format_html('<a href="/api/reconciliations/{}/?as=csv">CSV</a>', checkpoint.pk)
+
+    @admin.action(description="Repair: re-push what billing lacks")
+    def repair(self, request, queryset):
+        for checkpoint in queryset.filter(status=Checkpoint.Status.MISMATCH):
+            pushes = services.checkpoint_repair(checkpoint)
+            self.message_user(request, f"checkpoint #{checkpoint.pk}: {len(pushes)} repair push(es) planned")

@@ -1,0 +1,45 @@
+"""Reads of usage aggregation for the API, the admin and CSV exports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from integration_hub.usage.models import Checkpoint, UsageBatch
+from integration_hub.usage.rows import quantity_format
+from integration_hub.usage.services import STAGES
+
+
+def batch_detail(batch: UsageBatch) -> dict[str, Any]:
+    return {
+        "id": batch.pk, "status": batch.status, "source": batch.source, "filename": batch.filename,
+        "counts": {name: getattr(batch, name) for name in UsageBatch.COUNT_FIELDS},
+        "control_totals": [{**c, "expected_quantity": quantity_format(c["expected_quantity"]),
+                            "found_quantity": quantity_format(c["found_quantity"])} for c in batch.control_result],
+        "error": batch.error, "transaction_id": str(batch.transaction_id),
+        "rejects_csv": f"/api/usage/batches/{batch.pk}/rejects.csv",
+        "created_at": batch.created_at, "finished_at": batch.finished_at,
+    }
+
+
+def checkpoint_detail(checkpoint: Checkpoint) -> dict[str, Any]:
+    return {
+        "id": checkpoint.pk, "period": f"{checkpoint.period.period:%Y-%m}", "status": checkpoint.status,
+        "trigger": checkpoint.trigger, "created_at": checkpoint.created_at,
+        "lines": [{**line, **{f"{stage}_quantity": quantity_format(line[f"{stage}_quantity"]) for stage in STAGES}}
+                  for line in checkpoint.lines],
+        "mismatches": checkpoint.mismatches, "exception": checkpoint.exception_id,
+        "csv": f"/api/reconciliations/{checkpoint.pk}/?as=csv",
+    }
+
+
+def checkpoint_csv_rows(checkpoint: Checkpoint) -> Iterable[list[str]]:
+    columns = ["legal_entity", "currency", "metric", "keys"] + [
+        f"{stage}_{part}" for stage in STAGES for part in ("count", "quantity")]
+    yield ["period", *columns]
+    for line in checkpoint_detail(checkpoint)["lines"]:
+        yield [checkpoint_detail(checkpoint)["period"], *(str(line[c]) for c in columns)]
+    yield []
+    yield ["mismatch: subscription", "metric", "legal_entity", *STAGES]
+    for m in checkpoint.mismatches:
+        yield [m["subscription"], m["metric"], m["legal_entity"], *(m[s] for s in STAGES)]
