@@ -311,7 +311,8 @@ class TrytonConnector(TrytonAdjustments, Connector):
                 f"ERP invoice {found['number']} is paid; refund it in the ERP rather than voiding it")
         credit_notes = self._credit_notes(company, found["id"])
         if found["state"] == "posted" and not credit_notes:
-            credit_notes = self._run_credit_wizard(company, found["id"])
+            voided_on = invoice.voided_at.astimezone(dt.UTC).date() if invoice.voided_at else None
+            credit_notes = self._run_credit_wizard(company, found["id"], voided_on)
         document = mapping.external_document(self._read_invoice(company, found["id"]))
         if not credit_notes:
             return document
@@ -515,14 +516,18 @@ class TrytonConnector(TrytonAdjustments, Connector):
              ["OR", ("reference", "=", None), ("reference", "=", "")]], 0, None,
             [("id", "ASC")], context={"company": company})
 
-    def _run_credit_wizard(self, company: int, invoice_id: int) -> list[int]:
+    def _run_credit_wizard(self, company: int, invoice_id: int, date: dt.date | None = None) -> list[int]:
+        """Credit the invoice with refund; the credit note is dated ``date`` (the
+        void's date), else today. Tryton numbers invoices and credit notes of a
+        company from one sequence in date order, so a backdated void dated today
+        would block every later-arriving document of an earlier date."""
         name, ctx = "account.invoice.credit", self._wizard_context(company, invoice_id)
         session, _, _ = self.client.wizard(name, "create", context=ctx)
         try:
             view = self.client.wizard(name, "execute", session, {}, "start", context=ctx)["view"]
             if not view["defaults"].get("with_refund_allowed"):
                 raise Permanent(f"Tryton does not allow crediting invoice {invoice_id} with refund")
-            start = {**_form(view["defaults"]), "with_refund": True, "invoice_date": None}
+            start = {**_form(view["defaults"]), "with_refund": True, "invoice_date": date}
             result = self.client.wizard(name, "execute", session, {"start": start}, "credit", context=ctx)
         finally:
             self.client.wizard(name, "delete", session, context=ctx)
