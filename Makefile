@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The hub defaults to HUB_ENV=production (fail closed); a checkout runs in development.
+export HUB_ENV ?= development
 
-.PHONY: demo test faults lint install migrate worker usage-worker beat web schemas clean bench bench-smoke
+.PHONY: demo test faults bad-inputs lint install migrate worker usage-worker beat web schemas clean bench bench-smoke
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +60,17 @@ lint: $(STAMP)
 ## and its reliability table, also written to var/reliability-report.md.
 faults: $(STAMP)
 	$(BIN)/python -m pytest tests/faults -m faults -p no:cacheprovider $(PYTEST_ARGS)
+
+## The hostile-input suite: every case against the web stack, schemathesis against the
+## OpenAPI schema and a hypothesis fuzz of each webhook parser; prints the table (also
+## written to var/bad-inputs.md). BAD_INPUTS_SIZE=ci runs the fuzz with small counts.
+BAD_INPUTS_SIZE ?= full
+ifeq ($(BAD_INPUTS_SIZE),ci)
+bad-inputs: export BAD_INPUTS_FUZZ_EXAMPLES ?= 60
+bad-inputs: export BAD_INPUTS_SCHEMA_EXAMPLES ?= 5
+endif
+bad-inputs: $(STAMP)
+	$(BIN)/python -m pytest tests/badinputs -m badinputs -p no:cacheprovider $(PYTEST_ARGS)
 
 worker: migrate
 	$(BIN)/celery -A integration_hub worker --loglevel=INFO --concurrency=2

@@ -109,6 +109,9 @@ def hub_env(database: str, **extra: str) -> dict[str, str]:
         "HUB_REDIS_URL": REDIS,  # the governor's state, in our Redis db too
         "HUB_QUEUE": QUEUE,
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        # No TLS proxy in front of the measured gunicorn, and the stub ERP is local.
+        "HUB_SSL_REDIRECT": "false",
+        "HUB_ALLOWED_INTERNAL_HOSTS": "127.0.0.1,localhost",
         "HUB_CONNECTOR_PACKAGES": "connectors.stripe,connectors.tryton,benchmarks.stub_erp",
         "LOG_LEVEL": "INFO",
         "DJANGO_SETTINGS_MODULE": "integration_hub.settings",

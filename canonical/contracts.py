@@ -9,11 +9,27 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from canonical.money import currency_normalize
+
+# Bounds every contract applies, so a payload the database cannot hold is a mapping
+# error naming its field, never a failed insert: amounts fit a 64-bit column, text
+# fits its column and holds no NUL (PostgreSQL text cannot).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("contains a NUL character")
+    return value
+
+
+def Text(max_length: int) -> type[str]:  # noqa: N802 - a type alias factory
+    return Annotated[str, Field(max_length=max_length), AfterValidator(_no_nul)]  # type: ignore[return-value]
 
 
 class Contract(BaseModel):
@@ -34,26 +50,26 @@ class SourceRef(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    system: str = Field(min_length=1, examples=["stripe"])
-    external_id: str = Field(min_length=1, examples=["in_1MtHbELkdIwHu7ix"])
+    system: Text(50) = Field(min_length=1, examples=["stripe"])
+    external_id: Text(255) = Field(min_length=1, examples=["in_1MtHbELkdIwHu7ix"])
 
 
 class Address(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    line1: str | None = None
-    line2: str | None = None
-    city: str | None = None
-    postal_code: str | None = None
-    state: str | None = None
+    line1: Text(255) | None = None
+    line2: Text(255) | None = None
+    city: Text(255) | None = None
+    postal_code: Text(50) | None = None
+    state: Text(255) | None = None
     country: str | None = Field(default=None, description="ISO 3166-1 alpha-2", pattern=r"^[A-Z]{2}$")
 
 
 class TaxId(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    type: str = Field(examples=["eu_vat"])
-    value: str
+    type: Text(50) = Field(examples=["eu_vat"])
+    value: Text(100)
 
 
 class CustomerV1(Contract):
@@ -62,12 +78,12 @@ class CustomerV1(Contract):
 
     source: SourceRef
     canonical_id: int | None = Field(default=None, description="The hub's id, once known")
-    display_name: str = Field(min_length=1)
-    email: str | None = None
+    display_name: Text(300) = Field(min_length=1)
+    email: Text(254) | None = None
     address: Address | None = None
     tax_ids: tuple[TaxId, ...] = ()
     currency: str | None = None
-    domain: str | None = Field(default=None, description="Web domain, as the source gave it", examples=["acme.com"])
+    domain: Text(255) | None = Field(default=None, description="Web domain, as the source gave it", examples=["acme.com"])
     parent: SourceRef | None = Field(
         default=None, description="The parent account in the same source system (CRM hierarchies)"
     )
@@ -87,14 +103,14 @@ class InvoiceLineV1(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    source_line_id: str | None = None
-    description: str = Field(min_length=1)
-    quantity: Decimal = Field(ge=0)
-    amount: int = Field(description="Line amount excluding tax, minor units")
-    tax_amount: int = Field(default=0, description="Tax on this line, minor units")
-    tax_rate: Decimal | None = Field(default=None, description="Percent, e.g. 10 for 10 %, when known")
-    product_ref: str | None = Field(default=None, description="Source system's product id")
-    price_ref: str | None = Field(default=None, description="Source system's price id")
+    source_line_id: Text(255) | None = None
+    description: Text(500) = Field(min_length=1)
+    quantity: Decimal = Field(ge=0, lt=10**12)
+    amount: Int64 = Field(description="Line amount excluding tax, minor units")
+    tax_amount: Int64 = Field(default=0, description="Tax on this line, minor units")
+    tax_rate: Decimal | None = Field(default=None, ge=0, lt=100000, description="Percent, e.g. 10 for 10 %, when known")
+    product_ref: Text(255) | None = Field(default=None, description="Source system's product id")
+    price_ref: Text(255) | None = Field(default=None, description="Source system's price id")
     period_start: dt.date | None = None
     period_end: dt.date | None = None
 
@@ -109,19 +125,19 @@ class InvoiceV1(Contract):
     version: ClassVar[int] = 1
 
     source: SourceRef
-    number: str | None = None
+    number: Text(100) | None = None
     customer: CustomerV1
     currency: str = Field(description="ISO 4217, upper case")
     status: InvoiceStatus
     issued_on: dt.date
     due_on: dt.date | None = None
-    subtotal: int = Field(description="Sum of line amounts excluding tax, minor units")
-    tax: int = Field(description="Total tax, minor units")
-    total: int = Field(description="subtotal + tax, minor units")
-    amount_paid: int = 0
+    subtotal: Int64 = Field(description="Sum of line amounts excluding tax, minor units")
+    tax: Int64 = Field(description="Total tax, minor units")
+    total: Int64 = Field(description="subtotal + tax, minor units")
+    amount_paid: Int64 = 0
     paid_at: dt.datetime | None = None
     voided_at: dt.datetime | None = None
-    subscription_ref: str | None = None
+    subscription_ref: Text(255) | None = None
     lines: tuple[InvoiceLineV1, ...] = Field(min_length=1)
 
     @field_validator("currency")
@@ -149,7 +165,7 @@ class PaymentV1(Contract):
     source: SourceRef
     invoice: SourceRef
     currency: str
-    amount: int = Field(gt=0, description="Minor units")
+    amount: Int64 = Field(gt=0, description="Minor units")
     paid_at: dt.datetime
 
     @field_validator("currency")

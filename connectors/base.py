@@ -75,13 +75,18 @@ class Connector:
     connector hands back (a customer it reads is ``SourceRef(system=name, …)``), so two
     connections of one vendor never mix their records. It defaults to the vendor.
     ``secret_fields`` names the credential keys that must never be shown or logged.
+    ``url_fields`` names the config keys holding URLs the hub calls, validated on save
+    by the outbound URL policy; ``fixed_hosts`` (glob patterns) the only hosts those
+    URLs may name, for vendors whose API lives on fixed hosts.
     A connector that speaks HTTP builds its vendor client in ``build_client`` (from
-    ``self.config``, ``self.credentials`` and ``self.transport``, an httpx transport
-    tests may inject); ``client`` builds it on first use and ``close`` releases it.
+    ``self.config``, ``self.credentials`` and ``self.transport``); ``client`` builds
+    it on first use and ``close`` releases it.
     """
 
     vendor: str = ""
     secret_fields: tuple[str, ...] = ()
+    url_fields: tuple[str, ...] = ()
+    fixed_hosts: tuple[str, ...] = ()
 
     def __init__(
         self, *, config: Mapping[str, Any], credentials: Mapping[str, Any], transport: Any = None, name: str = ""
@@ -89,8 +94,14 @@ class Connector:
         self.name = name or self.vendor
         self.config = dict(config)
         self.credentials = dict(credentials)
-        self.transport = transport
+        self._transport = transport
         self._client: Any = None
+
+    @property
+    def transport(self) -> Any:
+        """The httpx transport a test injected (a fake, no network), or None: then
+        ``connectors.http.client`` builds a real one under the outbound URL policy."""
+        return self._transport
 
     def build_client(self) -> Any:
         """The vendor's HTTP client. Raise NeedsConfiguration if settings are missing."""

@@ -43,6 +43,7 @@ from typing import Any, Protocol
 import httpx
 
 from connectors.errors import ConnectorError, NeedsConfiguration, Permanent, RateLimited, Retryable
+from connectors.url_policy import guarded_transport
 
 StatusKey = int | str  # an exact status (429) or a class of statuses ("5xx")
 StatusTable = Mapping[StatusKey, type[ConnectorError]]
@@ -104,13 +105,15 @@ def client(
     transport: httpx.BaseTransport | None = None,
 ) -> httpx.Client:
     """The ``httpx.Client`` of one vendor client: timeouts, no redirects, the outbound
-    policy on every request. ``transport`` is for tests (``httpx.MockTransport``)."""
+    policy on every request, and — on the real network — a transport that refuses
+    internal addresses after DNS resolution (``connectors.url_policy``). ``transport``
+    is for tests (``httpx.MockTransport``), which reach no network."""
     return httpx.Client(
         base_url=base_url.rstrip("/"),
         headers=dict(headers or {}),
         timeout=httpx.Timeout(timeout, connect=connect_timeout),
         follow_redirects=False,
-        transport=transport,
+        transport=transport if transport is not None else guarded_transport(),
         event_hooks={"request": [check_outbound]},
     )
 

@@ -38,6 +38,17 @@ class Connection(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.vendor})"
 
+    def clean(self) -> None:
+        """The outbound URL policy on every URL the config names (admin forms call this)."""
+        from django.core.exceptions import ValidationError
+
+        from connectors.url_policy import UrlRefused, connection_config_validate
+
+        try:
+            connection_config_validate(self.vendor, self.config)
+        except UrlRefused as exc:
+            raise ValidationError({"config": str(exc)}) from None
+
     @property
     def credentials(self) -> dict[str, Any]:
         return secrets.decrypt(self.encrypted_credentials)

@@ -30,6 +30,11 @@ def register(vendor: str) -> Callable[[C], C]:
     return decorate
 
 
+def declared_secret_fields() -> frozenset[str]:
+    """Every credential key a registered connector declares secret (lower case)."""
+    return frozenset(field.lower() for cls in _connectors.values() for field in cls.secret_fields)
+
+
 def register_webhook(source: str, receiver: WebhookReceiver) -> None:
     _receivers[source] = receiver
 

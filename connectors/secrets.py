@@ -38,6 +38,24 @@ def decrypt(token: str) -> dict[str, Any]:
         ) from None
 
 
+def reencrypt(token: str) -> str:
+    """``token`` re-encrypted with the newest key (MultiFernet.rotate); the keys after
+    the first are only ever used to read, so once every token is rotated they can go."""
+    if not token:
+        return token
+    try:
+        return _fernet().rotate(token.encode()).decode()
+    except InvalidToken:
+        raise ImproperlyConfigured(
+            "connection credentials cannot be decrypted with HUB_ENCRYPTION_KEYS"
+        ) from None
+
+
+def keys_reload() -> None:
+    """Forget the cached keys (after HUB_ENCRYPTION_KEYS changed in this process)."""
+    _fernet.cache_clear()
+
+
 def mask(value: Any) -> str:
     text = str(value)
     return "••••" + text[-4:] if len(text) > 8 else "••••"

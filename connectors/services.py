@@ -12,6 +12,7 @@ from connectors.base import Connector
 from connectors.cache import cached
 from connectors.errors import NeedsConfiguration
 from connectors.models import Connection
+from connectors.url_policy import connection_config_validate
 
 
 def connection_named(name: str) -> Connection:
@@ -105,8 +106,11 @@ def webhook_senders(source: str) -> list[WebhookSender]:
 def connection_upsert(
     *, name: str, vendor: str, role: str, config: dict[str, Any], credentials: dict[str, Any]
 ) -> Connection:
+    """Create or update the connection; raises UnknownVendor, or UrlRefused when a URL
+    in ``config`` breaks the outbound URL policy (``connectors.url_policy``)."""
     if not registry.is_known(vendor):
         raise registry.UnknownVendor(f"no connector or webhook receiver is registered for {vendor!r}")
+    connection_config_validate(vendor, config)  # UrlRefused: the outbound URL policy
     connection, _ = Connection.objects.update_or_create(
         name=name, defaults={"vendor": vendor, "role": role, "config": config, "is_active": True}
     )
@@ -122,3 +126,22 @@ def connection_can(connection: Connection, method: str) -> bool:
         return callable(getattr(registry.connector_class(connection.vendor), method, None))
     except registry.UnknownVendor:
         return False
+
+
+def credentials_rotate() -> int:
+    """Re-encrypt every connection's credentials with the newest HUB_ENCRYPTION_KEYS
+    key, each in its own short transaction with the row locked; returns how many rows
+    changed. Raises ImproperlyConfigured (nothing half-done to that row) if a row
+    cannot be read with any configured key."""
+    from connectors import secrets
+
+    rotated = 0
+    for pk in Connection.objects.exclude(encrypted_credentials="").values_list("pk", flat=True):
+        with transaction.atomic():
+            connection = Connection.objects.select_for_update().get(pk=pk)
+            token = secrets.reencrypt(connection.encrypted_credentials)
+            if token != connection.encrypted_credentials:
+                # update(), not save(): rotation changes no credential, so cached connectors stay valid.
+                Connection.objects.filter(pk=pk).update(encrypted_credentials=token)
+                rotated += 1
+    return rotated

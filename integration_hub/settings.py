@@ -1,7 +1,10 @@
 """Settings, all from the environment (django-environ).
 
-Defaults need nothing but Python: SQLite and a filesystem broker under ``var/``.
-``HUB_ENV=production`` refuses to start without a secret key, a database and a broker.
+The hub fails closed: ``HUB_ENV`` defaults to ``production``, which refuses to start
+without a secret key, a database, a broker and encryption keys, and turns on HSTS,
+the SSL redirect and secure cookies. A checkout opts into ``HUB_ENV=development``
+(the Makefile and the test configuration do), whose defaults need nothing but
+Python: SQLite and a filesystem broker under ``var/``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
-HUB_ENV = env.str("HUB_ENV", default="development")
+HUB_ENV = env.str("HUB_ENV", default="production")
 if HUB_ENV not in {"development", "production"}:
     raise ImproperlyConfigured(f"HUB_ENV must be 'development' or 'production', not {HUB_ENV!r}")
 PRODUCTION = HUB_ENV == "production"
@@ -27,21 +30,30 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 def _required(name: str) -> str:
     value = env.str(name, default="")
     if not value:
-        raise ImproperlyConfigured(f"{name} must be set when HUB_ENV=production")
+        raise ImproperlyConfigured(
+            f"{name} must be set when HUB_ENV=production (the default); a local checkout sets HUB_ENV=development"
+        )
     return value
 
 
+_DEV_SECRET_KEY = "dev-only-insecure-key-change-me"
 if PRODUCTION:
     SECRET_KEY = _required("SECRET_KEY")
+    if SECRET_KEY == _DEV_SECRET_KEY or len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:
+        raise ImproperlyConfigured("SECRET_KEY must be a random value of at least 50 characters in production")
     _database_url = _required("DATABASE_URL")
     CELERY_BROKER_URL = _required("CELERY_BROKER_URL")
 else:
-    SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-key-change-me")
+    SECRET_KEY = env.str("SECRET_KEY", default=_DEV_SECRET_KEY)
     _database_url = env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'hub.sqlite3'}")
     CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 
 DEBUG = env.bool("DEBUG", default=not PRODUCTION)
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("DEBUG cannot be on when HUB_ENV=production")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[] if PRODUCTION else ["*"])
+if PRODUCTION and (not ALLOWED_HOSTS or "*" in ALLOWED_HOSTS):
+    raise ImproperlyConfigured("ALLOWED_HOSTS must name the hub's hosts when HUB_ENV=production")
 
 DATABASES = {"default": env.db_url_config(_database_url)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -67,6 +79,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "axes",
     "drf_spectacular",
     "django_celery_beat",
     "canonical",
@@ -79,13 +92,25 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "integration_hub.api.guard.ApiGuardMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its lockout answer.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Admin login lockout (django-axes): after HUB_LOGIN_FAILURE_LIMIT failed logins for
+# one username from one address, that pair is locked for HUB_LOGIN_COOLOFF_HOURS.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("HUB_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.float("HUB_LOGIN_COOLOFF_HOURS", default=1.0)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
 
 ROOT_URLCONF = "integration_hub.urls"
 WSGI_APPLICATION = "integration_hub.wsgi.application"
@@ -112,21 +137,58 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 if PRODUCTION:
+    # Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and strips it from clients).
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("HUB_SECURE_COOKIES", default=True)
+    SECURE_SSL_REDIRECT = env.bool("HUB_SSL_REDIRECT", default=True)
+    SECURE_HSTS_SECONDS = env.int("HUB_HSTS_SECONDS", default=31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("HUB_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("HUB_HSTS_PRELOAD", default=False)
+    if not SECURE_HSTS_PRELOAD:
+        # Preloading is a commitment made with the browsers, the operator's call.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
+    CSRF_TRUSTED_ORIGINS = env.list(
+        "CSRF_TRUSTED_ORIGINS", default=[f"https://{host.lstrip('.')}" for host in ALLOWED_HOSTS]
+    )
+    X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+# Throttle counters: a shared cache when HUB_CACHE_URL names one (Redis), else per process.
+_cache_url = env.str("HUB_CACHE_URL", default="")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _cache_url,
+                "KEY_PREFIX": "hub"}
+    if _cache_url else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "integration_hub.api.authentication.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # A JSON API: form and multipart bodies are 415, not a second way in.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "integration_hub.api.pagination.HubPagination",
     "PAGE_SIZE": 50,
+    # Per user everywhere; sync triggers (which spend the CRM's API quota) and replays
+    # have their own, lower rates (``throttle_classes`` on those views).
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle",
+                                 "rest_framework.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env.str("HUB_THROTTLE_ANON", default="60/min"),
+        "user": env.str("HUB_THROTTLE_USER", default="600/min"),
+        "sync": env.str("HUB_THROTTLE_SYNC", default="6/min"),
+        "replay": env.str("HUB_THROTTLE_REPLAY", default="60/min"),
+    },
+    "EXCEPTION_HANDLER": "integration_hub.api.guard.drf_exception_handler",
 }
+# API tokens expire this long after they were created (``drf_create_token -r`` renews).
+HUB_API_TOKEN_TTL_HOURS = env.float("HUB_API_TOKEN_TTL_HOURS", default=24 * 30)
+HUB_API_MAX_PAGE_SIZE = env.int("HUB_API_MAX_PAGE_SIZE", default=200)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Integration Hub API",
     "VERSION": "0.1.0",
@@ -197,6 +259,11 @@ HUB_REDIS_URL = env.str(
 )
 # Deliveries held by a maintenance window resume spread over this many seconds after it.
 HUB_MAINTENANCE_DRAIN_SECONDS = env.int("HUB_MAINTENANCE_DRAIN_SECONDS", default=60)
+# Hosts the outbound URL policy lets connections reach although they are internal
+# (loopback, private, link-local): local sandboxes, tests, a self-hosted ERP.
+HUB_ALLOWED_INTERNAL_HOSTS = env.list(
+    "HUB_ALLOWED_INTERNAL_HOSTS", default=[] if PRODUCTION else ["localhost", "127.0.0.1", "::1"]
+)
 # Fernet keys (comma separated, newest first) for connection credentials at rest.
 HUB_ENCRYPTION_KEYS = env.list("HUB_ENCRYPTION_KEYS", default=[])
 if PRODUCTION and not HUB_ENCRYPTION_KEYS:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from celery.app.defaults import DEFAULTS
 from django.conf import settings
 
@@ -37,13 +38,29 @@ def test_reliability_settings_are_in_force():
         assert conf.task_time_limit < conf.broker_transport_options["visibility_timeout"]
 
 
-def _load_settings(env: dict[str, str]) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL"}}
+SECRET = "k3y-" + "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJ"
+PRODUCTION = {
+    "HUB_ENV": "production", "SECRET_KEY": SECRET, "DATABASE_URL": "sqlite:///x.db",
+    "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0", "ALLOWED_HOSTS": "hub.example.com",
+    "HUB_ENCRYPTION_KEYS": "ZmRlYWRiZWVmZmRlYWRiZWVmZmRlYWRiZWVmZmRlYWQ=",
+}
+_UNSET = {"SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL", "HUB_ENV", "ALLOWED_HOSTS", "DEBUG",
+          "HUB_ENCRYPTION_KEYS"}
+
+
+def _load_settings(env: dict[str, str], code: str = "import django; django.setup()") -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in _UNSET}
     return subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"],
+        [sys.executable, "-c", code],
         cwd=ROOT, env={**clean, "DJANGO_SETTINGS_MODULE": "integration_hub.settings", **env},
         capture_output=True, text=True, timeout=60,
     )
+
+
+def test_without_hub_env_the_hub_is_in_production_and_refuses_to_start_unconfigured():
+    result = _load_settings({})
+    assert result.returncode != 0 and "SECRET_KEY must be set" in result.stderr
+    assert "HUB_ENV=development" in result.stderr  # the message says how to run a checkout
 
 
 def test_production_refuses_to_start_without_a_secret_key():
@@ -52,14 +69,36 @@ def test_production_refuses_to_start_without_a_secret_key():
 
 
 def test_production_refuses_to_start_without_a_broker():
-    result = _load_settings({"HUB_ENV": "production", "SECRET_KEY": "x" * 50, "DATABASE_URL": "sqlite:///x.db"})
+    result = _load_settings({"HUB_ENV": "production", "SECRET_KEY": SECRET, "DATABASE_URL": "sqlite:///x.db"})
     assert result.returncode != 0 and "CELERY_BROKER_URL must be set" in result.stderr
 
 
-def test_production_starts_with_everything_set():
-    result = _load_settings({
-        "HUB_ENV": "production", "SECRET_KEY": "x" * 50, "DATABASE_URL": "sqlite:///x.db",
-        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
-        "HUB_ENCRYPTION_KEYS": "ZmRlYWRiZWVmZmRlYWRiZWVmZmRlYWRiZWVmZmRlYWQ=",
-    })
+@pytest.mark.parametrize("change, message", [
+    ({"SECRET_KEY": "dev-only-insecure-key-change-me"}, "SECRET_KEY must be a random value"),
+    ({"SECRET_KEY": "x" * 60}, "SECRET_KEY must be a random value"),
+    ({"DEBUG": "true"}, "DEBUG cannot be on"),
+    ({"ALLOWED_HOSTS": "*"}, "ALLOWED_HOSTS must name"),
+    ({"HUB_ENCRYPTION_KEYS": ""}, "HUB_ENCRYPTION_KEYS must be set"),
+])
+def test_production_refuses_insecure_settings(change, message):
+    result = _load_settings({**PRODUCTION, **change})
+    assert result.returncode != 0 and message in result.stderr
+
+
+def test_production_starts_with_everything_set_and_is_locked_down():
+    code = ("import django; django.setup(); from django.conf import settings as s; "
+            "print(s.DEBUG, s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS, s.SESSION_COOKIE_SECURE, "
+            "s.CSRF_COOKIE_SECURE, s.CSRF_TRUSTED_ORIGINS, s.HUB_ALLOWED_INTERNAL_HOSTS)")
+    result = _load_settings(PRODUCTION, code)
     assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[0] == "False True 31536000 True True ['https://hub.example.com'] []"
+
+
+def test_check_deploy_passes_in_production_mode():
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT, env={**{k: v for k, v in os.environ.items() if k not in _UNSET}, **PRODUCTION},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout

@@ -18,6 +18,7 @@ class EventSerializer(serializers.Serializer):
 class BaselineInsertView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    throttle_classes: list = []  # like the webhook it is measured against
 
     def post(self, request):
         serializer = EventSerializer(data=request.data)

@@ -29,6 +29,8 @@ class HubSpotConnector(Connector):
     """CustomerSource and CustomerWriteBack over HubSpot's CRM v3 API."""
 
     secret_fields = ("access_token", "webhook_secrets")
+    url_fields = ("base_url",)
+    fixed_hosts = ("api.hubapi.com", "api.hubspot.com", "api-eu1.hubapi.com")
 
     def __init__(self, *, config: Mapping[str, Any], credentials: Mapping[str, Any],
                  transport: httpx.BaseTransport | None = None, name: str = ""):

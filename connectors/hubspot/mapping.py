@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from canonical.contracts import Address, CustomerV1, SourceRef
 from connectors.errors import MappingError
+from connectors.payloads import epoch_datetime
 
 SYSTEM = "hubspot"
 ERP_ID_PROPERTY = "hub_erp_id"
@@ -27,8 +28,8 @@ HUB_OWNED_PROPERTIES = frozenset({ERP_ID_PROPERTY, "hs_lastmodifieddate"})
 
 def parse_time(value: Any) -> dt.datetime:
     """HubSpot timestamps: ISO strings (``updatedAt``) or epoch ms as a string (properties)."""
-    if isinstance(value, str) and value.isdigit():
-        return dt.datetime.fromtimestamp(int(value) / 1000, tz=dt.UTC)
+    if isinstance(value, str) and value.isdigit() and len(value) <= 16:
+        return epoch_datetime(int(value), field="hubspot timestamp", millis=True, error=MappingError)
     if isinstance(value, str) and value:
         try:
             return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(dt.UTC)

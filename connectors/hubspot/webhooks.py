@@ -14,19 +14,22 @@ Behind a proxy the hub must see the public URL (``USE_X_FORWARDED_HOST`` and
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
 import hmac
-import json
 import time
 from collections.abc import Mapping, Sequence
 
 from connectors.base import ReceivedEvent
 from connectors.errors import InvalidSignature, MalformedPayload
+from connectors.payloads import epoch_datetime, header_epoch, json_loads
 
 SIGNATURE_HEADER = "X-HubSpot-Signature-v3"
 TIMESTAMP_HEADER = "X-HubSpot-Request-Timestamp"
 MAX_AGE_SECONDS = 300
+# HubSpot documents only the age limit; the hub refuses the same skew into the future.
+MAX_FUTURE_SECONDS = 300
+# HubSpot sends at most 100 events per request.
+MAX_BATCH = 100
 _DECODED = {"%3A": ":", "%2F": "/", "%3F": "?", "%40": "@", "%21": "!", "%24": "$", "%27": "'", "%28": "(",
             "%29": ")", "%2A": "*", "%2C": ",", "%3B": ";"}
 
@@ -52,10 +55,7 @@ def verify_signature(*, body: bytes, headers: Mapping[str, str], secrets: Sequen
     signature, timestamp = _header(headers, SIGNATURE_HEADER), _header(headers, TIMESTAMP_HEADER)
     if not signature or not timestamp:
         raise InvalidSignature(f"Missing {SIGNATURE_HEADER} or {TIMESTAMP_HEADER} header")
-    try:
-        sent_at = int(timestamp) / 1000
-    except ValueError:
-        raise InvalidSignature(f"{TIMESTAMP_HEADER} is not epoch milliseconds") from None
+    sent_at = header_epoch(timestamp, header=TIMESTAMP_HEADER) / 1000
     if isinstance(secrets, str):
         secrets = [secrets]
     matched = False
@@ -68,17 +68,18 @@ def verify_signature(*, body: bytes, headers: Mapping[str, str], secrets: Sequen
     current = time.time() if now is None else now
     if current - sent_at > MAX_AGE_SECONDS:
         raise InvalidSignature(f"Timestamp is older than {MAX_AGE_SECONDS} s ({timestamp})")
+    if sent_at - current > MAX_FUTURE_SECONDS:
+        raise InvalidSignature(f"Timestamp is more than {MAX_FUTURE_SECONDS} s in the future ({timestamp})")
 
 
 def parse(body: bytes) -> list[ReceivedEvent]:
     """A JSON array of events; each becomes one inbox row. ``eventId`` alone is not
     guaranteed unique, so the inbox id combines it with the subscription, object and time."""
-    try:
-        events = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise MalformedPayload(f"body is not valid JSON: {exc}") from None
+    events = json_loads(body)
     if not isinstance(events, list) or not events:
         raise MalformedPayload("expected a non-empty JSON array of events")
+    if len(events) > MAX_BATCH:
+        raise MalformedPayload(f"{len(events)} events in one request; HubSpot sends at most {MAX_BATCH}")
     received = []
     for index, event in enumerate(events):
         if not isinstance(event, dict):
@@ -86,14 +87,17 @@ def parse(body: bytes) -> list[ReceivedEvent]:
         missing = [k for k in ("eventId", "subscriptionType", "objectId", "occurredAt") if event.get(k) is None]
         if missing:
             raise MalformedPayload(f"[{index}]: missing {', '.join(missing)}")
-        if not isinstance(event["occurredAt"], int) or not isinstance(event["subscriptionType"], str):
-            raise MalformedPayload(f"[{index}]: occurredAt must be epoch ms and subscriptionType a string")
+        if not isinstance(event["subscriptionType"], str):
+            raise MalformedPayload(f"[{index}]: subscriptionType must be a string")
+        if not isinstance(event["objectId"], int | str) or isinstance(event["objectId"], bool):
+            raise MalformedPayload(f"[{index}].objectId: expected an id")
+        occurred_at = epoch_datetime(event["occurredAt"], field=f"[{index}].occurredAt", millis=True)
         received.append(ReceivedEvent(
             external_id=f"{event['eventId']}:{event['subscriptionType']}:{event['objectId']}:{event['occurredAt']}",
             type=event["subscriptionType"],
             subject=f"customer:{event['objectId']}",
             payload=event,
-            occurred_at=dt.datetime.fromtimestamp(event["occurredAt"] / 1000, tz=dt.UTC),
+            occurred_at=occurred_at,
         ))
     return received
 

@@ -18,6 +18,7 @@ import httpx
 
 from connectors import http
 from connectors.errors import ConnectorError, NeedsConfiguration, Permanent, RateLimited, Retryable
+from connectors.url_policy import same_origin
 
 DEFAULT_API_VERSION = "v60.0"
 # Salesforce does not send Retry-After with REQUEST_LIMIT_EXCEEDED; its limits are
@@ -77,9 +78,10 @@ class SalesforceClient:
         timeout: float = 20.0,
         transport: httpx.BaseTransport | None = None,
     ):
-        self.base = f"{instance_url.rstrip('/')}/services/data/{api_version}"
+        self.origin = instance_url.rstrip("/")
+        self.base = f"{self.origin}/services/data/{api_version}"
         self._http = http.client(
-            base_url=instance_url,
+            base_url=self.origin,
             headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
             timeout=timeout,
             transport=transport,
@@ -94,12 +96,26 @@ class SalesforceClient:
                             error_for=error_from_response, **kwargs)
 
     def query(self, soql: str) -> Iterator[dict[str, Any]]:
-        """Every record of a SOQL query, following ``nextRecordsUrl`` page by page."""
-        url = f"{self.base}/query?{urllib.parse.urlencode({'q': soql})}"
+        """Every record of a SOQL query, following ``nextRecordsUrl`` page by page.
+
+        Salesforce sends ``nextRecordsUrl`` as a path on the instance; the client
+        carries the bearer token, so an absolute URL to any other origin is refused
+        (Permanent) instead of followed."""
+        url: str | None = f"{self.base}/query?{urllib.parse.urlencode({'q': soql})}"
         while url:
             page = self._request("GET", url, what="query").json()
             yield from page.get("records", [])
-            url = None if page.get("done", True) else page.get("nextRecordsUrl")
+            url = None if page.get("done", True) else self._next_page(page.get("nextRecordsUrl"))
+
+    def _next_page(self, link: Any) -> str:
+        if not isinstance(link, str) or not link:
+            raise Permanent("Salesforce query: a page that is not done has no nextRecordsUrl")
+        if link.startswith("/") and not link.startswith("//"):
+            return f"{self.origin}{link}"
+        if same_origin(link, self.origin):
+            return link
+        raise Permanent(f"Salesforce query: nextRecordsUrl leaves the instance ({httpx.URL(link).host!r}); "
+                        "the access token is only sent to the connection's own host")
 
     def get(self, sobject: str, record_id: str, fields: list[str]) -> dict[str, Any] | None:
         """One record, or None when Salesforce says it does not exist (or is deleted)."""

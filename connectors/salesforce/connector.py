@@ -37,6 +37,9 @@ class SalesforceConnector(Connector):
     """CustomerSource and CustomerWriteBack over the Salesforce REST API."""
 
     secret_fields = ("access_token", "webhook_secrets")
+    url_fields = ("instance_url",)
+    # My Domain instance URLs, sandboxes and the legacy login hosts.
+    fixed_hosts = ("*.salesforce.com", "*.force.com", "*.cloudforce.com", "*.salesforce.mil")
 
     def __init__(self, *, config: Mapping[str, Any], credentials: Mapping[str, Any],
                  transport: httpx.BaseTransport | None = None, name: str = ""):

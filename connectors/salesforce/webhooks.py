@@ -17,21 +17,21 @@ the connection's ``webhook_secrets``.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import hmac
-import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from connectors.base import ReceivedEvent
 from connectors.errors import InvalidSignature, MalformedPayload, MappingError
+from connectors.payloads import epoch_datetime, header_epoch, json_loads
 from connectors.salesforce.mapping import change_id, parse_timestamp
 
 TIMESTAMP_HEADER = "X-Hub-Relay-Timestamp"
 SIGNATURE_HEADER = "X-Hub-Relay-Signature"
 TOLERANCE = 300
+MAX_BATCH = 200
 
 
 def compute_signature(body: bytes, secret: str, timestamp: int) -> str:
@@ -56,10 +56,7 @@ def verify_signature(
     raw_timestamp, raw_signature = _header(headers, TIMESTAMP_HEADER), _header(headers, SIGNATURE_HEADER)
     if not raw_timestamp or not raw_signature:
         raise InvalidSignature(f"Missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
-    try:
-        timestamp = int(raw_timestamp)
-    except ValueError:
-        raise InvalidSignature(f"{TIMESTAMP_HEADER} is not an integer") from None
+    timestamp = header_epoch(raw_timestamp, header=TIMESTAMP_HEADER)
     candidates = [part.strip()[3:] for part in raw_signature.split(",") if part.strip().startswith("v1=")]
     if not candidates:
         raise InvalidSignature("No v1 signature in the header")
@@ -93,7 +90,9 @@ def _events_of(envelope: Any, index: int) -> list[ReceivedEvent]:
     if not isinstance(record_ids, list) or not record_ids or not all(isinstance(r, str) for r in record_ids):
         raise MalformedPayload(f"{path}: recordIds must be a non-empty list of ids")
     commit = header.get("commitTimestamp")
-    occurred = dt.datetime.fromtimestamp(commit / 1000, tz=dt.UTC) if isinstance(commit, int) else None
+    occurred = None
+    if commit is not None:
+        occurred = epoch_datetime(commit, field=f"{path}.ChangeEventHeader.commitTimestamp", millis=True)
     modified = None
     if payload.get("LastModifiedDate"):
         try:
@@ -121,13 +120,12 @@ def _events_of(envelope: Any, index: int) -> list[ReceivedEvent]:
 def parse(body: bytes) -> list[ReceivedEvent]:
     """One ReceivedEvent per record id of each change event (a change event may name
     several records changed in one transaction)."""
-    try:
-        decoded = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise MalformedPayload(f"body is not valid JSON: {exc}") from None
+    decoded = json_loads(body)
     envelopes = decoded if isinstance(decoded, list) else [decoded]
     if not envelopes:
         raise MalformedPayload("empty batch")
+    if len(envelopes) > MAX_BATCH:
+        raise MalformedPayload(f"{len(envelopes)} change events in one request; the limit is {MAX_BATCH}")
     return [event for index, envelope in enumerate(envelopes) for event in _events_of(envelope, index)]
 
 

@@ -46,6 +46,9 @@ class StripeConnector(Connector):
     (secret key) and ``webhook_secrets``."""
 
     secret_fields = ("api_key", "webhook_secrets")
+    url_fields = ("api_base", "meter_events_base")
+    fixed_hosts = ("api.stripe.com", "files.stripe.com", "meter-events.stripe.com")
+
     # A meter event session token lasts 15 minutes; renew a little before.
     SESSION_RENEW_SECONDS = 14 * 60
 

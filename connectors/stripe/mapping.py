@@ -23,9 +23,20 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from canonical.contracts import Address, CustomerV1, InvoiceLineV1, InvoiceV1, PaymentV1, SourceRef, TaxId
+from canonical.contracts import (
+    INT64_MAX,
+    INT64_MIN,
+    Address,
+    CustomerV1,
+    InvoiceLineV1,
+    InvoiceV1,
+    PaymentV1,
+    SourceRef,
+    TaxId,
+)
 from canonical.money import UnknownCurrency, currency_normalize
 from connectors.errors import MappingError
+from connectors.payloads import epoch_datetime
 
 SYSTEM = "stripe"
 
@@ -47,6 +58,8 @@ def _int(value: Any, path: str, *, required: bool = True) -> int | None:
     # bool is an int subclass and a float amount means a non-minor-unit value.
     if isinstance(value, bool) or not isinstance(value, int):
         raise _fail(path, f"expected an integer, got {value!r}")
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise _fail(path, f"{value} does not fit a 64-bit integer")
     return value
 
 
@@ -83,7 +96,9 @@ def _id_of(value: Any, path: str) -> str | None:
 
 def _timestamp(value: Any, path: str, *, required: bool = False) -> dt.datetime | None:
     seconds = _int(value, path, required=required)
-    return None if seconds is None else dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
+    if seconds is None:
+        return None
+    return epoch_datetime(seconds, field=f"stripe {path}", error=MappingError)
 
 
 def _date(value: Any, path: str, *, required: bool = False) -> dt.date | None:

@@ -9,16 +9,15 @@ rolled without dropping events signed with the previous one.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import hmac
-import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from connectors.base import ReceivedEvent
 from connectors.errors import InvalidSignature, MalformedPayload
+from connectors.payloads import MAX_HEADER_DIGITS, epoch_datetime, json_loads
 
 SIGNATURE_HEADER = "Stripe-Signature"
 EXPECTED_SCHEME = "v1"
@@ -41,7 +40,10 @@ def _parse_header(header: str) -> tuple[int, list[str]]:
     # (v0 is Stripe's test-only scheme) are ignored.
     try:
         items = [item.split("=", 1) for item in header.split(",")]
-        timestamp = int([item[1] for item in items if item[0] == "t"][0])
+        raw_timestamp = [item[1] for item in items if item[0] == "t"][0]
+        if len(raw_timestamp) > MAX_HEADER_DIGITS:
+            raise ValueError(raw_timestamp)
+        timestamp = int(raw_timestamp)
         signatures = [item[1] for item in items if item[0] == EXPECTED_SCHEME]
     except (IndexError, ValueError):
         raise InvalidSignature("Unable to extract timestamp and signatures from header") from None
@@ -60,8 +62,10 @@ def verify_signature(
 
     Raises InvalidSignature, in this order: header missing; header unparseable; no
     ``v1`` signature; no ``v1`` signature matches any of ``secrets``; timestamp
-    older than ``tolerance`` seconds (checked only after a match, and skipped when
-    ``tolerance`` is 0). Timestamps in the future are accepted, as Stripe does.
+    further than ``tolerance`` seconds from now, in the past or the future (checked
+    only after a match, and skipped when ``tolerance`` is 0). stripe-python accepts
+    any future timestamp; the hub does not, so a signature captured with a clock
+    skewed forward cannot be replayed for days.
     Messages never contain a secret or an expected signature.
     """
     if not header:
@@ -87,7 +91,7 @@ def verify_signature(
         raise InvalidSignature("No signatures found matching the expected signature for payload")
 
     current = time.time() if now is None else now
-    if tolerance and timestamp < current - tolerance:
+    if tolerance and abs(current - timestamp) > tolerance:
         raise InvalidSignature(f"Timestamp outside the tolerance zone ({timestamp})")
 
 
@@ -114,10 +118,7 @@ def parse_event(payload: bytes) -> ReceivedEvent:
     ``construct_event`` does: they carry no snapshot to map. The subject is
     ``"{data.object.object}:{data.object.id}"``, e.g. ``"invoice:in_123"``.
     """
-    try:
-        event = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise MalformedPayload(f"body is not valid JSON: {exc}") from None
+    event = json_loads(payload)
     if not isinstance(event, dict):
         raise MalformedPayload(f"body is a JSON {type(event).__name__}, not an event object")
 
@@ -144,7 +145,7 @@ def parse_event(payload: bytes) -> ReceivedEvent:
         type=event_type,
         subject=f"{obj_kind}:{obj_id}",
         payload=event,
-        occurred_at=dt.datetime.fromtimestamp(created, tz=dt.UTC),
+        occurred_at=epoch_datetime(created, field="created"),
     )
 
 

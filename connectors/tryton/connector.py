@@ -39,6 +39,7 @@ class TrytonConnector(TrytonAdjustments, Connector):
     module docstring for config)."""
 
     secret_fields = ("password",)
+    url_fields = ("url",)  # self-hosted: any host; an internal one must be allowed by name
 
     def __init__(
         self,
@@ -291,6 +292,9 @@ class TrytonConnector(TrytonAdjustments, Connector):
             )
         self._run_pay_wizard(company, found["id"], amount, payment.paid_at.astimezone(dt.UTC).date(),
                              description)
+        # Two partial payments booked at once each see the other's part as still due,
+        # so neither wizard reconciles; whichever finishes last settles the invoice.
+        self._reconcile_if_settled(company, found["id"])
         return mapping.external_document(self._read_invoice(company, found["id"]))
 
     def void_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:

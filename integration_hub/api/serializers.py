@@ -21,7 +21,26 @@ class DeliverySerializer(serializers.ModelSerializer):
         ]
 
 
+_TRACEBACK = "Traceback (most recent call last)"
+
+
+def detail_without_traceback(detail: str) -> str:
+    """An exception's detail for API clients: a traceback becomes its last line."""
+    if _TRACEBACK not in detail:
+        return detail
+    before, _, trace = detail.partition(_TRACEBACK)
+    last = next((line for line in reversed(trace.strip().splitlines()) if line.strip()), "")
+    return f"{before.strip()} {last.strip()} (traceback in the hub's logs)".strip()
+
+
 class ExceptionRecordSerializer(serializers.ModelSerializer):
+    """``detail`` without tracebacks: those stay in the logs and the admin."""
+
+    detail = serializers.SerializerMethodField()
+
+    def get_detail(self, record: ExceptionRecord) -> str:
+        return detail_without_traceback(record.detail)
+
     class Meta:
         model = ExceptionRecord
         fields = [
@@ -232,13 +251,13 @@ class BulkReplaySerializer(ReplaySerializer):
 
 
 class EditAndReplaySerializer(ReplaySerializer):
-    payload = serializers.JSONField(required=False, help_text="Corrected vendor payload (inbound-event exceptions)")
-    corrections = serializers.JSONField(
+    payload = serializers.DictField(required=False, help_text="Corrected vendor payload (inbound-event exceptions)")
+    corrections = serializers.DictField(
         required=False,
         help_text="Corrections of the record behind a dead delivery, as its workflow takes them; for an invoice "
                   'e.g. {"legal_entity": "EU", "lines": [{"position": 1, "tax_amount": 0}]}',
     )
-    invoice = serializers.JSONField(required=False, help_text="Deprecated name of 'corrections'")
+    invoice = serializers.DictField(required=False, help_text="Deprecated name of 'corrections'")
 
     def validate(self, data):
         if "invoice" in data:

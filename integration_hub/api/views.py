@@ -8,9 +8,10 @@ from django.db import transaction
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
-from rest_framework.decorators import action, api_view
+from rest_framework.decorators import action, api_view, throttle_classes
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import UserRateThrottle
 
 from connectors.models import Connection
 from integration_hub.api.serializers import (
@@ -34,6 +35,19 @@ from integration_hub.runtime.models import Delivery, ExceptionRecord
 from integration_hub.workflows.models import SyncRun
 from integration_hub.workflows.selectors import customer_detail, sync_run_detail
 from integration_hub.workflows.services import PULL_RUN_TASK, sync_run_create
+
+
+class SyncThrottle(UserRateThrottle):
+    """Sync triggers spend the CRM's API quota: a lower rate per user."""
+
+    scope = "sync"
+
+
+class ReplayThrottle(UserRateThrottle):
+    scope = "replay"
+
+
+_REPLAY_THROTTLES = [UserRateThrottle, ReplayThrottle]
 
 
 @extend_schema(responses={200: TransactionTraceSerializer, 404: ErrorSerializer})
@@ -80,14 +94,15 @@ class ExceptionRecordViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
         return queryset
 
     @extend_schema(request=ReplaySerializer, responses={202: ExceptionRecordSerializer})
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], throttle_classes=_REPLAY_THROTTLES)
     def replay(self, request: Request, pk: str | None = None) -> Response:
         """Replay the dead delivery or failed event behind this exception."""
         return self._act_on_open(request, pk, ReplaySerializer, lambda record, data: services.exception_replay(
             record, user=request.user, reason=data["reason"]))
 
-    @extend_schema(request=BulkReplaySerializer, responses={202: BulkReplayResultSerializer})
-    @action(detail=False, methods=["post"], url_path="replay")
+    @extend_schema(request=BulkReplaySerializer, responses={202: BulkReplayResultSerializer},
+                   operation_id="exceptions_replay_many")
+    @action(detail=False, methods=["post"], url_path="replay", throttle_classes=_REPLAY_THROTTLES)
     def replay_many(self, request: Request) -> Response:
         """Replay every open exception matching the ids or filters given."""
         form = BulkReplaySerializer(data=request.data)
@@ -105,7 +120,7 @@ class ExceptionRecordViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
         return Response(BulkReplayResultSerializer(result).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=EditAndReplaySerializer, responses={202: ExceptionRecordSerializer})
-    @action(detail=True, methods=["post"], url_path="edit-and-replay")
+    @action(detail=True, methods=["post"], url_path="edit-and-replay", throttle_classes=_REPLAY_THROTTLES)
     def edit_and_replay(self, request: Request, pk: str | None = None) -> Response:
         """Correct the payload or the canonical record behind this exception, then replay."""
         return self._act_on_open(request, pk, EditAndReplaySerializer, lambda record, data: (
@@ -132,6 +147,7 @@ class ExceptionRecordViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
 
 @extend_schema(request=None, responses={202: SyncRunSerializer})
 @api_view(["POST"])
+@throttle_classes([UserRateThrottle, SyncThrottle])
 def customers_sync(request: Request) -> Response:
     """Start a pull of CRM customer changes since the watermark; returns the run id
     (poll ``GET /api/syncs/<id>/``)."""

@@ -2,14 +2,17 @@
 
 The answer is 2xx only after the inbox row is committed; every rejection is a 4xx
 with a reason (or 503 when the hub cannot store the event right now, so the vendor
-retries), never a 500.
+retries), never a 500. Payloads the database could not hold (NUL characters, deep
+nesting, over-long ids) are refused with a 400 before storage (``connectors.payloads``),
+so they never turn into a 503 the vendor retries for days; anything else unexpected
+becomes a logged incident and a 400 (``integration_hub.api.guard``).
 """
 
 from __future__ import annotations
 
 import structlog
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, DataError
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -17,6 +20,7 @@ from django.views.decorators.http import require_POST
 from connectors import registry
 from connectors.base import WebhookReceiver
 from connectors.errors import InvalidSignature, MalformedPayload
+from connectors.payloads import check_events
 from connectors.services import WebhookSender, webhook_senders
 from integration_hub.runtime.services import inbound_accept
 
@@ -69,6 +73,11 @@ def webhook_receive(request: HttpRequest, source: str) -> JsonResponse:
     except registry.UnknownVendor:
         return _error(404, "unknown_source", f"no webhook source named {source!r}")
 
+    # Every supported sender posts JSON; anything else is refused before reading.
+    content_type = (request.content_type or "").lower()
+    if content_type != "application/json":
+        return _error(415, "unsupported_media_type", f"expected application/json, got {content_type or 'none'!r}")
+
     limit = settings.HUB_WEBHOOK_MAX_BYTES
     body = _read_body(request, limit)
     if body is None:
@@ -79,10 +88,12 @@ def webhook_receive(request: HttpRequest, source: str) -> JsonResponse:
     try:
         sender = _verified_sender(receiver, senders, body=body, request=request)
         events = receiver.parse(body)
+        check_events(sender.name, events)
     except InvalidSignature as exc:
         log.warning("webhook_rejected", source=source, reason=str(exc))
         return _error(400, "invalid_signature", str(exc))
     except MalformedPayload as exc:
+        log.warning("webhook_malformed", source=source, reason=str(exc)[:300])
         return _error(400, "malformed_payload", str(exc))
 
     accepted = []
@@ -93,6 +104,10 @@ def webhook_receive(request: HttpRequest, source: str) -> JsonResponse:
                 {"event_id": event.external_id, "status": "accepted" if created else "duplicate",
                  "transaction_id": str(row.transaction_id)}
             )
+    except DataError:
+        # The database refused the values themselves: retrying cannot help.
+        log.exception("webhook_unstorable", source=source)
+        return _error(400, "unstorable_payload", "the database refused a value of this event")
     except DatabaseError:
         log.exception("webhook_database_unavailable", source=source)
         return _error(503, "unavailable", "the hub cannot store events right now; retry later")

@@ -27,6 +27,7 @@ from connectors import registry
 from connectors.base import ExternalDocument, Ignored, ReceivedEvent
 from connectors.errors import ConnectorError, NeedsConfiguration, Permanent, Retryable
 from connectors.models import Connection
+from connectors.payloads import check_event
 from connectors.services import connection_vendor, connector_for
 from integration_hub.celery import app as celery_app
 from integration_hub.runtime import dispatch
@@ -84,7 +85,10 @@ def enqueue_after_commit(task_name: str, object_id: int, *, countdown: float | N
 
 def inbound_accept(*, source: str, event: ReceivedEvent) -> tuple[InboundEvent, bool]:
     """Store a verified vendor event in the inbox. Returns (row, created); a
-    duplicate (same source and event id) returns the existing row untouched."""
+    duplicate (same source and event id) returns the existing row untouched.
+    Raises MalformedPayload, before touching the database, for an event the inbox
+    cannot hold (``connectors.payloads.check_event``)."""
+    check_event(source, event)
     subject = f"{source}:{event.subject}"
     now = timezone.now()
     with transaction.atomic():

@@ -18,6 +18,13 @@ from rest_framework.response import Response
 
 from integration_hub.usage import selectors, services
 from integration_hub.usage.models import Checkpoint, UsageBatch
+from integration_hub.usage.serializers import (
+    BatchSerializer,
+    CheckpointRequestSerializer,
+    CheckpointSerializer,
+    PeriodClosedSerializer,
+    RepairSerializer,
+)
 
 
 class _Raw(BaseParser):
@@ -55,7 +62,9 @@ def _csv_response(rows, filename: str) -> StreamingHttpResponse:
     return response
 
 
-@extend_schema(request={"text/csv": bytes, "application/x-ndjson": bytes}, responses={202: dict})
+@extend_schema(methods=["GET"], responses={200: BatchSerializer(many=True)}, operation_id="usage_batches_list")
+@extend_schema(methods=["POST"], request={"text/csv": bytes, "application/x-ndjson": bytes},
+               responses={202: BatchSerializer}, operation_id="usage_batches_create")
 @api_view(["GET", "POST"])
 @parser_classes([_Raw])
 def batches(request: Request) -> Response:
@@ -71,11 +80,13 @@ def batches(request: Request) -> Response:
                     headers={"Location": f"/api/usage/batches/{batch.pk}/"})
 
 
+@extend_schema(responses={200: BatchSerializer})
 @api_view(["GET"])
 def batch_detail(request: Request, batch_id: int) -> Response:
     return Response(selectors.batch_detail(get_object_or_404(UsageBatch, pk=batch_id)))
 
 
+@extend_schema(responses={(200, "text/csv"): bytes})
 @api_view(["GET"])
 def batch_rejects(request: Request, batch_id: int) -> StreamingHttpResponse:
     batch = get_object_or_404(UsageBatch, pk=batch_id)
@@ -89,6 +100,7 @@ def _period(value: str) -> dt.date | None:
         return None
 
 
+@extend_schema(request=None, responses={200: PeriodClosedSerializer})
 @api_view(["POST"])
 def period_close(request: Request, period: str) -> Response:
     parsed = _period(period)
@@ -99,6 +111,10 @@ def period_close(request: Request, period: str) -> Response:
                      "pushes": closed.pushes.count()})
 
 
+@extend_schema(methods=["GET"], responses={200: CheckpointSerializer(many=True)},
+               operation_id="reconciliations_list")
+@extend_schema(methods=["POST"], request=CheckpointRequestSerializer, responses={201: CheckpointSerializer},
+               operation_id="reconciliations_run")
 @api_view(["GET", "POST"])
 def reconciliations(request: Request) -> Response:
     """POST ``{"period": "YYYY-MM"}``: run a checkpoint now (201 with its report)."""
@@ -111,6 +127,8 @@ def reconciliations(request: Request) -> Response:
     return Response(selectors.checkpoint_detail(checkpoint), status=status.HTTP_201_CREATED)
 
 
+@extend_schema(responses={200: CheckpointSerializer, (200, "text/csv"): bytes},
+               operation_id="reconciliations_detail")
 @api_view(["GET"])
 def reconciliation_detail(request: Request, checkpoint_id: int):
     checkpoint = get_object_or_404(Checkpoint, pk=checkpoint_id)
@@ -119,6 +137,7 @@ def reconciliation_detail(request: Request, checkpoint_id: int):
     return Response(selectors.checkpoint_detail(checkpoint))
 
 
+@extend_schema(request=None, responses={202: RepairSerializer})
 @api_view(["POST"])
 def reconciliation_repair(request: Request, checkpoint_id: int) -> Response:
     checkpoint = get_object_or_404(Checkpoint, pk=checkpoint_id)

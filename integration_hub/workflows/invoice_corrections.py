@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from pydantic import ValidationError as ContractError
 
@@ -19,18 +20,32 @@ INVOICE_FIELDS = {"number", "due_on"}
 LINE_FIELDS = {"description", "tax_amount", "tax_rate"}
 
 
+def _checked(record, name: str, value: Any) -> Any:
+    """``value`` as the model field holds it (a date, a bounded integer), or
+    CorrectionRejected naming the field: bad input is a 400, never a 500."""
+    try:
+        return type(record)._meta.get_field(name).clean(value, record)
+    except ValidationError as exc:
+        raise CorrectionRejected(f"{name}: {'; '.join(exc.messages)}") from None
+    except (TypeError, ValueError, ArithmeticError) as exc:
+        raise CorrectionRejected(f"{name}: {exc}") from None
+
+
 @transaction.atomic
 def invoice_correct(invoice: Invoice, *, changes: dict[str, Any], user, reason: str) -> Invoice:
     """Correct the canonical invoice before a replay. The result must still be a
     valid contract (lines, tax and totals add up) or nothing changes."""
     locked = Invoice.objects.select_for_update().get(pk=invoice.pk)
+    line_changes = changes.get("lines", [])
+    if not isinstance(line_changes, list) or not all(isinstance(c, dict) for c in line_changes):
+        raise CorrectionRejected("lines: expected a list of objects, each with a 'position'")
     unknown = set(changes) - INVOICE_FIELDS - {"legal_entity", "lines"}
     if unknown:
         raise CorrectionRejected(f"these invoice fields cannot be corrected here: {', '.join(sorted(unknown))}")
     diff: dict[str, Any] = {}
     for name in INVOICE_FIELDS & set(changes):
         diff[name] = {"before": str(getattr(locked, name)), "after": str(changes[name])}
-        setattr(locked, name, changes[name])
+        setattr(locked, name, _checked(locked, name, changes[name]))
     if "legal_entity" in changes:
         entity = LegalEntity.objects.filter(code=changes["legal_entity"]).first()
         if entity is None:
@@ -47,7 +62,7 @@ def invoice_correct(invoice: Invoice, *, changes: dict[str, Any], user, reason: 
             raise CorrectionRejected(f"these line fields cannot be corrected here: {', '.join(sorted(bad))}")
         for name in LINE_FIELDS & set(correction):
             diff[f"lines[{line.position}].{name}"] = {"before": str(getattr(line, name)), "after": str(correction[name])}
-            setattr(line, name, correction[name])
+            setattr(line, name, _checked(line, name, correction[name]))
         line.save()
     locked.tax = sum(line.tax_amount for line in lines.values())
     locked.total = locked.subtotal + locked.tax

@@ -203,3 +203,12 @@ def test_credit_notes_refused_on_purpose(field, value, message):
     note[field] = value
     with pytest.raises(MappingError, match=message):
         credit_note_from_stripe(note)
+
+
+@pytest.mark.parametrize("kind", ["credit_note", "refund", "invoice_payment"])
+def test_the_sdk_accepts_the_sandboxs_adjustment_webhooks(kind):
+    billing = _sandbox("basil")
+    document = _documents("basil")[kind]
+    body, headers = billing.webhook_request(billing.event(f"{kind}.created", document))
+    event = stripe.Webhook.construct_event(body.decode(), headers["Stripe-Signature"], WEBHOOK_SECRET)
+    assert (event.data.object.object, event.data.object.id) == (kind, document["id"])

@@ -134,8 +134,17 @@ class TestVerifySignature:
     def test_zero_tolerance_disables_the_check(self):
         verify_signature(BODY, header(t=NOW - 86_400), [SECRET], now=NOW, tolerance=0)
 
-    def test_future_timestamp_accepted(self):
-        verify_signature(BODY, header(t=NOW + 3_600), [SECRET], now=NOW)
+    def test_a_timestamp_beyond_the_tolerance_in_the_future_is_refused(self):
+        # stripe-python accepts any future timestamp; the hub refuses the same skew both ways.
+        with pytest.raises(InvalidSignature, match="tolerance"):
+            verify_signature(BODY, header(t=NOW + 3_600), [SECRET], now=NOW)
+
+    def test_a_small_forward_clock_skew_is_accepted(self):
+        verify_signature(BODY, header(t=NOW + 60), [SECRET], now=NOW)
+
+    def test_a_400_digit_timestamp_is_an_invalid_signature_not_an_overflow(self):
+        with pytest.raises(InvalidSignature, match="Unable to extract"):
+            verify_signature(BODY, f"t={'9' * 400},v1={'0' * 64}", [SECRET], now=NOW)
 
     def test_signature_is_checked_before_the_timestamp(self):
         # A stale request with a bad signature reports the signature, as Stripe does.
