@@ -45,6 +45,14 @@ bench: $(BENCH_STAMP)
 bench-smoke: $(STAMP)
 	$(BIN)/python -m benchmarks.run --smoke $(BENCH_ARGS)
 
+## A simulated month (3 entities, 10 currencies, subscriptions, plan changes, credit
+## notes, voids, late and partial payments) into a fresh Tryton, then the three-way
+## reconciliation table; MONTH_ARGS="--subscriptions 15" is the CI size.
+month: $(STAMP)
+	rm -rf var/month
+	HUB_VAR_DIR=var/month $(BIN)/python manage.py migrate --no-input -v 0
+	HUB_VAR_DIR=var/month $(BIN)/python manage.py simulate_month $(MONTH_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check integration_hub canonical connectors tests benchmarks
 

@@ -1,5 +1,13 @@
-from django.contrib import admin
+import datetime as dt
 
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils import timezone
+
+from canonical import policy_services
 from canonical.models import (
     CrossReference,
     Customer,
@@ -9,9 +17,15 @@ from canonical.models import (
     InvoiceLine,
     LegalEntity,
     Payment,
+    PostingDecision,
+    PostingPolicyVersion,
+    PostingRule,
     Price,
     Product,
+    ReconciliationRun,
+    Region,
     SystemOfRecord,
+    TaxMapping,
 )
 
 
@@ -77,3 +91,137 @@ class CrossReferenceAdmin(admin.ModelAdmin):
 
 admin.site.register(Product)
 admin.site.register(Price)
+
+
+# ---------------------------------------------------------------- posting policies
+
+
+@admin.register(Region)
+class RegionAdmin(admin.ModelAdmin):
+    list_display = ("code", "name", "countries")
+
+
+class _FrozenWhenApproved:
+    """Inline rows of an approved version are read-only: it is frozen."""
+
+    def _editable(self, obj) -> bool:
+        return obj is None or obj.status == PostingPolicyVersion.Status.DRAFT
+
+    def has_add_permission(self, request, obj=None):
+        return self._editable(obj) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return self._editable(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return self._editable(obj) and super().has_delete_permission(request, obj)
+
+
+class PostingRuleInline(_FrozenWhenApproved, admin.TabularInline):
+    model = PostingRule
+    extra = 0
+    fields = ("priority", "name", "countries", "region", "tax_status", "product_line", "currency",
+              "legal_entity", "revenue_account", "cost_center", "currency_treatment")
+
+
+class TaxMappingInline(_FrozenWhenApproved, admin.TabularInline):
+    model = TaxMapping
+    extra = 0
+    fields = ("jurisdiction", "rate", "tax_status", "tax_code")
+
+
+@admin.register(PostingPolicyVersion)
+class PostingPolicyVersionAdmin(admin.ModelAdmin):
+    """Edit a draft, dry-run it against the last real documents, approve it (finance).
+    An approved version is frozen; "new draft from" copies it for the next change."""
+
+    list_display = ("number", "status", "effective_from", "note", "approved_by", "approved_at")
+    list_filter = ("status",)
+    inlines = (PostingRuleInline, TaxMappingInline)
+    readonly_fields = ("number", "status", "effective_from", "approved_by", "approved_at", "created_at")
+    actions = ("new_draft_from",)
+    DRY_RUN_SIZE = 20
+
+    def has_change_permission(self, request, obj=None):
+        if obj is not None and obj.status != PostingPolicyVersion.Status.DRAFT:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and obj.status != PostingPolicyVersion.Status.DRAFT:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            from django.db.models import Max
+
+            obj.number = (PostingPolicyVersion.objects.aggregate(n=Max("number"))["n"] or 0) + 1
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="New draft from the selected version")
+    def new_draft_from(self, request, queryset):
+        for version in queryset:
+            draft = policy_services.policy_version_draft(base=version, note=f"from v{version.number}")
+            self.message_user(request, f"Draft v{draft.number} created from v{version.number}.")
+
+    def get_urls(self):
+        return [
+            path("<int:pk>/dry-run/", self.admin_site.admin_view(self.dry_run_view), name="canonical_policy_dry_run"),
+            path("<int:pk>/approve/", self.admin_site.admin_view(self.approve_view), name="canonical_policy_approve"),
+            *super().get_urls(),
+        ]
+
+    def dry_run_view(self, request, pk):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        version = get_object_or_404(PostingPolicyVersion, pk=pk)
+        limit = int(request.GET.get("n", self.DRY_RUN_SIZE))
+        rows = policy_services.policy_dry_run(version, limit=limit)
+        context = {
+            **self.admin_site.each_context(request), "version": version, "rows": rows, "limit": limit,
+            "changed": sum(1 for row in rows if row.changed),
+            "current": policy_services.policy_version_in_effect(timezone.localdate()),
+            "problems": policy_services.policy_problems(version),
+            "can_approve": request.user.has_perm(policy_services.APPROVE_PERMISSION),
+            "today": timezone.localdate(), "title": f"Dry run of {version}",
+        }
+        return TemplateResponse(request, "admin/canonical/postingpolicyversion/dry_run.html", context)
+
+    def approve_view(self, request, pk):
+        if request.method != "POST":
+            return redirect("../dry-run/")
+        version = get_object_or_404(PostingPolicyVersion, pk=pk)
+        try:
+            effective_from = dt.date.fromisoformat(request.POST.get("effective_from", ""))
+            policy_services.policy_version_approve(version, user=request.user, effective_from=effective_from)
+        except PermissionError as exc:
+            raise PermissionDenied(str(exc)) from exc
+        except (ValueError, policy_services.PolicyInvalid, policy_services.PolicyNotEditable) as exc:
+            self.message_user(request, f"Not approved: {exc}", level=messages.ERROR)
+            return redirect("../dry-run/")
+        self.message_user(request, f"{version} approved, effective from {effective_from}.")
+        return redirect("../change/")
+
+
+@admin.register(PostingDecision)
+class PostingDecisionAdmin(admin.ModelAdmin):
+    list_display = ("invoice", "policy_version", "legal_entity", "currency_treatment", "company_currency",
+                    "company_total", "created_at")
+    list_filter = ("policy_version", "legal_entity")
+    readonly_fields = [f.name for f in PostingDecision._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ReconciliationRun)
+class ReconciliationRunAdmin(admin.ModelAdmin):
+    list_display = ("label", "differences", "created_at")
+    readonly_fields = ("label", "rows", "differences", "table", "created_at")
+
+    def has_add_permission(self, request):
+        return False

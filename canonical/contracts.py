@@ -88,6 +88,9 @@ class CustomerV1(Contract):
         default=None, description="The parent account in the same source system (CRM hierarchies)"
     )
     parent_canonical_id: int | None = Field(default=None, description="The hub's id of the parent, once known")
+    tax_exempt: Literal["none", "exempt", "reverse"] | None = Field(
+        default=None, description="Billing's tax treatment of the customer, when the source states one"
+    )
 
     @field_validator("currency")
     @classmethod

@@ -16,15 +16,16 @@ country_code = RegexValidator(r"^[A-Z]{2}$", "ISO 3166-1 alpha-2, upper case")
 
 
 class LegalEntity(models.Model):
-    """A company of the group that books revenue. Invoices in ``currency`` are
-    booked by the legal entity whose functional currency it is.
+    """A company of the group that books revenue in its functional ``currency``.
+    Which documents it books is for the posting policy (``PostingRule``) to say;
+    several entities may share a functional currency.
 
     ``erp_connection`` and ``billing_connection`` name the connections that hold its
     books and its billing account; blank means "the only active one of that role"."""
 
     code = models.SlugField(max_length=20, unique=True)
     name = models.CharField(max_length=200)
-    currency = models.CharField(max_length=3, unique=True, validators=[currency_code])
+    currency = models.CharField(max_length=3, validators=[currency_code], help_text="Functional currency")
     country = models.CharField(max_length=2, validators=[country_code])
     erp_connection = models.SlugField(
         max_length=50, blank=True, help_text="Name of the ERP connection that books it (blank: the only active ERP)"
@@ -98,6 +99,9 @@ class Product(models.Model):
     source_system = models.CharField(max_length=50, blank=True, help_text="Connection the catalog comes from")
     source_id = models.CharField(max_length=255, blank=True, help_text="The platform's id of the product")
     created_at = models.DateTimeField(auto_now_add=True, null=True)
+    product_line = models.SlugField(
+        max_length=50, blank=True, help_text="Product line or type posting policies match on, e.g. 'subscription'"
+    )
 
     class Meta:
         ordering = ["sku"]
@@ -515,3 +519,144 @@ class CustomerConfirmation(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["customer", "version"], name="confirmation_unique_version")
         ]
+
+
+# ---------------------------------------------------------------- posting policies
+
+
+class Region(models.Model):
+    """A named set of countries posting rules and tax mappings can match on (EU, GCC …)."""
+
+    code = models.SlugField(max_length=20, unique=True)
+    name = models.CharField(max_length=200)
+    countries = models.JSONField(default=list, help_text='ISO 3166-1 alpha-2 codes, e.g. ["DE", "FR"]')
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return f"{self.code} – {self.name}"
+
+
+class PostingPolicyVersion(models.Model):
+    """One version of the posting policy: its rules and tax mappings. A draft is
+    edited freely and dry-run against real documents; a finance user approves it
+    with a date it takes effect from, and from then on it is frozen (``snapshot``
+    holds exactly what decisions read). A document is decided by the approved
+    version in effect on its issue date, and records that version."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        APPROVED = "approved"
+
+    number = models.PositiveIntegerField(unique=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
+    note = models.CharField(max_length=500, blank=True, help_text="What this version changes, and why")
+    effective_from = models.DateField(null=True, blank=True, help_text="Documents issued on or after this date")
+    snapshot = models.JSONField(null=True, blank=True, editable=False)
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    approved_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-number"]
+        permissions = [("approve_postingpolicyversion", "Can approve posting policy versions")]
+        indexes = [models.Index(fields=["status", "effective_from"])]
+
+    def __str__(self) -> str:
+        state = f"effective {self.effective_from}" if self.status == self.Status.APPROVED else "draft"
+        return f"posting policy v{self.number} ({state})"
+
+
+class PostingRule(models.Model):
+    """Where a document's lines post: the first rule (lowest priority number) whose
+    conditions all hold. A blank condition matches anything."""
+
+    class TaxStatus(models.TextChoices):
+        ANY = "", "any"
+        B2B = "b2b", "B2B (VAT / tax id)"
+        B2C = "b2c", "B2C"
+        EXEMPT = "exempt", "Tax exempt"
+
+    class CurrencyTreatment(models.TextChoices):
+        INVOICE = "invoice", "Post in the invoice currency (ERP rates to the functional currency)"
+        FUNCTIONAL_ONLY = "functional_only", "Functional currency only (anything else is an exception)"
+
+    version = models.ForeignKey(PostingPolicyVersion, on_delete=models.CASCADE, related_name="rules")
+    priority = models.PositiveIntegerField(help_text="Lower numbers are tried first")
+    name = models.CharField(max_length=200)
+    countries = models.JSONField(default=list, blank=True, help_text="Customer countries (blank: any)")
+    region = models.ForeignKey(Region, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    tax_status = models.CharField(max_length=10, choices=TaxStatus.choices, blank=True, default="")
+    product_line = models.SlugField(max_length=50, blank=True, help_text="The line's product line (blank: any)")
+    currency = models.CharField(max_length=3, blank=True, validators=[currency_code], help_text="Blank: any")
+    legal_entity = models.ForeignKey(LegalEntity, on_delete=models.PROTECT, related_name="+")
+    revenue_account = models.CharField(max_length=50, help_text="ERP account code")
+    cost_center = models.CharField(max_length=50, blank=True, help_text="ERP analytic account code (blank: none)")
+    currency_treatment = models.CharField(
+        max_length=20, choices=CurrencyTreatment.choices, default=CurrencyTreatment.INVOICE
+    )
+
+    class Meta:
+        ordering = ["version", "priority"]
+
+    def __str__(self) -> str:
+        return f"#{self.priority} {self.name}"
+
+
+class TaxMapping(models.Model):
+    """Billing's tax on a line → the ERP tax code, by jurisdiction and rate. The
+    jurisdiction is a country (``DE``), a country and subdivision (``US-CA``) or a
+    region code (``EU``); the most specific one that matches wins. A blank
+    ``tax_code`` posts the line without tax (an explicit choice, never a default)."""
+
+    version = models.ForeignKey(PostingPolicyVersion, on_delete=models.CASCADE, related_name="tax_mappings")
+    jurisdiction = models.CharField(max_length=20)
+    rate = models.DecimalField(max_digits=9, decimal_places=4, help_text="Percent, as billing computed it")
+    tax_status = models.CharField(max_length=10, choices=PostingRule.TaxStatus.choices, blank=True, default="")
+    tax_code = models.CharField(max_length=50, blank=True, help_text="ERP tax code (blank: no ERP tax)")
+
+    class Meta:
+        ordering = ["version", "jurisdiction", "rate"]
+
+    def __str__(self) -> str:
+        return f"{self.jurisdiction} {self.rate.normalize():f} % → {self.tax_code or 'no tax'}"
+
+
+class PostingDecision(models.Model):
+    """What the posting policy decided for one invoice, taken once when the hub
+    first learns of it: the version used, the facts it was decided on (for dry
+    runs), and per line the account, cost center and tax code. Replays and
+    retries post by this record, so a version approved meanwhile never mixes in."""
+
+    invoice = models.OneToOneField(Invoice, on_delete=models.CASCADE, related_name="posting_decision")
+    policy_version = models.ForeignKey(PostingPolicyVersion, on_delete=models.PROTECT, related_name="decisions")
+    legal_entity = models.ForeignKey(LegalEntity, on_delete=models.PROTECT, related_name="+")
+    currency_treatment = models.CharField(max_length=20)
+    facts = models.JSONField(help_text="The document facts the policy was applied to")
+    lines = models.JSONField(help_text="Per line: rule, revenue account, cost center, tax code")
+    company_currency = models.CharField(max_length=3, blank=True, help_text="As the ERP reported after posting")
+    company_total = models.BigIntegerField(null=True, blank=True, help_text="Total in company currency, minor units")
+    company_tax = models.BigIntegerField(null=True, blank=True, help_text="Tax in company currency, minor units")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"invoice {self.invoice_id} by policy v{self.policy_version.number}"
+
+
+class ReconciliationRun(models.Model):
+    """A three-way reconciliation (billing ↔ hub ↔ ERP) per legal entity × currency."""
+
+    label = models.CharField(max_length=200)
+    rows = models.JSONField(help_text="One row per entity × currency: documents, totals, tax, open amounts")
+    differences = models.BigIntegerField(help_text="Sum of absolute minor-unit differences over all rows")
+    table = models.TextField(help_text="The table as printed")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.differences} minor units off)"

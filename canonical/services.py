@@ -26,18 +26,8 @@ from canonical.models import (
     Refund,
     SystemOfRecord,
 )
+from canonical.policy import PolicyMissing  # noqa: F401 - where workflows have always imported it from
 from canonical.sor import DEFAULT_OWNERS, FIELD_GROUPS, sor_decide
-
-
-class PolicyMissing(LookupError):
-    """No posting policy covers a document (e.g. no legal entity books its currency)."""
-
-
-def legal_entity_for_currency(currency: str) -> LegalEntity:
-    entity = LegalEntity.objects.filter(currency=currency).first()
-    if entity is None:
-        raise PolicyMissing(f"no legal entity books invoices in {currency}; add one in the admin")
-    return entity
 
 
 def xref_bind(*, system: str, object_type: str, canonical_id: int, external_id: str, number: str = "") -> CrossReference:

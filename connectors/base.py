@@ -30,6 +30,26 @@ class ExternalDocument:
 
 
 @dataclass(frozen=True)
+class LinePosting:
+    """Where one invoice line goes in the ledger, as the posting policy decided:
+    ERP codes, never ids (the connector resolves them in the entity's company).
+    A blank ``revenue_account`` means the company's default revenue account; a
+    blank ``cost_center`` no analytic account; a blank ``tax_code`` no tax."""
+
+    revenue_account: str = ""
+    cost_center: str = ""
+    tax_code: str = ""
+
+
+@dataclass(frozen=True)
+class PostingInstructions:
+    """The posting policy's decision for one invoice, one entry per line in order."""
+
+    policy_version: int
+    lines: tuple[LinePosting, ...]
+
+
+@dataclass(frozen=True)
 class ReceivedEvent:
     """One vendor event, verified and parsed, ready for the inbox."""
 
@@ -114,10 +134,15 @@ class InvoicePoster(Protocol):
         cancelled), found by its source reference; None when the ERP has none or
         holds only a draft (``post_invoice`` finishes a draft). Reads only."""
 
-    def post_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
+    def post_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str,
+                     posting: PostingInstructions | None = None) -> ExternalDocument:
         """Create (if absent) and post the invoice in the company that books for
-        ``legal_entity``; return the ERP's id and number. Raises Retryable when the
-        outcome is unknown, Permanent when the ERP rejects the document."""
+        ``legal_entity``, each line on the account, cost center and tax ``posting``
+        names; return the ERP's id and number, and in ``related`` the amounts in
+        company currency (``company_currency``, ``company_total``, ``company_tax``,
+        minor units) when the ERP reports them. Raises Retryable when the outcome is
+        unknown, Permanent when the ERP rejects the document, MappingError when a
+        code ``posting`` names is not in the ERP."""
 
     def record_payment(self, payment: PaymentV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
         """Record the payment against the posted invoice it references (no-op if the

@@ -27,6 +27,7 @@ class ScriptedErp:
 
     failures: list[Exception] = field(default_factory=list)
     calls: list[tuple[str, str]] = field(default_factory=list)
+    postings: dict[str, object] = field(default_factory=dict)  # reference -> PostingInstructions sent
     documents: dict[str, ExternalDocument] = field(default_factory=dict)
     refunds_via: dict[str, str] = field(default_factory=dict)
     write_off_accounts: list[str] = field(default_factory=list)
@@ -57,7 +58,9 @@ class MemoryErpConnector(Connector):
             raise SCRIPT.failures.pop(0)
         return SCRIPT.documents.get(f"post:{invoice.source.external_id}")
 
-    def post_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
+    def post_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str,
+                     posting=None) -> ExternalDocument:
+        SCRIPT.postings[invoice.source.external_id] = (self.name, legal_entity, posting)
         return SCRIPT.handle("post", invoice.source.external_id)
 
     def record_payment(self, payment: PaymentV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
@@ -115,6 +118,7 @@ def memory_erp(db):
     SCRIPT.failures.clear()
     SCRIPT.calls.clear()
     SCRIPT.documents.clear()
+    SCRIPT.postings.clear()
     SCRIPT.refunds_via.clear()
     SCRIPT.write_off_accounts.clear()
     connection_upsert(name="erp", vendor="memory-erp", role="erp", config={}, credentials={})
@@ -133,9 +137,12 @@ def stripe_connection(db):
 
 @pytest.fixture
 def legal_entities(db):
+    """Three entities and an approved bootstrap posting policy: each entity books its
+    functional currency; 10 % tax (anywhere) posts as ERP tax VAT-10, 0 % without tax."""
     from canonical.models import LegalEntity
+    from canonical.policy_services import policy_bootstrap
 
-    return {
+    entities = {
         entity.code: entity
         for entity in [
             LegalEntity.objects.create(code="US", name="Acme US Inc.", currency="USD", country="US"),
@@ -143,6 +150,8 @@ def legal_entities(db):
             LegalEntity.objects.create(code="JP", name="Acme Japan KK", currency="JPY", country="JP"),
         ]
     }
+    policy_bootstrap(taxes={"10": "VAT-10", "0": ""})
+    return entities
 
 
 @pytest.fixture

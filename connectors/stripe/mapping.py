@@ -202,7 +202,17 @@ def customer_from_stripe(customer: Mapping[str, Any], *, system: str = SYSTEM) -
         address=_address(customer.get("address"), "customer.address"),
         tax_ids=_tax_ids(customer.get("tax_ids"), "customer.tax_ids"),
         currency=_currency(currency, "customer.currency") if currency else None,
+        tax_exempt=_tax_exempt(customer.get("tax_exempt"), "customer.tax_exempt"),
     )
+
+
+def _tax_exempt(value: Any, path: str) -> str | None:
+    # Stripe: "none", "exempt" or "reverse" (reverse charge applies).
+    if value is None:
+        return None
+    if value not in ("none", "exempt", "reverse"):
+        raise _fail(path, f"expected none, exempt or reverse, got {value!r}")
+    return value
 
 
 def _invoice_customer(invoice: Mapping[str, Any], system: str) -> CustomerV1:
@@ -220,6 +230,7 @@ def _invoice_customer(invoice: Mapping[str, Any], system: str) -> CustomerV1:
         email=email,
         address=_address(invoice.get("customer_address"), "invoice.customer_address"),
         tax_ids=_tax_ids(invoice.get("customer_tax_ids"), "invoice.customer_tax_ids"),
+        tax_exempt=_tax_exempt(invoice.get("customer_tax_exempt"), "invoice.customer_tax_exempt"),
     )
 
 

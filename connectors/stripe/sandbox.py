@@ -121,8 +121,10 @@ class StripeSandbox:
         state: str | None = None,
         currency: str | None = None,
         tax_ids: Sequence[tuple[str, str]] = (),
+        tax_exempt: str = "none",
     ) -> dict[str, Any]:
-        """A Customer object. ``tax_ids`` (type, value) pairs render as the expanded list object."""
+        """A Customer object. ``tax_ids`` (type, value) pairs render as the expanded list object;
+        ``tax_exempt`` is Stripe's none / exempt / reverse."""
         customer_id = self.new_id("cus")
         customer: dict[str, Any] = {
             "id": customer_id,
@@ -156,7 +158,7 @@ class StripeSandbox:
             "phone": None,
             "preferred_locales": [],
             "shipping": None,
-            "tax_exempt": "none",
+            "tax_exempt": tax_exempt,
             "test_clock": None,
         }
         if tax_ids:
@@ -202,7 +204,7 @@ class StripeSandbox:
     def invoice(
         self,
         customer: Mapping[str, Any] | str,
-        lines: Sequence[tuple[str, int, int]],
+        lines: Sequence[tuple[str, int, int] | tuple[str, int, int, str]],
         *,
         currency: str = "usd",
         tax_percent: Decimal | int | float | None = 10,
@@ -210,7 +212,8 @@ class StripeSandbox:
         subscription: str | None = None,
         due_in_days: int | None = 30,
     ) -> dict[str, Any]:
-        """A draft Invoice with one line per (description, quantity, unit_amount_minor).
+        """A draft Invoice with one line per (description, quantity, unit_amount_minor),
+        optionally with a fourth item, the line's product id (else a fresh one).
 
         Tax, when ``tax_percent`` is given, is exclusive and computed per line,
         rounded half-up to the minor unit. ``number`` is kept for ``finalize``
@@ -226,7 +229,7 @@ class StripeSandbox:
         rate = self._tax_rate(tax_percent) if tax_percent is not None else None
 
         rendered_lines = []
-        for description, quantity, unit_amount in lines:
+        for description, quantity, unit_amount, *product in lines:
             # Stripe's v1 line quantity is an integer.
             if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 0:
                 raise SandboxError(f"quantity must be a non-negative integer, got {quantity!r}")
@@ -244,6 +247,7 @@ class StripeSandbox:
                     currency,
                     now,
                     subscription,
+                    product[0] if product else None,
                 )
             )
         subtotal = sum(line["amount"] for line in rendered_lines)
@@ -274,7 +278,7 @@ class StripeSandbox:
             "customer_name": customer_obj.get("name"),
             "customer_phone": None,
             "customer_shipping": None,
-            "customer_tax_exempt": "none",
+            "customer_tax_exempt": customer_obj.get("tax_exempt", "none"),
             "customer_tax_ids": [
                 {"type": item["type"], "value": item["value"]}
                 for item in (tax_ids.get("data", []) if isinstance(tax_ids, Mapping) else [])
@@ -374,8 +378,9 @@ class StripeSandbox:
         currency: str,
         now: int,
         subscription: str | None,
+        product_id: str | None = None,
     ) -> dict[str, Any]:
-        product_id, price_id, item_id = self.new_id("prod"), self.new_id("price"), self.new_id("ii")
+        product_id, price_id, item_id = product_id or self.new_id("prod"), self.new_id("price"), self.new_id("ii")
         line: dict[str, Any] = {
             "id": self.new_id("il"),
             "object": "line_item",

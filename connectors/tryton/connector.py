@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 
 from canonical.contracts import CustomerV1, InvoiceV1, PaymentV1, PriceV1, ProductV1
-from canonical.money import to_major
-from connectors.base import Connector, ExternalDocument, TargetProduct
-from connectors.errors import NeedsConfiguration, Permanent, Retryable
+from canonical.money import to_major, to_minor
+from connectors.base import Connector, ExternalDocument, PostingInstructions, TargetProduct
+from connectors.errors import MappingError, NeedsConfiguration, Permanent, Retryable
 from connectors.registry import register
 from connectors.tryton import mapping
 from connectors.tryton.adjustments import TrytonAdjustments
@@ -85,36 +85,57 @@ class TrytonConnector(TrytonAdjustments, Connector):
 
     def find_invoice(self, invoice: InvoiceV1, *, legal_entity: str) -> ExternalDocument | None:
         """By ``reference`` = the billing system's invoice id, in the entity's company."""
-        found = self._find_invoice(self._company(legal_entity), invoice.source.external_id)
+        company = self._company(legal_entity)
+        found = self._find_invoice(company, invoice.source.external_id)
         if found is None or found["state"] in ("draft", "validated"):
             return None
-        return mapping.external_document(found)
+        return self._with_company_amounts(company, found)
 
-    def post_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
+    def post_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str,
+                     posting: PostingInstructions | None = None) -> ExternalDocument:
         """Find by reference, else create (party, lines, taxes), check the total
-        against the canonical one, post. Returns id, number and state. An invoice
-        found posted, paid or cancelled (voided) is returned as is, never re-created."""
+        against the canonical one, post. Returns id, number and state, and the
+        amounts in company currency. An invoice found posted, paid or cancelled
+        (voided) is returned as is, never re-created.
+
+        With ``posting`` (the posting policy's decision) each line goes to the
+        revenue account, cost center (analytic account) and tax whose codes it
+        names, and a tax whose rate does not reproduce billing's tax is refused;
+        without it, the company's default revenue account and the tax whose rate
+        reproduces billing's. An invoice in another currency than the company's
+        needs an ERP exchange rate for its date."""
         company = self._company(legal_entity)
         found = self._find_invoice(company, invoice.source.external_id)
         if found is not None:
             if found["state"] in ("draft", "validated"):
                 self._check_total(company, found, invoice)
                 return self._post(company, found["id"])
-            return mapping.external_document(found)
+            return self._with_company_amounts(company, found)
 
         self._check_fiscal_year(company, invoice.issued_on)
         # Everything that can fail on mapping happens before anything is created.
         currency_id = self._currency_id(invoice.currency)
+        self._check_rate(company, invoice.currency, currency_id, invoice.issued_on)
         revenue_account, receivable_account = self._default_accounts(company)
-        taxes = self._taxes(company)
-        lines = [
-            mapping.invoice_line_values(
+        if posting is not None and len(posting.lines) != len(invoice.lines):
+            raise MappingError(f"the posting decision has {len(posting.lines)} lines, the invoice "
+                               f"{len(invoice.lines)}")
+        lines = []
+        for index, line in enumerate(invoice.lines):
+            label = mapping.line_label(line, index)
+            if posting is None:
+                account, tax_id, analytic = revenue_account, mapping.choose_tax(
+                    line, self._taxes(company), label=label), None
+            else:
+                decided = posting.lines[index]
+                account = (self._account(company, decided.revenue_account, legal_entity)
+                           if decided.revenue_account else revenue_account)
+                tax_id = self._policy_tax(company, decided.tax_code, line, label, legal_entity)
+                analytic = self._cost_center(company, decided.cost_center, legal_entity)
+            lines.append(mapping.invoice_line_values(
                 line, invoice.currency, company_id=company, currency_id=currency_id,
-                account_id=revenue_account,
-                tax_id=mapping.choose_tax(line, taxes, label=mapping.line_label(line, index)),
-            )
-            for index, line in enumerate(invoice.lines)
-        ]
+                account_id=account, tax_id=tax_id, analytic=analytic,
+            ))
         party_id, address_id = self._ensure_party(invoice)
         values = mapping.invoice_values(
             invoice, company_id=company, party_id=party_id, address_id=address_id,
@@ -124,6 +145,82 @@ class TrytonConnector(TrytonAdjustments, Connector):
         invoice_id, = self.client.call(INVOICE, "create", [values], context={"company": company})
         self._check_total(company, self._read_invoice(company, invoice_id), invoice)
         return self._post(company, invoice_id)
+
+    def _account(self, company: int, code: str, legal_entity: str) -> int:
+        ids = self._cached(company, f"account:{code}", lambda: self.client.call(
+            "account.account", "search", [("company", "=", company), ("code", "=", code), ("closed", "!=", True)],
+            0, 1, None, context={"company": company}))
+        if not ids:
+            raise MappingError(f"revenue account {code!r} is not in the ERP company of legal entity {legal_entity}")
+        return ids[0]
+
+    def _policy_tax(self, company: int, code: str, line: Any, label: str, legal_entity: str) -> int | None:
+        if not code:
+            if line.tax_amount:
+                raise MappingError(f"the posting policy posts line {label!r} without tax, but billing charged "
+                                   f"{line.tax_amount} (minor units) of tax on it")
+            return None
+        records = self._cached(company, f"tax:{code}", lambda: self.client.call(
+            "account.tax", "search_read", [("company", "=", company), ("name", "=", code), ("parent", "=", None)],
+            0, 1, None, ["id", "rate", "type"], context={"company": company}))
+        if not records:
+            raise MappingError(f"tax code {code!r} is not in the ERP company of legal entity {legal_entity}: "
+                               "add the tax there or change the posting policy's tax mapping, then replay")
+        return mapping.policy_tax(line, records[0]["id"], Decimal(records[0]["rate"] or 0), code=code, label=label)
+
+    def _cost_center(self, company: int, code: str, legal_entity: str) -> tuple[int, int] | None:
+        if not code:
+            return None
+        records = self._cached(company, f"analytic:{code}", lambda: self.client.call(
+            "analytic_account.account", "search_read",
+            [("company", "=", company), ("code", "=", code), ("type", "=", "normal")], 0, 1, None,
+            ["id", "root"], context={"company": company}))
+        if not records:
+            raise MappingError(f"cost center {code!r} is not an analytic account of the ERP company of "
+                               f"legal entity {legal_entity}")
+        return records[0]["root"], records[0]["id"]
+
+    def _company_currency(self, company: int) -> tuple[int, str]:
+        def load() -> tuple[int, str]:
+            record, = self.client.call("company.company", "read", [company], ["currency"],
+                                       context={"company": company})
+            return record["currency"], self._currency_code(record["currency"])
+
+        return self._cached(company, "company-currency", load)
+
+    def _check_rate(self, company: int, code: str, currency_id: int, date: dt.date) -> None:
+        """Tryton converts a foreign-currency invoice at the latest rate on or before
+        its date, and fails the post without one; say so before creating anything."""
+        company_currency, company_code = self._company_currency(company)
+        for wanted_id, wanted_code in {(currency_id, code), (company_currency, company_code)}:
+            if wanted_id == company_currency and code == company_code:
+                continue
+            if not self.client.call("currency.currency.rate", "search",
+                                    [("currency", "=", wanted_id), ("date", "<=", date)], 0, 1, None):
+                raise MappingError(f"the ERP has no {wanted_code} exchange rate on or before {date}; load the "
+                                   "rate (the rate source), then replay")
+
+    def _with_company_amounts(self, company: int, record: Mapping[str, Any]) -> ExternalDocument:
+        """The document, with its total and tax in company currency (minor units) as
+        the ERP booked them: the receivable line and the tax lines of its move."""
+        document = mapping.external_document(record)
+        invoice, = self.client.call(INVOICE, "read", [int(record["id"])], ["move", "account", "taxes"],
+                                    context={"company": company})
+        if not invoice["move"]:
+            return document
+        move_lines = self.client.call("account.move.line", "search_read", [("move", "=", invoice["move"])], 0,
+                                      None, None, ["account", "debit", "credit"], context={"company": company})
+        tax_accounts = {tax["account"] for tax in self.client.call(
+            "account.invoice.tax", "read", invoice["taxes"], ["account"], context={"company": company})
+        } if invoice["taxes"] else set()
+        _, currency = self._company_currency(company)
+        total = sum(Decimal(ml["debit"]) - Decimal(ml["credit"]) for ml in move_lines
+                    if ml["account"] == invoice["account"])
+        tax = sum(Decimal(ml["credit"]) - Decimal(ml["debit"]) for ml in move_lines
+                  if ml["account"] in tax_accounts)
+        related = {**document.related, "company_currency": currency,
+                   "company_total": str(to_minor(total, currency)), "company_tax": str(to_minor(tax, currency))}
+        return ExternalDocument(document.external_id, document.number, document.state, related)
 
     def upsert_customer(self, customer: CustomerV1, *, idempotency_key: str,
                         external_id: str | None = None) -> ExternalDocument:
@@ -231,7 +328,8 @@ class TrytonConnector(TrytonAdjustments, Connector):
                 f"ERP invoice {found['number']} is paid; refund it in the ERP rather than voiding it")
         credit_notes = self._credit_notes(company, found["id"])
         if found["state"] == "posted" and not credit_notes:
-            credit_notes = self._run_credit_wizard(company, found["id"])
+            voided_on = invoice.voided_at.astimezone(dt.UTC).date() if invoice.voided_at else None
+            credit_notes = self._run_credit_wizard(company, found["id"], voided_on)
         document = mapping.external_document(self._read_invoice(company, found["id"]))
         if not credit_notes:
             return document
@@ -251,7 +349,10 @@ class TrytonConnector(TrytonAdjustments, Connector):
     def _cached(self, company: int, name: str, load: Any) -> Any:
         key = (company, name)
         if key not in self._company_cache:
-            self._company_cache[key] = load()
+            value = load()
+            if not value:
+                return value  # not there (yet): ask again next time, someone may add it
+            self._company_cache[key] = value
         return self._company_cache[key]
 
     def _find_invoice(self, company: int, reference: str) -> dict[str, Any] | None:
@@ -291,12 +392,12 @@ class TrytonConnector(TrytonAdjustments, Connector):
         except Permanent:
             record = self._read_invoice(company, invoice_id)
             if record["state"] in ("posted", "paid"):
-                return mapping.external_document(record)  # a concurrent attempt posted it
+                return self._with_company_amounts(company, record)  # a concurrent attempt posted it
             if record["state"] == "draft":
                 # Leaving it would make the next attempt retry the same failing post.
                 self.client.call(INVOICE, "delete", [invoice_id], context={"company": company})
             raise
-        return mapping.external_document(self._read_invoice(company, invoice_id))
+        return self._with_company_amounts(company, self._read_invoice(company, invoice_id))
 
     def _check_fiscal_year(self, company: int, date: dt.date) -> None:
         years = self._cached(company, "fiscalyears", lambda: self.client.call(
@@ -432,14 +533,18 @@ class TrytonConnector(TrytonAdjustments, Connector):
              ["OR", ("reference", "=", None), ("reference", "=", "")]], 0, None,
             [("id", "ASC")], context={"company": company})
 
-    def _run_credit_wizard(self, company: int, invoice_id: int) -> list[int]:
+    def _run_credit_wizard(self, company: int, invoice_id: int, date: dt.date | None = None) -> list[int]:
+        """Credit the invoice with refund; the credit note is dated ``date`` (the
+        void's date), else today. Tryton numbers invoices and credit notes of a
+        company from one sequence in date order, so a backdated void dated today
+        would block every later-arriving document of an earlier date."""
         name, ctx = "account.invoice.credit", self._wizard_context(company, invoice_id)
         session, _, _ = self.client.wizard(name, "create", context=ctx)
         try:
             view = self.client.wizard(name, "execute", session, {}, "start", context=ctx)["view"]
             if not view["defaults"].get("with_refund_allowed"):
                 raise Permanent(f"Tryton does not allow crediting invoice {invoice_id} with refund")
-            start = {**_form(view["defaults"]), "with_refund": True, "invoice_date": None}
+            start = {**_form(view["defaults"]), "with_refund": True, "invoice_date": date}
             result = self.client.wizard(name, "execute", session, {"start": start}, "credit", context=ctx)
         finally:
             self.client.wizard(name, "delete", session, context=ctx)

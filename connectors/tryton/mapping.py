@@ -149,6 +149,18 @@ def choose_tax(
     return min(fits)[2]
 
 
+def policy_tax(line: InvoiceLineV1, tax_id: int, rate: Decimal, *, code: str, label: str) -> int:
+    """The ERP tax the posting policy named, if its ``rate`` (a fraction)
+    reproduces billing's tax on the line within one minor unit; MappingError
+    otherwise (the mapping points at the wrong tax, or billing used another rate)."""
+    if abs(Decimal(line.amount) * Decimal(rate) - line.tax_amount) > 1:
+        raise MappingError(
+            f"ERP tax {code} ({(Decimal(rate) * 100).normalize():f} %) does not reproduce the tax of line "
+            f"{label!r}: tax {line.tax_amount} on amount {line.amount} (minor units)"
+        )
+    return tax_id
+
+
 def line_label(line: InvoiceLineV1, index: int) -> str:
     return line.source_line_id or f"#{index + 1} {line.description}"
 
@@ -161,9 +173,11 @@ def invoice_line_values(
     currency_id: int,
     account_id: int,
     tax_id: int | None,
+    analytic: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Create values for one ``account.invoice.line`` (no product: the revenue
-    account is passed in, because raw ``create`` runs no on_change)."""
+    account is passed in, because raw ``create`` runs no on_change). ``analytic``
+    is (root, account) of the line's cost center: one analytic entry for that root."""
     price = line_price(line, currency)
     values: dict[str, Any] = {
         "type": "line",
@@ -176,6 +190,8 @@ def invoice_line_values(
         "account": account_id,
         "taxes": [["add", [tax_id]]] if tax_id is not None else [],
     }
+    if analytic is not None:
+        values["analytic_accounts"] = [["create", [{"root": analytic[0], "account": analytic[1]}]]]
     return values
 
 

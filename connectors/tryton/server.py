@@ -37,7 +37,7 @@ from connectors.tryton import setup_db
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CACHE_DIR = PROJECT_ROOT / "var" / "tryton"
-MODULES = ("account_invoice", "account_product")
+MODULES = ("account_invoice", "account_product", "analytic_invoice")
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "admin-secret-pw"
 

@@ -1,5 +1,7 @@
 """Configure a freshly activated Tryton database for the hub: three companies that
-can book and post customer invoices with a 10 % tax and take payments.
+can book and post customer invoices in any of the hub's demo currencies, with the
+taxes, revenue accounts and cost centers (analytic accounts) the demo posting
+policies name, and take payments.
 
 Runs in-process through proteus' trytond backend, no server needed, with the same
 config file the server will use::
@@ -31,13 +33,53 @@ COMPANIES = (
     ("Acme Japan KK", "JPY"),
 )
 
-# name, symbol, digits, rounding, rate against the (arbitrary) base. The test helper
-# get_currency() gives every currency 0.01 rounding, which is wrong for JPY.
+# name, symbol, digits, rounding, rate against the reference currency (USD = 1):
+# units of the currency per US dollar, from the first day on. The test helper
+# get_currency() gives every currency 0.01 rounding, which is wrong for JPY, KRW
+# (no minor unit) and KWD, BHD (three decimals). NOK has no rate at all: the
+# "no exchange rate for the date" case.
 CURRENCIES = {
     "USD": ("U.S. Dollar", "$", 2, Decimal("0.01"), Decimal("1.0")),
     "EUR": ("Euro", "€", 2, Decimal("0.01"), Decimal("0.9")),
     "JPY": ("Japanese Yen", "¥", 0, Decimal("1"), Decimal("150.0")),
+    "GBP": ("Pound Sterling", "£", 2, Decimal("0.01"), Decimal("0.79")),
+    "CHF": ("Swiss Franc", "CHF", 2, Decimal("0.01"), Decimal("0.88")),
+    "CAD": ("Canadian Dollar", "CA$", 2, Decimal("0.01"), Decimal("1.36")),
+    "AUD": ("Australian Dollar", "A$", 2, Decimal("0.01"), Decimal("1.52")),
+    "KRW": ("Won", "₩", 0, Decimal("1"), Decimal("1350")),
+    "KWD": ("Kuwaiti Dinar", "KD", 3, Decimal("0.001"), Decimal("0.307")),
+    "BHD": ("Bahraini Dinar", "BD", 3, Decimal("0.001"), Decimal("0.376")),
+    "NOK": ("Norwegian Krone", "kr", 2, Decimal("0.01"), None),
 }
+
+# ERP taxes every company keeps, by the code (tax name) posting policies name:
+# (code, rate as a fraction, legal notice printed on the invoice).
+TAXES = (
+    ("DE-VAT-19", Decimal("0.19"), ""),
+    ("DE-VAT-7", Decimal("0.07"), ""),
+    ("FR-VAT-20", Decimal("0.20"), ""),
+    ("GB-VAT-20", Decimal("0.20"), ""),
+    ("JP-CT-10", Decimal("0.10"), ""),
+    ("US-CA-SALES", Decimal("0.0725"), ""),
+    ("US-NY-SALES", Decimal("0.08875"), ""),
+    ("EU-RC-0", Decimal("0"), "Reverse charge, Art. 196 Directive 2006/112/EC"),
+    ("EXEMPT-0", Decimal("0"), "Exempt from tax"),
+)
+
+# Revenue accounts (code, name) under the chart's revenue account, and cost
+# centers (code, name) under one analytic root "CC" per company.
+REVENUE_ACCOUNTS = (
+    ("4100", "Subscription revenue"),
+    ("4200", "Professional services revenue"),
+    ("4300", "Usage revenue"),
+)
+COST_CENTERS = (
+    ("CC-AMER", "Americas sales"),
+    ("CC-EMEA", "EMEA sales"),
+    ("CC-APAC", "APAC sales"),
+    ("CC-GULF", "Gulf sales"),
+    ("CC-SERVICES", "Professional services"),
+)
 
 TAX_RATE = Decimal("0.10")
 
@@ -57,7 +99,7 @@ def ensure_currency(code):
     currency.digits = digits
     currency.rounding = rounding
     currency.save()
-    if not Rate.find([("currency", "=", currency.id)]):
+    if rate is not None and not Rate.find([("currency", "=", currency.id)]):
         Rate(date=dt.date.min, rate=rate, currency=currency).save()
     return currency
 
@@ -75,9 +117,43 @@ def switch_company(cfg, company):
     cfg._context = User.get_preferences(True, {})
 
 
+def setup_ledger(company, accounts):
+    """The demo taxes, revenue accounts and cost centers of ``company`` (see TAXES,
+    REVENUE_ACCOUNTS, COST_CENTERS); returns their ids by code."""
+    from proteus import Model
+
+    Tax = Model.get("account.tax")
+    Account = Model.get("account.account")
+    Analytic = Model.get("analytic_account.account")
+    taxes = {}
+    for code, rate, notice in TAXES:
+        tax = Tax(name=code, description=code, type="percentage", rate=rate, company=company,
+                  invoice_account=accounts["tax"], credit_note_account=accounts["tax"])
+        if notice:
+            tax.legal_notice = notice
+        tax.save()
+        taxes[code] = tax.id
+    revenue = accounts["revenue"]
+    revenue_accounts = {}
+    for code, name in REVENUE_ACCOUNTS:
+        account = Account(name=name, code=code, type=revenue.type, parent=revenue.parent, company=company)
+        account.save()
+        revenue_accounts[code] = account.id
+    root = Analytic(name="Cost centers", code="CC", type="root", company=company)
+    root.save()
+    cost_centers = {}
+    for code, name in COST_CENTERS:
+        center = Analytic(name=name, code=code, type="normal", root=root, parent=root, company=company)
+        center.save()
+        cost_centers[code] = center.id
+    return {"taxes": taxes, "revenue_accounts": revenue_accounts, "cost_centers": cost_centers,
+            "analytic_root": root.id}
+
+
 def setup_company(cfg, company, today):
-    """Chart, fiscal year with periods and invoice sequences, 10 % tax, payment
-    method, default revenue account and per-line tax rounding for ``company``."""
+    """Chart, fiscal year with periods and invoice sequences, 10 % tax, the demo
+    ledger (setup_ledger), payment method, default revenue account, exchange
+    accounts and per-line tax rounding for ``company``."""
     from proteus import Model
     from trytond.modules.account.tests.tools import (
         create_chart,
@@ -95,8 +171,9 @@ def setup_company(cfg, company, today):
     accounts = get_accounts(company)
 
     tax = create_tax(TAX_RATE, company=company)
-    tax.name = tax.description = f"VAT 10% ({code})"
+    tax.name = tax.description = "VAT-10"  # the code a posting policy names
     tax.save()
+    ledger = setup_ledger(company, accounts)
 
     Journal = Model.get("account.journal")
     PaymentMethod = Model.get("account.invoice.payment.method")
@@ -129,12 +206,17 @@ def setup_company(cfg, company, today):
     configuration.default_category_account_revenue = accounts["revenue"]
     configuration.default_category_account_expense = accounts["expense"]
     configuration.tax_rounding = "line"
+    # An invoice in a currency other than the company's: each move line is
+    # converted and rounded on its own, the remainder goes to these accounts.
+    configuration.currency_exchange_credit_account = accounts["revenue"]
+    configuration.currency_exchange_debit_account = accounts["expense"]
     configuration.save()
 
     return {
         "company": company.id,
         "currency": company.currency.id,
         "tax": tax.id,
+        "ledger": ledger,
         "payment_method": payment_method.id,
         "fiscalyear": {
             "id": fiscalyear.id,
@@ -190,6 +272,7 @@ def main(dbname: str) -> dict:
         "companies": {code: company.id for code, company in companies.items()},
         "currencies": {code: currency.id for code, currency in currencies.items()},
         "taxes": {code: data["tax"] for code, data in per_company.items()},
+        "ledgers": {code: data["ledger"] for code, data in per_company.items()},
         "payment_methods": {code: data["payment_method"] for code, data in per_company.items()},
         "fiscalyears": {code: data["fiscalyear"] for code, data in per_company.items()},
         "accounts": {code: data["accounts"] for code, data in per_company.items()},

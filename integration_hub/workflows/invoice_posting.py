@@ -5,6 +5,14 @@ An issued invoice becomes one ``invoice.post`` delivery to the ERP; a payment an
 post. Events may arrive in any order and any number of times: the canonical invoice
 only moves forward, and every delivery's idempotency key is planned once.
 
+Where an invoice posts is the posting policy's decision (``canonical.policy``),
+taken once, when the hub first learns of the invoice, by the approved version in
+effect on its issue date: the legal entity (and so the ERP connection, by the
+entity's ``erp_connection``, and the company), and per line the revenue account,
+cost center and tax code. The decision is stored with the version it used; every
+later delivery of that invoice posts by it. A document no rule covers is a
+``PolicyMissing`` finance exception, replayed once the policy covers it.
+
 Adjustments of invoices (credit notes, partial payments, refunds, lost disputes,
 write-offs) are handled in ``invoice_adjustments`` and declared here with the rest.
 """
@@ -16,21 +24,21 @@ from functools import partial
 import structlog
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
+from django.utils import timezone
 
 from canonical.contracts import CreditNoteV1, InvoiceV1, PaymentV1, RefundV1
 from canonical.events import InvoiceIssued, InvoicePaid, InvoiceVoided, InvoiceWrittenOff
-from canonical.models import Invoice, LegalEntity, Payment
-from canonical.selectors import invoice_contract, payment_contract
-from canonical.services import (
-    AdjustmentMismatch,
-    PolicyMissing,
-    customer_ingest,
-    invoice_upsert,
-    legal_entity_for_currency,
-    payment_upsert,
-    xref_bind,
+from canonical.models import Invoice, LegalEntity, Payment, PostingDecision, PostingPolicyVersion
+from canonical.policy import PolicyMissing
+from canonical.policy_services import (
+    policy_version_in_effect,
+    posting_company_amounts_record,
+    posting_decide,
+    posting_decision_record,
 )
-from connectors.base import ExternalDocument, InvoicePoster
+from canonical.selectors import invoice_contract, payment_contract
+from canonical.services import AdjustmentMismatch, customer_ingest, invoice_upsert, payment_upsert, xref_bind
+from connectors.base import ExternalDocument, InvoicePoster, LinePosting, PostingInstructions
 from connectors.models import Connection
 from connectors.services import connection_for_role
 from integration_hub.runtime.dispatch import (
@@ -57,12 +65,18 @@ def _invoice_record(
     contract = fact.invoice
     # The invoice carries a copy of its customer: it fills gaps, never overrules.
     customer = customer_ingest(contract.customer, transaction_id=event.transaction_id, second_hand=True).customer
-    return invoice_upsert(
-        contract,
-        customer=customer,
-        legal_entity=legal_entity_for_currency(contract.currency),
+    known = Invoice.objects.filter(source_system=contract.source.system, source_id=contract.source.external_id)
+    if known.filter(posting_decision__isnull=False).exists():
+        # Decided once: a later event about the invoice never re-decides it.
+        return invoice_upsert(contract, customer=customer, legal_entity=known.get().legal_entity,
+                              transaction_id=event.transaction_id)
+    version, facts, decision = posting_decide(contract)
+    invoice = invoice_upsert(
+        contract, customer=customer, legal_entity=LegalEntity.objects.get(code=decision.legal_entity),
         transaction_id=event.transaction_id,
     )
+    posting_decision_record(invoice, version, facts, decision)
+    return invoice
 
 
 def _plan_post(invoice: Invoice, event: InboundEvent) -> tuple[Connection, Delivery]:
@@ -102,10 +116,24 @@ def _post_lookup(connector: InvoicePoster, delivery: Delivery) -> ExternalDocume
     return connector.find_invoice(invoice_contract(invoice), legal_entity=invoice.legal_entity.code)
 
 
+def posting_instructions(invoice: Invoice) -> PostingInstructions | None:
+    """The stored policy decision in the connector's terms (None for an invoice
+    decided before posting policies existed)."""
+    decision = PostingDecision.objects.select_related("policy_version").filter(invoice=invoice).first()
+    if decision is None:
+        return None
+    return PostingInstructions(
+        policy_version=decision.policy_version.number,
+        lines=tuple(LinePosting(revenue_account=line["revenue_account"], cost_center=line["cost_center"],
+                                tax_code=line["tax_code"]) for line in decision.lines),
+    )
+
+
 def _post_send(connector: InvoicePoster, delivery: Delivery) -> ExternalDocument:
     invoice = Invoice.objects.select_related("legal_entity", "customer").get(pk=delivery.object_id)
     return connector.post_invoice(
-        invoice_contract(invoice), legal_entity=invoice.legal_entity.code, idempotency_key=delivery.idempotency_key
+        invoice_contract(invoice), legal_entity=invoice.legal_entity.code, idempotency_key=delivery.idempotency_key,
+        posting=posting_instructions(invoice),
     )
 
 
@@ -115,6 +143,11 @@ def _post_bind(delivery: Delivery, document: ExternalDocument) -> None:
         system=system, object_type="invoice", canonical_id=delivery.object_id,
         external_id=document.external_id, number=document.number or "",
     )
+    if document.related.get("company_total") is not None:
+        posting_company_amounts_record(
+            delivery.object_id, currency=document.related["company_currency"],
+            total=int(document.related["company_total"]), tax=int(document.related.get("company_tax") or 0),
+        )
     if customer_id := document.related.get("customer"):
         invoice = Invoice.objects.only("customer_id").get(pk=delivery.object_id)
         try:
@@ -152,13 +185,22 @@ def _no_binding(delivery: Delivery, document: ExternalDocument) -> None:
 def _invoice_rows(transaction_id, delivered) -> list[dict]:
     invoices = Invoice.objects.filter(
         Q(transaction_id=transaction_id) | Q(pk__in=delivered.get("invoice", ()))
-    ).annotate(line_count=Count("lines"))
+    ).annotate(line_count=Count("lines")).select_related("legal_entity", "posting_decision__policy_version")
     return [
         {"id": i.pk, "source": f"{i.source_system}:{i.source_id}", "number": i.number, "currency": i.currency,
          "status": i.status, "subtotal": i.subtotal, "tax": i.tax, "total": i.total,
-         "amount_paid": i.amount_paid, "version": i.version, "issued_on": i.issued_on, "lines": i.line_count}
+         "amount_paid": i.amount_paid, "version": i.version, "issued_on": i.issued_on, "lines": i.line_count,
+         "legal_entity": i.legal_entity.code, **_decision_row(i)}
         for i in invoices
     ]
+
+
+def _decision_row(invoice: Invoice) -> dict:
+    decision = getattr(invoice, "posting_decision", None)
+    if decision is None:
+        return {}
+    return {"policy_version": decision.policy_version.number, "posting": decision.lines,
+            "company_currency": decision.company_currency, "company_total": decision.company_total}
 
 
 def _payment_rows(transaction_id, delivered) -> list[dict]:
@@ -187,7 +229,7 @@ INDICATORS = (
                **ACTIVE}, team=FINANCE, help="the billing event could not be read; fix its payload and replay"),
     Indicator("stuck_policy", "Invoices stuck in validation: posting policy", EXCEPTIONS,
               {"category": "policy", "transaction__kind__in": "invoice,payment", **ACTIVE}, team=FINANCE,
-              help="no legal entity books the currency"),
+              help="no approved posting policy rule covers the document (entity, account, tax)"),
     Indicator("stuck_tax", "Invoices stuck in validation: tax and totals (ERP)", EXCEPTIONS,
               {"category__in": "mapping,rejected", "delivery__action": POST, **ACTIVE}, team=FINANCE,
               help="the ERP refused the document: no matching tax, or its total differs"),
@@ -195,11 +237,13 @@ INDICATORS = (
 
 
 def policy_in_force() -> str:
-    """The posting rule applied now (versioned posting policies are to come)."""
-    entities = ", ".join(f"{code} books {currency}" for code, currency in
-                         LegalEntity.objects.order_by("code").values_list("code", "currency"))
-    return (f"built-in v1: legal entity by invoice currency ({entities or 'none configured'}); "
-            "ERP tax by billed rate; ERP total checked against the billed total")
+    """The posting policy version deciding today's documents (the inventory shows it)."""
+    version = policy_version_in_effect(timezone.localdate())
+    if version is None:
+        return "no approved posting policy in effect: new invoices wait as policy exceptions"
+    drafts = PostingPolicyVersion.objects.filter(status=PostingPolicyVersion.Status.DRAFT).count()
+    return (f"posting policy v{version.number}, in effect since {version.effective_from:%Y-%m-%d}"
+            + (f"; {drafts} draft version(s) awaiting approval" if drafts else ""))
 
 
 WORKFLOW = register_workflow(Workflow(
@@ -228,7 +272,8 @@ WORKFLOW = register_workflow(Workflow(
            *adjustments.TRACE),
     correct=INVOICE_CORRECTION,
     failures={
-        # No legal entity (policy) covers the document: finance adds one, then replays.
+        # No posting policy rule or tax mapping covers the document (or two cover it
+        # equally): finance fixes the policy (a new version), then replays.
         PolicyMissing: Failure(
             DeliveryAttempt.Outcome.PERMANENT, "neutral", retry=False, team=DATA_OWNER,
             category=ExceptionRecord.Category.POLICY,

@@ -62,7 +62,7 @@ def test_the_inventory_is_generated_from_the_registry(people, token_client, two_
     invoices = flows["invoice_posting"]
     assert [c["name"] for c in invoices["sources"]] == ["stripe"] and [c["name"] for c in invoices["targets"]] == ["erp"]
     assert [c["schema"] for c in invoices["contracts"]] == ["invoice.v1", "payment.v1", "credit_note.v1", "refund.v1"]
-    assert invoices["owner_team"] == "finance" and "legal entity by invoice currency" in invoices["policy_in_force"]
+    assert invoices["owner_team"] == "finance" and "posting policy v" in invoices["policy_in_force"]
     window = invoices["last_30_days"]
     assert window["volume"] == 3 and window["open_exceptions"] == 3 and window["attempts"] == 2
     assert window["failure_rate"] == 1.0

@@ -105,10 +105,13 @@ def test_unhandled_event_types_are_recorded_as_ignored(hub, post_webhook, sandbo
     assert not Delivery.objects.exists()
 
 
-def test_a_currency_without_a_legal_entity_opens_a_finance_exception_and_replays(
+def test_a_currency_no_posting_rule_covers_opens_a_finance_exception_and_replays(
     hub, post_webhook, sandbox, sent_tasks, admin_user
 ):
-    from canonical.models import LegalEntity
+    import datetime as dt
+
+    from canonical.models import LegalEntity, PostingPolicyVersion, PostingRule
+    from canonical.policy_services import policy_version_approve, policy_version_draft
     from integration_hub.runtime.services import exception_replay
 
     gbp = sandbox.finalize(sandbox.invoice("cus_9", [("Plan", 1, 4000)], currency="gbp"))
@@ -121,13 +124,18 @@ def test_a_currency_without_a_legal_entity_opens_a_finance_exception_and_replays
     assert (record.owner_team, record.category, record.status) == ("finance", "policy", "open")
     assert "GBP" in record.summary and not Invoice.objects.exists()
 
-    LegalEntity.objects.create(code="UK", name="Acme UK Ltd", currency="GBP", country="GB")
+    uk = LegalEntity.objects.create(code="UK", name="Acme UK Ltd", currency="GBP", country="GB")
+    draft = policy_version_draft(base=PostingPolicyVersion.objects.get(), note="UK entity")
+    PostingRule.objects.create(version=draft, priority=5, name="GBP → UK", currency="GBP", legal_entity=uk,
+                               revenue_account="")
+    policy_version_approve(draft, user=admin_user, effective_from=dt.date(2000, 1, 2))
     exception_replay(record, user=admin_user, reason="added the UK entity")
     drain(sent_tasks)
 
     record.refresh_from_db()
     assert record.status == "resolved" and "added the UK entity" in record.resolution
     assert Invoice.objects.get().legal_entity.code == "UK"
+    assert Invoice.objects.get().posting_decision.policy_version == draft
     assert Delivery.objects.get().status == "posted"
 
 

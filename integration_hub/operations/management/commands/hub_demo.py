@@ -25,6 +25,7 @@ from rest_framework.authtoken.models import Token
 
 from canonical.models import CrossReference, Customer, Invoice, LegalEntity
 from canonical.money import to_major
+from canonical.policy_services import policy_bootstrap
 from connectors.salesforce.sandbox import SalesforceSandbox
 from connectors.services import connection_upsert
 from connectors.stripe.api_sandbox import StripeApiSandbox
@@ -114,6 +115,10 @@ class Command(BaseCommand):
         for code, name, currency, country in LEGAL_ENTITIES:
             LegalEntity.objects.update_or_create(code=code, defaults={"name": name, "currency": currency,
                                                                       "country": country})
+        # A first approved posting policy (each entity books its functional currency;
+        # billed 10 % tax → the ERP's VAT-10): real ones are drafted, dry-run and
+        # approved in the admin.
+        policy = policy_bootstrap(taxes={"10": "VAT-10", "0": ""})
         connection_upsert(name="stripe", vendor="stripe", role="billing", config=self.stripe_api.connection_config(),
                           credentials={"webhook_secrets": [secret], "api_key": self.stripe_api.api_key})
         connection_upsert(name="salesforce", vendor="salesforce", role="crm",
@@ -121,7 +126,7 @@ class Command(BaseCommand):
         connection_upsert(name="tryton", vendor="tryton", role="erp", config=tryton.connection_config(),
                           credentials=tryton.credentials())
         self.say("  stripe (billing, webhook secret stored encrypted), tryton (ERP: companies "
-                 f"{tryton.connection_config()['companies']})")
+                 f"{tryton.connection_config()['companies']}), posting policy v{policy.number} approved")
 
     def start_processes(self) -> str:
         self.step("Starting the web app (gunicorn), a Celery worker and beat")
