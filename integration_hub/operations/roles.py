@@ -71,10 +71,14 @@ def roles_sync(apps, schema_editor=None) -> None:
     from django.contrib.auth.management import create_permissions
 
     # Permissions are created after all migrations by default; the groups need them now.
+    # (Historical app configs carry no models module; set one for the call and put
+    # back what was there, so the live registry, when given, is left as it was.)
     for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
+        previous, app_config.models_module = app_config.models_module, app_config.models_module or True
+        try:
+            create_permissions(app_config, apps=apps, verbosity=0)
+        finally:
+            app_config.models_module = previous
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
     for role in ROLES:
