@@ -74,7 +74,8 @@ def roles_sync(apps, schema_editor=None) -> None:
     # (Historical app configs carry no models module; set one for the call and put
     # back what was there, so the live registry, when given, is left as it was.)
     for app_config in apps.get_app_configs():
-        previous, app_config.models_module = app_config.models_module, app_config.models_module or True
+        previous = getattr(app_config, "models_module", None)
+        app_config.models_module = previous or True
         try:
             create_permissions(app_config, apps=apps, verbosity=0)
         finally:

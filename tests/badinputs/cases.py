@@ -295,6 +295,16 @@ REST = [
          rest("POST", "/api/exceptions/{exception}/replay/", raw=b"reason=x",
               content_type="application/x-www-form-urlencoded; charset=x-unknown")),
     Case("rest: DELETE on a read-only list", "rest", 405, rest("DELETE", "/api/deliveries/")),
+    # Cross-team access: a sales operations user and finance's exceptions (BOLA).
+    Case("rest: another team reads an exception", "rest", 404,
+         rest("GET", "/api/exceptions/{delivery_exception}/", token="sales")),
+    Case("rest: another team replays an exception", "rest", 404,
+         rest("POST", "/api/exceptions/{delivery_exception}/replay/", {"reason": "x"}, token="sales")),
+    Case("rest: another team edits and replays an exception", "rest", 404,
+         rest("POST", "/api/exceptions/{exception}/edit-and-replay/", {"reason": "x", "payload": {}}, token="sales")),
+    Case("rest: another team bulk-replays by id (nothing of theirs to replay)", "rest", 202,
+         lambda c: Request("POST", "/api/exceptions/replay/", json.dumps(
+             {"reason": "x", "ids": [c.ids["delivery_exception"]]}).encode(), {}, "application/json", "sales")),
 ]
 
 CASES: list[Case] = [*STRIPE, *HUBSPOT, *SALESFORCE, *REST]

@@ -10,6 +10,7 @@ from functools import cached_property
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.cache import cache
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -41,6 +42,9 @@ class Context:
         if kind == "bogus":
             return "0" * 40
         user, _ = get_user_model().objects.get_or_create(username=f"ops-{kind}", defaults={"is_staff": True})
+        # A valid (or expired) token is a finance operator's, who owns the exceptions the
+        # cases act on; "sales" is a user of another team, who must see none of them.
+        user.groups.add(Group.objects.get(name="Sales operations" if kind == "sales" else "Finance operations"))
         token, _ = Token.objects.get_or_create(user=user)
         if kind == "expired":
             Token.objects.filter(pk=token.pk).update(created=timezone.now() - dt.timedelta(days=400))
@@ -80,9 +84,13 @@ def _name_fault(ctx) -> Request:
 
 @pytest.fixture
 def ctx(client, sent_tasks, memory_erp, legal_entities):
+    from django.apps import apps
+
     from connectors.services import connection_upsert
+    from integration_hub.operations.roles import console_seed
 
     cache.clear()
+    console_seed(apps)  # the role groups (a flushed test database has lost the migration's rows)
     client.raise_request_exception = False  # a 500 must show as a 500, not as a test error
     for vendor, role in (("stripe", "billing"), ("hubspot", "crm"), ("salesforce", "crm")):
         connection_upsert(name=vendor, vendor=vendor, role=role, config={},
