@@ -109,6 +109,7 @@ def test_the_compose_services_in_production_mode_post_a_signed_webhook_into_the_
     run([sys.executable, "manage.py", "shell", "-c", (
         "from canonical.models import LegalEntity; from connectors.services import connection_upsert; "
         "LegalEntity.objects.create(code='US', name='Acme US Inc.', currency='USD', country='US'); "
+        "from canonical.policy_services import policy_bootstrap; policy_bootstrap(taxes={'10': 'VAT-10', '0': ''}); "
         f"connection_upsert(name='stripe', vendor='stripe', role='billing', config={{}}, "
         f"credentials={{'webhook_secrets': [{WEBHOOK_SECRET!r}]}}); "
         f"connection_upsert(name='tryton', vendor='tryton', role='erp', config={config!r}, "
@@ -127,7 +128,7 @@ def test_the_compose_services_in_production_mode_post_a_signed_webhook_into_the_
 
         def web_up():
             try:
-                return httpx.get(f"{base}/api/schema/", headers=https, timeout=2).status_code
+                return httpx.get(f"{base}/admin/login/", headers=https, timeout=2).status_code
             except httpx.HTTPError:
                 return False
 
