@@ -152,6 +152,7 @@ def stack(request, transactional_db, fault_redis, fault_proxy, tryton_server, er
     from django.conf import settings
 
     from canonical.models import LegalEntity
+    from canonical.policy_services import policy_bootstrap
     from connectors.services import connection_upsert
     from connectors.stripe.sandbox import StripeSandbox
     from integration_hub.runtime.models import AdmissionPolicy
@@ -162,6 +163,8 @@ def stack(request, transactional_db, fault_redis, fault_proxy, tryton_server, er
     fault_proxy.reset()
     for code, name, currency, country in LEGAL_ENTITIES:
         LegalEntity.objects.create(code=code, name=name, currency=currency, country=country)
+    # Invoices post by an approved posting policy (issue 13): the bootstrap one, as tests/conftest's.
+    policy_bootstrap(taxes={"10": "VAT-10", "0": ""})
     connection_upsert(name="stripe", vendor="stripe", role="billing", config={},
                       credentials={"webhook_secrets": [WEBHOOK_SECRET]})
     erp_connection = connection_upsert(
