@@ -905,12 +905,14 @@ def _django() -> None:
 def step_setup(args) -> None:
     _django()
     from canonical.models import LegalEntity
+    from canonical.policy_services import policy_bootstrap
     from connectors.services import connection_upsert
 
     for code, name, currency, country in (("US", "Acme US Inc.", "USD", "US"),
                                           ("EU", "Acme Europe GmbH", "EUR", "DE"),
                                           ("JP", "Acme Japan KK", "JPY", "JP")):
         LegalEntity.objects.get_or_create(code=code, defaults={"name": name, "currency": currency, "country": country})
+    policy_bootstrap(taxes={"10": "VAT-10", "0": ""})  # invoices post by an approved posting policy
     connection_upsert(name="stripe", vendor="stripe", role="billing", config={},
                       credentials={"webhook_secrets": [WEBHOOK_SECRET]})
     connection_upsert(name="erp", vendor="bench-erp", role="erp", config={}, credentials={"login": "bench"})
