@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from functools import cache
+from typing import Any
 
 import redis
 
@@ -43,7 +44,8 @@ class InstantErpConnector(Connector):
     def find_invoice(self, invoice: InvoiceV1, *, legal_entity: str) -> ExternalDocument | None:
         return None
 
-    def post_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
+    def post_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str,
+                     posting: Any = None) -> ExternalDocument:
         return _document(invoice.source.external_id)
 
     def record_payment(self, payment: PaymentV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
@@ -99,7 +101,8 @@ class SlowErpConnector(Connector):
     def find_invoice(self, invoice: InvoiceV1, *, legal_entity: str) -> ExternalDocument | None:
         return None
 
-    def post_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
+    def post_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str,
+                     posting: Any = None) -> ExternalDocument:
         return self._call(invoice.source.external_id)
 
     def record_payment(self, payment: PaymentV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
