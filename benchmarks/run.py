@@ -977,7 +977,8 @@ def step_noop_send(args) -> None:
 
 HISTORY_TABLES = [  # child tables first (the order rows are trimmed in)
     "runtime_deliveryattempt", "runtime_exceptionrecord", "runtime_delivery", "canonical_crossreference",
-    "canonical_invoiceline", "canonical_payment", "canonical_invoice", "canonical_customer", "runtime_inboundevent",
+    "canonical_invoiceline", "canonical_postingdecision", "canonical_payment", "canonical_invoice", "canonical_customer",
+    "runtime_inboundevent",
 ]
 
 
