@@ -292,6 +292,10 @@ HUB_DELIVERY_MAX_ATTEMPTS = env.int("HUB_DELIVERY_MAX_ATTEMPTS", default=8)
 HUB_INBOUND_MAX_ATTEMPTS = env.int("HUB_INBOUND_MAX_ATTEMPTS", default=5)
 HUB_RETRY_BASE_SECONDS = env.float("HUB_RETRY_BASE_SECONDS", default=2.0)
 HUB_RETRY_CAP_SECONDS = env.float("HUB_RETRY_CAP_SECONDS", default=600.0)
+# After a call whose outcome is unknown (a timeout), the target may still be working
+# on it: the lookup that decides whether to send again comes at least this long (and
+# twice the lost call's length) after the call began.
+HUB_UNKNOWN_OUTCOME_SETTLE_SECONDS = env.float("HUB_UNKNOWN_OUTCOME_SETTLE_SECONDS", default=10.0)
 # A queued message not picked up within this time is presumed lost and re-enqueued.
 HUB_REENQUEUE_AFTER_SECONDS = env.int("HUB_REENQUEUE_AFTER_SECONDS", default=60)
 # An in-flight delivery older than this lost its worker; must exceed the hard time limit.

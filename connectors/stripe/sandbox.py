@@ -646,10 +646,13 @@ class StripeSandbox:
     @staticmethod
     def apply_credit(invoice: Mapping[str, Any], note: Mapping[str, Any]) -> dict[str, Any]:
         """The invoice after ``note``: its pre-payment part comes off ``amount_remaining``
-        (Stripe marks an invoice credited down to nothing as paid)."""
+        and ``amount_due`` (Stripe: "a credit note will first reduce the invoice's
+        amount_remaining (and amount_due), but not below zero"), so a later payment
+        collects the rest only; an invoice credited down to nothing is paid."""
         updated = copy.deepcopy(dict(invoice))
         pre, post = note["pre_payment_amount"], note["post_payment_amount"]
         updated["amount_remaining"] -= pre
+        updated["amount_due"] -= pre
         updated["pre_payment_credit_notes_amount"] = updated.get("pre_payment_credit_notes_amount", 0) + pre
         updated["post_payment_credit_notes_amount"] = updated.get("post_payment_credit_notes_amount", 0) + post
         if updated["status"] == "open" and updated["amount_remaining"] == 0:

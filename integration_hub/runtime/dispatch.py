@@ -136,12 +136,10 @@ _owners: dict[str, str] = {}
 
 
 def register_workflow(workflow: Workflow) -> Workflow:
-    """Plug a workflow in. A fact type, action or subject claimed by two workflows is
+    """Plug a workflow in. A name, fact type, action or subject claimed twice is
     a programming error, caught at start-up."""
-    previous = _workflows.get(workflow.name)
-    if previous is not None:
-        _unregister(previous)  # a module imported twice (tests reload) replaces itself
     for registry, keys, what in (
+        (_workflows, [workflow.name], "workflow"),
         (_fact_handlers, workflow.facts, "fact"),
         (_fact_resolvers, workflow.resolvers, "resolver for"),
         (_actions, [action.name for action in workflow.actions], "action"),
@@ -158,18 +156,6 @@ def register_workflow(workflow: Workflow) -> Workflow:
     for exc_class, failure in workflow.failures.items():
         register_failure(exc_class, failure)
     return workflow
-
-
-def _unregister(workflow: Workflow) -> None:
-    for key in workflow.facts:
-        _fact_handlers.pop(key, None)
-    for key in workflow.resolvers:
-        _fact_resolvers.pop(key, None)
-    for action in workflow.actions:
-        _actions.pop(action.name, None)
-    for subject in workflow.subjects:
-        _owners.pop(subject, None)
-    del _workflows[workflow.name]
 
 
 def workflows() -> Iterable[Workflow]:

@@ -96,6 +96,10 @@ class Delivery(models.Model):
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="dependents",
         help_text="Not attempted before this delivery is posted (e.g. a payment after its invoice)",
     )
+    serial_key = models.CharField(
+        max_length=100, blank=True,
+        help_text="Deliveries sharing this key never run at once (e.g. every ERP effect on one invoice)",
+    )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0, help_text="Attempts in the current retry budget")
     next_attempt_at = models.DateTimeField()
@@ -122,6 +126,8 @@ class Delivery(models.Model):
             ),
             models.Index(fields=["claimed_at"], name="delivery_in_flight", condition=models.Q(status="in_flight")),
             models.Index(fields=["object_type", "object_id"]),
+            models.Index(fields=["serial_key"], name="delivery_serial",
+                         condition=models.Q(status__in=["pending", "held", "in_flight"]) & ~models.Q(serial_key="")),
         ]
 
     def __str__(self) -> str:

@@ -42,12 +42,15 @@ from integration_hub.runtime.models import (
     InboundEvent,
 )
 from integration_hub.runtime.retry import retry_delay
-from integration_hub.runtime.sql import insert_ignore
+from integration_hub.runtime.sql import insert_ignore, transaction_lock
 
 log = structlog.get_logger(__name__)
 
 PROCESS_TASK = "hub.process_inbound"
 DELIVER_TASK = "hub.deliver"
+# A delivery waiting for another on its serial key looks again after this, if no
+# wake-up came first.
+SERIAL_RECHECK_SECONDS = 2
 
 Outcome = DeliveryAttempt.Outcome
 Team = ExceptionRecord.Team
@@ -201,9 +204,14 @@ def delivery_plan(
     object_id: int,
     after: Delivery | None = None,
     version: int = 1,
+    serial: str = "",
 ) -> Delivery:
     """Write the outbox row for an effect (once: the key is unique) and enqueue it
-    after commit if nothing it waits for is still outstanding."""
+    after commit if nothing it waits for is still outstanding.
+
+    ``serial`` names what the effect changes in the target (``"invoice:42"``):
+    deliveries with the same one are attempted one at a time, because the target
+    checks them against each other (a payment and a credit note on one invoice)."""
     key = idempotency_key(
         action=action, target=connection.name, object_type=object_type, object_id=object_id, version=version
     )
@@ -214,7 +222,7 @@ def delivery_plan(
         "object_type": object_type, "object_id": object_id, "after": after.pk if after else None,
         "status": Delivery.Status.PENDING, "attempts": 0, "next_attempt_at": now,
         "enqueued_at": now if ready else None, "hold_reason": "", "external_id": "", "external_number": "",
-        "last_error": "", "lookup_first": False, "created_at": now, "updated_at": now,
+        "last_error": "", "lookup_first": False, "serial_key": serial, "created_at": now, "updated_at": now,
     }
     delivery_id = insert_ignore(Delivery, values)
     if delivery_id is None:  # planned before: the same effect, once
@@ -241,10 +249,43 @@ def delivery_claim(delivery_id: int) -> Delivery | None:
         return None
     if delivery.after is not None and delivery.after.status != Delivery.Status.POSTED:
         return None
+    if delivery.serial_key and _serial_wait(delivery, now):
+        return None
     delivery.status, delivery.claimed_at, delivery.hold_reason = Delivery.Status.IN_FLIGHT, now, ""
     delivery.attempts += 1
     delivery.save(update_fields=["status", "claimed_at", "attempts", "hold_reason", "updated_at"])
     return delivery
+
+
+def _serial_wait(delivery: Delivery, now: dt.datetime) -> bool:
+    """Hold the delivery if another one with its serial key is in flight. The
+    advisory lock makes check-then-claim atomic across workers; its holder only
+    reads other rows, so it never waits on one while holding it."""
+    transaction_lock(f"delivery-serial:{delivery.serial_key}")
+    busy = (Delivery.objects.filter(serial_key=delivery.serial_key, status=Delivery.Status.IN_FLIGHT)
+            .exclude(pk=delivery.pk).values_list("action", flat=True).first())
+    if busy is None:
+        return False
+    # Woken when the other is done (_serial_wake); the countdown is the fallback.
+    delivery.status = Delivery.Status.HELD
+    delivery.hold_reason = f"waits for {busy} on the same {delivery.serial_key.split(':')[0]}"[:200]
+    delivery.next_attempt_at = delivery.enqueued_at = now + dt.timedelta(seconds=SERIAL_RECHECK_SECONDS)
+    delivery.save(update_fields=["status", "hold_reason", "next_attempt_at", "enqueued_at", "updated_at"])
+    enqueue_after_commit(DELIVER_TASK, delivery.pk, countdown=SERIAL_RECHECK_SECONDS)
+    metrics.hold_observe(delivery.connection.name, delivery.hold_reason)
+    return True
+
+
+def _serial_wake(delivery: Delivery) -> None:
+    """The delivery leaves flight: the next one waiting on its serial key may go."""
+    if not delivery.serial_key:
+        return
+    now = timezone.now()
+    waiting = (Delivery.objects.filter(serial_key=delivery.serial_key, status=Delivery.Status.HELD)
+               .order_by("pk").values_list("pk", flat=True).first())
+    if waiting is not None:
+        Delivery.objects.filter(pk=waiting).update(next_attempt_at=now, enqueued_at=now)
+        enqueue_after_commit(DELIVER_TASK, waiting)
 
 
 def delivery_attempt(delivery_id: int) -> None:
@@ -382,6 +423,7 @@ def delivery_record_success(
     locked.save(update_fields=["status", "external_id", "external_number", "last_error", "lookup_first", "updated_at"])
     dispatch.delivery_action(locked.action).bind(locked, document)
     metrics.delivery_observe(locked.connection.name, locked.action, "posted")
+    _serial_wake(locked)
     now = timezone.now()
     for dependent in locked.dependents.filter(status=Delivery.Status.PENDING):
         dependent.enqueued_at = now
@@ -410,12 +452,18 @@ def _delivery_failed(locked: Delivery, exc: Exception, *, started: dt.datetime, 
     )
     if locked.status != Delivery.Status.IN_FLIGHT:
         return locked
+    _serial_wake(locked)
     # Once unknown, the effect must be looked up before anything is sent again,
     # however the attempts after it fail.
     locked.lookup_first = locked.lookup_first or unknown
     locked.last_error = message[:2000]
     if failure.retry and locked.attempts < settings.HUB_DELIVERY_MAX_ATTEMPTS:
         delay = retry_delay(locked.attempts, retry_after=getattr(exc, "retry_after", None)) if failure.backoff else 0
+        if unknown:
+            # A lookup while the target still processes the lost call would miss it:
+            # not before the settle time (and twice the call's length) since it began.
+            settled = started + dt.timedelta(seconds=max(settings.HUB_UNKNOWN_OUTCOME_SETTLE_SECONDS, 2 * seconds))
+            delay = max(delay, (settled - timezone.now()).total_seconds())
         locked.status = Delivery.Status.PENDING
         locked.next_attempt_at = timezone.now() + dt.timedelta(seconds=delay)
         if delay <= settings.HUB_REENQUEUE_AFTER_SECONDS:

@@ -29,3 +29,14 @@ def insert_ignore(model: type[Model], values: dict[str, Any]) -> Any | None:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     return meta.pk.to_python(row[0]) if row else None
+
+
+def transaction_lock(key: str) -> None:
+    """Hold a lock named ``key`` until the current transaction ends (PostgreSQL's
+    transaction-level advisory lock). SQLite has one writer at a time already, so
+    nothing is taken there."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        # hashtextextended: a stable 64-bit hash of the name, computed by the server.
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])

@@ -4,7 +4,8 @@ write-offs, as part of the invoice posting workflow (its declaration in
 
 Every adjustment is about one invoice, and its ERP effect waits for that invoice's
 post (``delivery_plan(after=...)``): a credit note after the post, a refund after the
-payment it reverses, a void of a credit note after the credit note. Each is planned
+payment it reverses, a void of a credit note after the credit note; and no two ERP
+effects on one invoice run at once (a shared serial key). Each is planned
 once per billing object (the idempotency key is the canonical record, unique per
 source id), so a redelivered or reordered event never books twice.
 
@@ -60,19 +61,25 @@ class AwaitingDocument(Retryable):
     """The invoice or payment an adjustment is about has not been processed yet."""
 
 
-def _erp(invoice: Invoice) -> Connection:
+def invoice_erp(invoice: Invoice) -> Connection:
     # The ERP is the one the invoice's legal entity books in (or the only active one).
     return connection_for_role(Connection.Role.ERP, name=invoice.legal_entity.erp_connection)
 
 
-def _posted_invoice_delivery(invoice: Invoice, event: InboundEvent) -> tuple[Connection, Delivery]:
+def plan_on_invoice(invoice: Invoice, event: InboundEvent, *, action: str, object_type: str, object_id: int,
+                    after: Delivery | None = None) -> Delivery:
+    """Plan one ERP effect on ``invoice``. Every effect on one invoice shares a serial
+    key, so they reach the ERP one at a time: Tryton checks a payment, a credit note
+    and a refund against the invoice's open amount, and two at once can each see the
+    other's part as still open."""
+    return delivery_plan(transaction_id=event.transaction_id, connection=invoice_erp(invoice), action=action,
+                         object_type=object_type, object_id=object_id, after=after, serial=f"invoice:{invoice.pk}")
+
+
+def plan_post(invoice: Invoice, event: InboundEvent) -> Delivery:
     """The invoice's post delivery (planned with the invoice, so it exists once the
     invoice does; ``delivery_plan`` returns the existing row)."""
-    erp = _erp(invoice)
-    return erp, delivery_plan(
-        transaction_id=event.transaction_id, connection=erp, action=POST, object_type="invoice",
-        object_id=invoice.pk,
-    )
+    return plan_on_invoice(invoice, event, action=POST, object_type="invoice", object_id=invoice.pk)
 
 
 def _invoice_locked(system: str, external_id: str, what: str) -> Invoice:
@@ -90,23 +97,21 @@ def payment_received(fact: PaymentReceived, event: InboundEvent) -> None:
     """One of possibly several payments towards an invoice: booked after the post."""
     contract = fact.payment
     invoice = _invoice_locked(contract.invoice.system, contract.invoice.external_id, f"payment {contract.source.external_id}")
-    erp, post = _posted_invoice_delivery(invoice, event)
+    post = plan_post(invoice, event)
     payment = payment_upsert(contract, invoice=invoice, transaction_id=event.transaction_id)
-    delivery_plan(transaction_id=event.transaction_id, connection=erp, action=PAY, object_type="payment",
-                  object_id=payment.pk, after=post)
+    plan_on_invoice(invoice, event, action=PAY, object_type="payment", object_id=payment.pk, after=post)
 
 
 def credit_note_issued(fact: CreditNoteIssued, event: InboundEvent) -> None:
     contract = fact.credit_note
     invoice = _invoice_locked(contract.invoice.system, contract.invoice.external_id,
                               f"credit note {contract.source.external_id}")
-    erp, post = _posted_invoice_delivery(invoice, event)
+    post = plan_post(invoice, event)
     note = credit_note_upsert(contract, invoice=invoice, transaction_id=event.transaction_id)
-    credit = delivery_plan(transaction_id=event.transaction_id, connection=erp, action=CREDIT,
-                           object_type="credit_note", object_id=note.pk, after=post)
+    credit = plan_on_invoice(invoice, event, action=CREDIT, object_type="credit_note", object_id=note.pk, after=post)
     if note.status == CreditNote.Status.VOID:
-        delivery_plan(transaction_id=event.transaction_id, connection=erp, action=CREDIT_VOID,
-                      object_type="credit_note", object_id=note.pk, after=credit)
+        plan_on_invoice(invoice, event, action=CREDIT_VOID, object_type="credit_note", object_id=note.pk,
+                        after=credit)
 
 
 def credit_note_voided(fact: CreditNoteVoided, event: InboundEvent) -> None:
@@ -128,18 +133,14 @@ def refund_issued(fact: RefundIssued, event: InboundEvent) -> None:
     refund = refund_upsert(contract, payment=payment, transaction_id=event.transaction_id)
     if refund.status != "succeeded":
         return
-    erp, _post = _posted_invoice_delivery(invoice, event)
-    pay = delivery_plan(transaction_id=event.transaction_id, connection=erp, action=PAY, object_type="payment",
-                        object_id=payment.pk)
-    delivery_plan(transaction_id=event.transaction_id, connection=erp, action=REFUND, object_type="refund",
-                  object_id=refund.pk, after=pay)
+    pay = plan_on_invoice(invoice, event, action=PAY, object_type="payment", object_id=payment.pk)
+    plan_on_invoice(invoice, event, action=REFUND, object_type="refund", object_id=refund.pk, after=pay)
 
 
 def invoice_written_off(fact: InvoiceWrittenOff, event: InboundEvent, *, record) -> None:
     invoice = record(fact, event)
-    erp, post = _posted_invoice_delivery(invoice, event)
-    delivery_plan(transaction_id=event.transaction_id, connection=erp, action=WRITE_OFF, object_type="invoice",
-                  object_id=invoice.pk, after=post)
+    plan_on_invoice(invoice, event, action=WRITE_OFF, object_type="invoice", object_id=invoice.pk,
+                    after=plan_post(invoice, event))
 
 
 # -- delivery actions ------------------------------------------------------------

@@ -40,7 +40,6 @@ from canonical.selectors import invoice_contract, payment_contract
 from canonical.services import AdjustmentMismatch, customer_ingest, invoice_upsert, payment_upsert, xref_bind
 from connectors.base import ExternalDocument, InvoicePoster, LinePosting, PostingInstructions
 from connectors.models import Connection
-from connectors.services import connection_for_role
 from integration_hub.runtime.dispatch import (
     DeliveryAction,
     Indicator,
@@ -50,7 +49,6 @@ from integration_hub.runtime.dispatch import (
 )
 from integration_hub.runtime.failures import DATA_OWNER, Failure
 from integration_hub.runtime.models import Delivery, DeliveryAttempt, ExceptionRecord, InboundEvent
-from integration_hub.runtime.services import delivery_plan
 from integration_hub.workflows import invoice_adjustments as adjustments
 from integration_hub.workflows.invoice_corrections import INVOICE_CORRECTION
 
@@ -79,36 +77,21 @@ def _invoice_record(
     return invoice
 
 
-def _plan_post(invoice: Invoice, event: InboundEvent) -> tuple[Connection, Delivery]:
-    # The ERP is the one the invoice's legal entity books in (or the only active one).
-    erp = connection_for_role(Connection.Role.ERP, name=invoice.legal_entity.erp_connection)
-    post = delivery_plan(
-        transaction_id=event.transaction_id, connection=erp, action=POST, object_type="invoice", object_id=invoice.pk
-    )
-    return erp, post
-
-
 def invoice_issued(fact: InvoiceIssued, event: InboundEvent) -> None:
-    _plan_post(_invoice_record(fact, event), event)
+    adjustments.plan_post(_invoice_record(fact, event), event)
 
 
 def invoice_paid(fact: InvoicePaid, event: InboundEvent) -> None:
     invoice = _invoice_record(fact, event)
-    erp, post = _plan_post(invoice, event)
+    post = adjustments.plan_post(invoice, event)
     payment = payment_upsert(fact.payment, invoice=invoice, transaction_id=event.transaction_id)
-    delivery_plan(
-        transaction_id=event.transaction_id, connection=erp, action=PAY,
-        object_type="payment", object_id=payment.pk, after=post,
-    )
+    adjustments.plan_on_invoice(invoice, event, action=PAY, object_type="payment", object_id=payment.pk, after=post)
 
 
 def invoice_voided(fact: InvoiceVoided, event: InboundEvent) -> None:
     invoice = _invoice_record(fact, event)
-    erp, post = _plan_post(invoice, event)
-    delivery_plan(
-        transaction_id=event.transaction_id, connection=erp, action=VOID,
-        object_type="invoice", object_id=invoice.pk, after=post,
-    )
+    post = adjustments.plan_post(invoice, event)
+    adjustments.plan_on_invoice(invoice, event, action=VOID, object_type="invoice", object_id=invoice.pk, after=post)
 
 
 def _post_lookup(connector: InvoicePoster, delivery: Delivery) -> ExternalDocument | None:
@@ -219,16 +202,20 @@ UNFINISHED = {"status__in": "pending,held,in_flight"}
 FINANCE = ExceptionRecord.Team.FINANCE
 EXCEPTIONS = "runtime.ExceptionRecord"
 
+SUBJECTS = ("invoice", "payment", "invoice_payment", "credit_note", "refund", "charge", "dispute")
+OF_ITS_DOCUMENTS = {"transaction__kind__in": ",".join(SUBJECTS)}
+
 INDICATORS = (
     Indicator("awaiting_posting", "Invoices awaiting ERP posting", "runtime.Delivery",
               {"action": POST, **UNFINISHED}, team=FINANCE, help="planned, held or being posted"),
     Indicator("payments_awaiting", "Payments and voids awaiting the ERP", "runtime.Delivery",
               {"action__in": f"{PAY},{VOID}", **UNFINISHED}, team=FINANCE),
+    Indicator("adjustments_awaiting", "Credit notes, refunds and write-offs awaiting the ERP", "runtime.Delivery",
+              {"action__in": ",".join(action.name for action in adjustments.ACTIONS), **UNFINISHED}, team=FINANCE),
     Indicator("stuck_mapping", "Invoices stuck in validation: mapping", EXCEPTIONS,
-              {"category": "mapping", "inbound_event__isnull": "False", "transaction__kind__in": "invoice,payment",
-               **ACTIVE}, team=FINANCE, help="the billing event could not be read; fix its payload and replay"),
+              {"category": "mapping", "inbound_event__isnull": "False", **OF_ITS_DOCUMENTS, **ACTIVE}, team=FINANCE, help="the billing event could not be read; fix its payload and replay"),
     Indicator("stuck_policy", "Invoices stuck in validation: posting policy", EXCEPTIONS,
-              {"category": "policy", "transaction__kind__in": "invoice,payment", **ACTIVE}, team=FINANCE,
+              {"category": "policy", **OF_ITS_DOCUMENTS, **ACTIVE}, team=FINANCE,
               help="no approved posting policy rule covers the document (entity, account, tax)"),
     Indicator("stuck_tax", "Invoices stuck in validation: tax and totals (ERP)", EXCEPTIONS,
               {"category__in": "mapping,rejected", "delivery__action": POST, **ACTIVE}, team=FINANCE,
@@ -256,7 +243,7 @@ WORKFLOW = register_workflow(Workflow(
     contracts=(InvoiceV1, PaymentV1, CreditNoteV1, RefundV1),
     indicators=INDICATORS,
     policy_in_force=policy_in_force,
-    subjects=("invoice", "payment", "invoice_payment", "credit_note", "refund", "charge", "dispute"),
+    subjects=SUBJECTS,
     facts={
         InvoiceIssued: invoice_issued, InvoicePaid: invoice_paid, InvoiceVoided: invoice_voided,
         InvoiceWrittenOff: partial(adjustments.invoice_written_off, record=_invoice_record),

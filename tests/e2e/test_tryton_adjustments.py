@@ -183,3 +183,34 @@ def test_an_uncollectible_invoice_is_written_off_to_the_policy_account(connector
         [("account.code", "=", account), ("move.origin", "=", None), ("party", "=", None)], 0, None,
         [("id", "DESC")], ["debit", "move"], context={"company": company})
     assert Decimal(lines[0]["debit"]) == Decimal("80.00")  # 110.00 less the 30.00 paid
+
+
+@pytest.mark.parametrize("order", [("pay", "refund", "credit"), ("pay", "credit", "refund"),
+                                   ("credit", "pay", "refund")])
+def test_a_credit_before_payment_and_a_refund_converge_in_any_order(connector, billing, order, erp):
+    """The ERP ends in one state whichever of the payment, its partial refund and a
+    credit note taken off before payment reaches it first (the refund always comes
+    after its payment: the hub orders it so)."""
+    from connectors.stripe.mapping import payment_from_stripe_invoice
+
+    invoice, contract = _open_invoice(billing, connector, lines=(("Seats", 4, 2500),))  # 110.00
+    note = billing.credit_note(invoice, lines=[(0, 1)])  # 27.50 off before payment
+    paid = billing.pay(billing.apply_credit(invoice, note))  # 82.50 collected
+    refund = refund_from_stripe(billing.refund(billing.payment_of(paid), 2000))
+    credit = credit_note_from_stripe(note)
+    steps = {
+        "pay": lambda: connector.record_payment(payment_from_stripe_invoice(paid), legal_entity="US",
+                                                idempotency_key="pay"),
+        "refund": lambda: connector.record_refund(refund, contract, credit_note=None, legal_entity="US",
+                                                  idempotency_key="refund"),
+        "credit": lambda: connector.post_credit_note(credit, contract, legal_entity="US", idempotency_key="credit"),
+    }
+    for step in order:
+        steps[step]()
+
+    original = _erp_invoice(connector, invoice["id"])
+    assert (original["state"], Decimal(original["amount_to_pay"])) == ("paid", Decimal(0))
+    erp_note = _erp_invoice(connector, note["id"])
+    # Applied to the invoice: nothing left for the customer to claim on it.
+    assert (Decimal(erp_note["total_amount"]), Decimal(erp_note["amount_to_pay"])) == (Decimal("-27.50"), 0)
+    assert connector.find_refund(refund, legal_entity="US") is not None

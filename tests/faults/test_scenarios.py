@@ -215,9 +215,6 @@ def test_events_for_one_invoice_out_of_order(stack):
     stack.check(drain=drain)
 
 
-@pytest.mark.xfail(reason="open (invoice adjustments): with these events reordered, the refund's payment reversal "
-                          "can reach Tryton before the credit note is applied, and Tryton refuses payment lines "
-                          "greater than the invoice amount — the delivery dead-letters instead of waiting")
 def test_a_credit_note_and_a_refund_out_of_order(stack):
     sandbox = stack.sandbox
     adjusted = stack.invoice("usd", lines=(("Seats", 4, 2500),))

@@ -193,3 +193,49 @@ def test_a_binding_conflict_dead_letters_instead_of_looping(posted_event, memory
     assert delivery.status == "dead"
     assert "binding conflicts" in ExceptionRecord.objects.get().summary
     assert list(delivery.attempt_log.values_list("outcome", flat=True)) == ["permanent"]
+
+
+def test_effects_on_one_invoice_reach_the_erp_one_at_a_time(
+    stripe_connection, legal_entities, memory_erp, sandbox, post_webhook, sent_tasks
+):
+    """A payment in flight holds the credit note of the same invoice (the ERP checks
+    them against each other); when the payment is done the credit note is woken."""
+    from connectors.base import ExternalDocument
+
+    invoice = sandbox.finalize(sandbox.invoice("cus_1", [("Seats", 4, 2500)], currency="eur"))
+    note = sandbox.credit_note(invoice, lines=[(0, 1)])
+    post_webhook(sandbox.event("invoice.finalized", invoice))
+    post_webhook(sandbox.event("credit_note.created", note))
+    post_webhook(sandbox.event("invoice.paid", sandbox.pay(sandbox.apply_credit(invoice, note))))
+    for name, event_id, _ in list(sent_tasks):
+        if name == "hub.process_inbound":
+            services.inbound_process(event_id)
+    post, pay, credit = (Delivery.objects.get(action=name) for name in ("invoice.post", "invoice.pay",
+                                                                          "credit_note.post"))
+    assert pay.serial_key == credit.serial_key == post.serial_key != ""
+    assert _run(post.pk).status == "posted"
+
+    in_flight = services.delivery_claim(pay.pk)
+    held = _run(credit.pk)
+
+    assert (held.status, held.attempts) == ("held", 0)
+    assert held.hold_reason == "waits for invoice.pay on the same invoice"
+    assert ("credit", note["id"]) not in memory_erp.calls
+    sent_tasks.clear()
+    services.delivery_record_success(in_flight, ExternalDocument(external_id="9", state="paid"),
+                                     started=timezone.now(), seconds=0.1)
+    assert [(name, pk) for name, pk, _ in sent_tasks] == [("hub.deliver", credit.pk)]
+    assert _run(credit.pk).status == "posted"
+
+
+def test_deliveries_on_different_invoices_do_not_wait_for_each_other(posted_event, memory_erp, sandbox, post_webhook,
+                                                                     sent_tasks):
+    other = sandbox.finalize(sandbox.invoice("cus_2", [("Plan", 1, 900)], currency="eur"))
+    sent_tasks.clear()
+    post_webhook(sandbox.event("invoice.finalized", other))
+    services.inbound_process(sent_tasks[0][1])
+    second = Delivery.objects.exclude(pk=posted_event.pk).get()
+    assert second.serial_key != posted_event.serial_key
+
+    assert services.delivery_claim(posted_event.pk) is not None
+    assert _run(second.pk).status == "posted"

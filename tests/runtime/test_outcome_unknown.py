@@ -92,3 +92,19 @@ def test_a_worker_lost_mid_call_counts_as_an_unknown_outcome(post, memory_erp, s
     delivery = Delivery.objects.get(pk=delivery.pk)
     lost = delivery.attempt_log.get()
     assert (lost.outcome, lost.outcome_unknown, delivery.lookup_first) == ("lost", True, True)
+
+
+def test_the_lookup_after_an_unknown_outcome_waits_for_the_target_to_settle(post, memory_erp, settings):
+    """A target may still be working on the call the hub gave up on: looking it up at
+    once would miss it and send a second document."""
+    settings.HUB_UNKNOWN_OUTCOME_SETTLE_SECONDS = 10
+    settings.HUB_RETRY_BASE_SECONDS = settings.HUB_RETRY_CAP_SECONDS = 0.1
+    delivery, _ = post
+    before = timezone.now()
+    memory_erp.failures.append(Retryable("read timed out", outcome_unknown=True))
+    unknown = _attempt(delivery)
+    assert unknown.next_attempt_at >= before + dt.timedelta(seconds=10)
+
+    memory_erp.failures.append(Retryable("503, nothing done"))
+    known = _attempt(unknown)  # a known failure keeps the short backoff
+    assert known.next_attempt_at < timezone.now() + dt.timedelta(seconds=1)
