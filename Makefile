@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The hub defaults to HUB_ENV=production (fail closed); a checkout runs in development.
 export HUB_ENV ?= development
 
-.PHONY: demo test faults bad-inputs lint install migrate worker usage-worker beat web schemas clean bench bench-smoke
+.PHONY: demo test faults bad-inputs lint install migrate worker usage-worker beat web schemas contracts-check clean bench bench-smoke
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -87,6 +87,12 @@ web: migrate
 
 schemas: $(STAMP)
 	$(BIN)/python manage.py contracts_publish
+
+## The published JSON Schemas against the code: fails on a breaking change (removed or
+## retyped field, new required field) unless the version goes up, and on a lowered or
+## unpublished version.
+contracts-check: $(STAMP)
+	$(BIN)/python manage.py contracts_check
 
 clean:
 	rm -rf var

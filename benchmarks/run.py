@@ -64,6 +64,10 @@ class Plan:
     sweep_repeats: int
     profile_events: int
     usage_rows: int = 1_000_000
+    # The issue's size is 2,000 SKUs (--catalog-skus 2000): at the rates measured so far
+    # that is hours on this machine, so the full plan runs 200 by default.
+    catalog_skus: int = 200
+    catalog_pairs: int = 1
 
 
 FULL = Plan(
@@ -76,7 +80,7 @@ SMOKE = Plan(
     name="smoke", pairs=1, ingest_connections=(8, 32), ingest_seconds=1.0, ingest_max_requests=200,
     pipeline_events=150, worker_concurrency=2, slow_docs=12, slow_latency_ms=200, slow_cap=4,
     slow_worker_concurrency=8, history_rows=(100, 2_000), history_events=60, sweep_repeats=3,
-    profile_events=0, usage_rows=20_000,
+    profile_events=0, usage_rows=20_000, catalog_skus=8,
 )
 
 # The figures every run must produce (bench-smoke checks they are all there).
@@ -86,6 +90,7 @@ FIGURES = [
     "history_throughput", "sweep_query_ms_small", "sweep_query_ms_large",
     "web_rss_mb", "worker_rss_mb",
     "usage_load_rps", "usage_load_rss_mb", "usage_aggregate_seconds",
+    "catalog_full_sync_seconds",
 ]
 
 
@@ -112,7 +117,7 @@ def hub_env(database: str, **extra: str) -> dict[str, str]:
         # No TLS proxy in front of the measured gunicorn, and the stub ERP is local.
         "HUB_SSL_REDIRECT": "false",
         "HUB_ALLOWED_INTERNAL_HOSTS": "127.0.0.1,localhost",
-        "HUB_CONNECTOR_PACKAGES": "connectors.stripe,connectors.tryton,benchmarks.stub_erp",
+        "HUB_CONNECTOR_PACKAGES": "connectors.stripe,connectors.tryton,connectors.product_platform,benchmarks.stub_erp",
         "LOG_LEVEL": "INFO",
         "DJANGO_SETTINGS_MODULE": "integration_hub.settings",
         "PYTHONUNBUFFERED": "1",
@@ -710,6 +715,60 @@ class Suite:
                     unit="s", hub=timings["aggregate"], baseline=None, goal="< 5 s (1,000,000 records)",
                     met=max(timings["aggregate"]) < 5 if rows >= 1_000_000 else None, higher_is_better=False)
 
+    # -- catalog full sync ------------------------------------------------------------
+
+    def catalog(self) -> None:
+        """A full catalog sync of ``catalog_skus`` SKUs, each a plan with monthly prices in
+        USD, EUR and JPY and a yearly USD price (5 versions a SKU), from the product-platform
+        sandbox: pull → draft versions → bulk approval → release through one worker into a
+        fresh real Tryton and the Stripe API sandbox, timed until every version is released.
+        Baseline: the same products and list prices written straight into a fresh Tryton by
+        one JSON-RPC client (a template with its variant, then one list price per company)."""
+        from connectors.tryton.server import DEFAULT_CACHE_DIR, TrytonServer, build_template
+
+        skus = self.plan.catalog_skus
+        template = build_template(DEFAULT_CACHE_DIR, progress=log)
+        database = "bench_catalog"
+        details: list[dict] = []
+
+        def erp_spec(erp) -> str:
+            return json.dumps({"config": erp.connection_config(), "credentials": erp.credentials()})
+
+        def base(i: int) -> float:
+            with TrytonServer(template) as erp:
+                out = child("catalog_baseline", "postgres", "--events", str(skus), "--config", erp_spec(erp),
+                            capture=True)
+            return json.loads(out.strip().splitlines()[-1])["seconds"]
+
+        def hub(i: int) -> float:
+            db_clone(database)
+            try:
+                with TrytonServer(template) as erp, worker(database, self.plan.worker_concurrency, self.logdir,
+                                                           f"catalog-{i}"):
+                    out = child("catalog_hub", database, "--events", str(skus), "--config", erp_spec(erp),
+                                capture=True)
+                result = json.loads(out.strip().splitlines()[-1])
+                details.append(result)
+                return result["seconds"]
+            finally:
+                queue_purge()
+                db_drop(database)
+
+        log(f"catalog: full sync of {skus:,} SKUs ({skus * 5:,} versions), {self.plan.catalog_pairs} pair(s)")
+        base_runs, hub_runs = interleave(self.plan.catalog_pairs, base, hub)
+        ratio = statistics.median(hub_runs) / statistics.median(base_runs)
+        self.extra["catalog_runs"] = details
+        last = details[-1]
+        self.figure("catalog_full_sync_seconds",
+                    title=f"Catalog full sync, {skus:,} SKUs with regional prices (s)", unit="s",
+                    hub=hub_runs, baseline=base_runs, goal="≤ 4 × the direct Tryton writes",
+                    met=ratio <= 4 if skus >= 200 else None, higher_is_better=False,
+                    note=(f"hub: pull {last['pull']:.1f} s, approval {last['approve']:.1f} s, release "
+                          f"{last['release']:.1f} s of {last['versions']:,} versions ({last['deliveries']:,} "
+                          "deliveries: Tryton products and list prices, Stripe products and prices), one worker "
+                          f"-c {self.plan.worker_concurrency}; baseline: the same Tryton products and list prices "
+                          "by one JSON-RPC client, no billing"))
+
     # -- memory and profile ---------------------------------------------------------
 
     def memory(self) -> None:
@@ -872,6 +931,9 @@ def write_report(suite: Suite, out_md: Path, out_json: Path, seconds: float) -> 
         " (429) a call beyond its cap; rate from the first attempt to the last posted document",
         f"* history: {plan.history_rows[0]:,} vs {plan.history_rows[1]:,} finished rows in each of inbox, business"
         f" transactions, invoices, deliveries, attempts and cross-references; {plan.history_events:,} events per run",
+        f"* catalog: {plan.catalog_skus:,} SKUs × 5 versions from the product-platform sandbox, {plan.catalog_pairs}"
+        " pair(s), each against a fresh copy of the real Tryton template (SQLite) and, for the hub, the Stripe API"
+        " sandbox; the hub's time runs from the pull to the last version released",
         "* HUB_ENV=production (DEBUG off), LOG_LEVEL=INFO with JSON logs to a file, PostgreSQL and Redis as"
         " running on this machine (Redis db 5, queue `hub-bench`), databases `bench_*`",
         "",
@@ -1155,7 +1217,95 @@ def step_usage_aggregate(args) -> None:
     print(f"{time.perf_counter() - start:.3f}")
 
 
+def step_catalog_baseline(args) -> None:
+    """Write ``--events`` SKUs (the sandbox's generated plans) straight into Tryton:
+    one template with its variant, then each company's list price. Prints the seconds."""
+    _django()
+    from decimal import Decimal
+
+    from connectors.product_platform.sandbox import ProductPlatformSandbox
+    from connectors.tryton.connector import TrytonConnector
+
+    spec = json.loads(args.config)
+    platform = ProductPlatformSandbox(items=[])
+    platform.scale(args.events, prefix="BENCH")
+    connector = TrytonConnector(config=spec["config"], credentials=spec["credentials"])
+    client, companies = connector.client, spec["config"]["companies"]
+    currencies = {row["id"]: row["currency."]["code"] for row in client.call(
+        "company.company", "read", list(companies.values()), ["id", "currency.code"])}
+    category, unit = connector.products.category(), connector.products._unit()  # setup, not timed
+    start = time.perf_counter()
+    for item in platform.items.values():
+        template, = client.call("product.template", "create", [{
+            "name": item["name"], "type": "service", "default_uom": unit, "account_category": category,
+            "products": [["create", [{"suffix_code": item["sku"], "description": item["description"]}]]]}])
+        for company, currency in currencies.items():
+            price = next(p for p in item["prices"] if p["is_default"] and p["currency"].upper() == currency)
+            client.call("product.template", "write", [template], {"list_price": Decimal(price["unit_amount"])},
+                        context={"company": company})
+    print(json.dumps({"seconds": time.perf_counter() - start}))
+
+
+def step_catalog_hub(args) -> None:
+    """The hub's full sync of ``--events`` SKUs into Tryton (``--config``) and a Stripe API
+    sandbox served here, with the worker the orchestrator started. Prints the timings."""
+    _django()
+    from django.contrib.auth import get_user_model
+
+    from canonical.models import CatalogVersion, PriceVersion, ProductVersion
+    from connectors.models import Connection
+    from connectors.product_platform.sandbox import ProductPlatformSandbox
+    from connectors.services import connection_upsert
+    from connectors.stripe.api_sandbox import StripeApiSandbox
+    from integration_hub.runtime.models import Delivery
+    from integration_hub.workflows.catalog import versions_approve
+    from integration_hub.workflows.catalog_pull import catalog_pull_now
+
+    spec = json.loads(args.config)
+    platform, stripe_api = ProductPlatformSandbox(items=[]), StripeApiSandbox()
+    platform.scale(args.events, prefix="BENCH")
+    platform.serve()
+    stripe_api.serve()
+    Connection.objects.filter(role="erp").update(is_active=False)  # the template's stub ERP
+    connection_upsert(name="tryton", vendor="tryton", role="erp", config=spec["config"],
+                      credentials=spec["credentials"])
+    connection_upsert(name="stripe", vendor="stripe", role="billing", config=stripe_api.connection_config(),
+                      credentials={"api_key": stripe_api.api_key, "webhook_secrets": [WEBHOOK_SECRET]})
+    catalog = connection_upsert(name="catalog", vendor="product_platform", role="product",
+                                config=platform.connection_config(paging={"style": "cursor", "limit": 200}),
+                                credentials=platform.credentials())
+    approver = get_user_model().objects.create_superuser("bench-approver", "approver@example.com", None)
+    expected = args.events * 5
+
+    start = time.perf_counter()
+    run = catalog_pull_now(catalog, full_scan=True)
+    pulled = time.perf_counter()
+    if run.status != "succeeded" or run.counts["new_versions"] != expected:
+        raise SystemExit(f"the pull made {run.counts} ({run.status}: {run.error})")
+    drafts = list(ProductVersion.objects.filter(status=CatalogVersion.Status.DRAFT)) + list(
+        PriceVersion.objects.filter(status=CatalogVersion.Status.DRAFT))
+    done, skipped = versions_approve(drafts, user=approver)
+    approved = time.perf_counter()
+    if done != expected:
+        raise SystemExit(f"approved {done} of {expected}: {skipped[:3]}")
+    deadline = time.monotonic() + 4 * 3600
+    released = CatalogVersion.Status.RELEASED
+    while (ProductVersion.objects.exclude(status=released).exists()
+           or PriceVersion.objects.exclude(status=released).exists()):
+        if Delivery.objects.filter(status="dead").exists():
+            raise SystemExit(f"a release died: {Delivery.objects.filter(status='dead').first().last_error}")
+        if time.monotonic() > deadline:
+            raise SystemExit("the release did not finish")
+        time.sleep(0.2)
+    end = time.perf_counter()
+    platform.stop()
+    stripe_api.stop()
+    print(json.dumps({"seconds": end - start, "pull": pulled - start, "approve": approved - pulled,
+                      "release": end - approved, "versions": expected, "deliveries": Delivery.objects.count()}))
+
+
 STEPS = {
+    "_catalog_baseline": step_catalog_baseline, "_catalog_hub": step_catalog_hub,
     "_usage_setup": step_usage_setup, "_usage_aggregate": step_usage_aggregate,
     "_setup": step_setup, "_slow_erp_setup": step_slow_erp_setup, "_feed": step_feed,
     "_noop_send": step_noop_send, "_load_history": step_load_history, "_history_marks": step_history_marks,
@@ -1178,6 +1328,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--marks", default="{}")
         parser.add_argument("--latency-ms", type=int, default=200)
         parser.add_argument("--cap", type=int, default=4)
+        parser.add_argument("--config", default="{}")
         STEPS[argv[0]](parser.parse_args(argv[1:]))
         return 0
 
@@ -1185,13 +1336,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="small counts, the same code paths (CI)")
     parser.add_argument("--pipeline-events", type=int, default=0,
                         help="events per pipeline run (the issue's figure is 20000: about N / rate seconds per run)")
-    parser.add_argument("--only", default="", help="comma-separated: ingest,pipeline,slow,history,usage,profile")
+    parser.add_argument("--only", default="",
+                        help="comma-separated: ingest,pipeline,slow,history,usage,catalog,profile")
+    parser.add_argument("--catalog-skus", type=int, default=0,
+                        help="SKUs of the catalog full sync (the issue's figure is 2000; the full plan runs 200)")
     parser.add_argument("--output", default="", help="where the results go (default: benchmarks/, or the"
                         " run's log folder for --smoke)")
     args = parser.parse_args(argv)
     plan = SMOKE if args.smoke else FULL
     if args.pipeline_events:
         plan = dataclasses.replace(plan, pipeline_events=args.pipeline_events)
+    if args.catalog_skus:
+        plan = dataclasses.replace(plan, catalog_skus=args.catalog_skus)
     only = {part for part in args.only.split(",") if part}
     logdir = Path(tempfile.mkdtemp(prefix="hub-bench-"))
     out = Path(args.output or (logdir if args.smoke else BENCH_DIR))
@@ -1202,7 +1358,8 @@ def main(argv: list[str] | None = None) -> int:
     suite.setup_template()
     try:
         for name, run in (("ingest", suite.ingest), ("pipeline", suite.pipeline), ("slow", suite.slow_erp),
-                          ("history", suite.history), ("usage", suite.usage), ("profile", suite.profile)):
+                          ("history", suite.history), ("usage", suite.usage), ("catalog", suite.catalog),
+                          ("profile", suite.profile)):
             if not only or name in only:
                 run()
         if not only or {"ingest", "pipeline"} <= only:

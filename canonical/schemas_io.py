@@ -27,11 +27,27 @@ def schema_path(contract: type[Contract]) -> Path:
     return SCHEMA_DIR / f"{contract.schema_id()}.json"
 
 
-def schemas_publish() -> list[Path]:
-    SCHEMA_DIR.mkdir(exist_ok=True)
+class BreakingChange(Exception):
+    """Publishing would overwrite a published version with a schema that breaks it."""
+
+
+def schemas_publish(contracts=CONTRACTS, schema_dir: Path = SCHEMA_DIR) -> list[Path]:
+    """Write each contract's schema. A published version is only ever overwritten
+    compatibly: a breaking change needs a new version number (``canonical.compat``)."""
+    from canonical.compat import breaking_changes
+
+    schema_dir.mkdir(exist_ok=True)
+    refused = []
+    for contract in contracts:
+        path = schema_dir / schema_path(contract).name
+        if path.exists():
+            problems = breaking_changes(json.loads(path.read_text()), json.loads(schema_text(contract)))
+            refused += [f"{contract.schema_id()}: {problem}" for problem in problems]
+    if refused:
+        raise BreakingChange("; ".join(refused) + " — raise the contract's version instead of overwriting it")
     written = []
-    for contract in CONTRACTS:
-        path = schema_path(contract)
+    for contract in contracts:
+        path = schema_dir / schema_path(contract).name
         path.write_text(schema_text(contract))
         written.append(path)
     return written

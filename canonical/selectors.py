@@ -23,7 +23,9 @@ from canonical.models import (
     Customer,
     Invoice,
     Payment,
+    Price,
     PriceVersion,
+    Product,
     ProductVersion,
     Refund,
 )
@@ -178,6 +180,25 @@ def price_released(ref: str, *, system: str | None = None) -> PriceVersion | Non
     ids = list(bound.values_list("canonical_id", flat=True))
     # A billing id names one version; it is the released one only while nothing replaced it.
     return versions.filter(pk__in=ids).first() if ids else None
+
+
+def catalog_products_of_prices(refs: set[str], *, system: str) -> dict[str, Product]:
+    """The catalog product each billing price id of ``system`` (bound when one of its
+    versions was released there, released or since replaced) or platform price id
+    belongs to; refs the catalog does not know are left out. Invoice lines use it:
+    a line billed on an old price of a SKU is still revenue of that SKU."""
+    refs = {ref for ref in refs if ref}
+    if not refs:
+        return {}
+    bound = dict(CrossReference.objects.filter(system=system, object_type="price_version", external_id__in=refs)
+                 .values_list("external_id", "canonical_id"))
+    owners = dict(PriceVersion.objects.filter(pk__in=bound.values()).values_list("pk", "price__product_id"))
+    product_of = {ref: owners[version] for ref, version in bound.items() if version in owners}
+    for source_id, product_id in Price.objects.filter(source_id__in=refs - set(product_of)).values_list(
+            "source_id", "product_id"):
+        product_of.setdefault(source_id, product_id)
+    products = Product.objects.in_bulk(set(product_of.values()))
+    return {ref: products[product_id] for ref, product_id in product_of.items()}
 
 
 def price_released_for_sku(sku: str, currency: str, *, interval: str | None = None) -> list[PriceVersion]:

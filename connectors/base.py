@@ -34,11 +34,15 @@ class LinePosting:
     """Where one invoice line goes in the ledger, as the posting policy decided:
     ERP codes, never ids (the connector resolves them in the entity's company).
     A blank ``revenue_account`` means the company's default revenue account; a
-    blank ``cost_center`` no analytic account; a blank ``tax_code`` no tax."""
+    blank ``cost_center`` no analytic account; a blank ``tax_code`` no tax.
+    ``product`` is the SKU of the released catalog product the line bills (the
+    ERP product's code): the line posts against that product, or, while the ERP
+    does not have it, raises ``ProductMissing``; blank posts the line as free text."""
 
     revenue_account: str = ""
     cost_center: str = ""
     tax_code: str = ""
+    product: str = ""
 
 
 @dataclass(frozen=True)

@@ -57,3 +57,13 @@ class MalformedPayload(Exception):
 
 class MappingError(Permanent):
     """A vendor payload cannot be expressed as a canonical contract (data fault)."""
+
+
+class ProductMissing(Retryable):
+    """A document names a catalog product (by its code, the SKU) the target does not
+    have yet: its release is still on the way. Retried; if the product never comes,
+    product operations release it and replay."""
+
+    def __init__(self, message: str, *, sku: str):
+        super().__init__(message)
+        self.sku = sku

@@ -204,7 +204,7 @@ class StripeSandbox:
     def invoice(
         self,
         customer: Mapping[str, Any] | str,
-        lines: Sequence[tuple[str, int, int] | tuple[str, int, int, str]],
+        lines: Sequence[tuple[str, int, int] | tuple[str, int, int, str] | tuple[str, int, int, str, str]],
         *,
         currency: str = "usd",
         tax_percent: Decimal | int | float | None = 10,
@@ -213,7 +213,8 @@ class StripeSandbox:
         due_in_days: int | None = 30,
     ) -> dict[str, Any]:
         """A draft Invoice with one line per (description, quantity, unit_amount_minor),
-        optionally with a fourth item, the line's product id (else a fresh one).
+        optionally with a fourth item, the line's product id (else a fresh one), and a
+        fifth, its price id (else a fresh one).
 
         Tax, when ``tax_percent`` is given, is exclusive and computed per line,
         rounded half-up to the minor unit. ``number`` is kept for ``finalize``
@@ -248,6 +249,7 @@ class StripeSandbox:
                     now,
                     subscription,
                     product[0] if product else None,
+                    product[1] if len(product) > 1 else None,
                 )
             )
         subtotal = sum(line["amount"] for line in rendered_lines)
@@ -379,8 +381,10 @@ class StripeSandbox:
         now: int,
         subscription: str | None,
         product_id: str | None = None,
+        price_id: str | None = None,
     ) -> dict[str, Any]:
-        product_id, price_id, item_id = product_id or self.new_id("prod"), self.new_id("price"), self.new_id("ii")
+        product_id, price_id, item_id = (product_id or self.new_id("prod"), price_id or self.new_id("price"),
+                                         self.new_id("ii"))
         line: dict[str, Any] = {
             "id": self.new_id("il"),
             "object": "line_item",

@@ -103,6 +103,16 @@ def decode(text: str | bytes) -> Any:
     return json.loads(text, object_hook=_decode_object)
 
 
+class TrytonWarning(Permanent):
+    """A ``UserWarning``: the ERP asks a person to confirm. ``name`` is the key a
+    ``res.user.warning`` record must carry to confirm it (what the Tryton client
+    creates when the user answers yes)."""
+
+    def __init__(self, message: str, *, name: str):
+        super().__init__(message)
+        self.name = name
+
+
 def error_from_payload(method: str, error: Any) -> Exception:
     """Map the ``error`` member of a JSON-RPC answer (HTTP 200) to the taxonomy.
 
@@ -122,7 +132,7 @@ def error_from_payload(method: str, error: Any) -> Exception:
         return Permanent(f"Tryton refused {method}: {text}")
     if kind_text == "UserWarning":
         name, message = (list(args) + ["", ""])[:2] if isinstance(args, list | tuple) else ("", args)
-        return Permanent(f"Tryton warning on {method} ({name}): {http.excerpt(message)}")
+        return TrytonWarning(f"Tryton warning on {method} ({name}): {http.excerpt(message)}", name=str(name))
     if kind_text == "LoginException":
         return NeedsConfiguration(f"Tryton asks for more login parameters on {method}: {http.excerpt(args)}")
     if any(marker.lower() in kind_text.lower() for marker in _TRANSIENT_MARKERS):

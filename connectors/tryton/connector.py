@@ -22,16 +22,17 @@ import httpx
 from canonical.contracts import CustomerV1, InvoiceV1, PaymentV1, PriceV1, ProductV1
 from canonical.money import to_major, to_minor
 from connectors.base import Connector, ExternalDocument, PostingInstructions, TargetProduct
-from connectors.errors import MappingError, NeedsConfiguration, Permanent, Retryable
+from connectors.errors import MappingError, NeedsConfiguration, Permanent, ProductMissing, Retryable
 from connectors.registry import register
 from connectors.tryton import mapping
 from connectors.tryton.adjustments import TrytonAdjustments
-from connectors.tryton.client import TrytonClient
+from connectors.tryton.client import TrytonClient, TrytonWarning
 from connectors.tryton.products import ProductMaster
 
 INVOICE = "account.invoice"
 _INVOICE_FIELDS = ["id", "number", "state", "party", "total_amount", "reference", "currency"]
 _PARTY_CODE_TAKEN = "code on party must be unique"
+_DEFAULT_TAXES_WARNING = ".invoice_taxes"  # "the invoice does not have the default taxes" of its products
 
 
 @register("tryton")
@@ -103,7 +104,9 @@ class TrytonConnector(TrytonAdjustments, Connector):
         names, and a tax whose rate does not reproduce billing's tax is refused;
         without it, the company's default revenue account and the tax whose rate
         reproduces billing's. An invoice in another currency than the company's
-        needs an ERP exchange rate for its date."""
+        needs an ERP exchange rate for its date. A line whose decision names a
+        ``product`` (a SKU) posts against the active ERP product of that code;
+        ProductMissing (retried) while the ERP has none."""
         company = self._company(legal_entity)
         found = self._find_invoice(company, invoice.source.external_id)
         if found is not None:
@@ -132,9 +135,10 @@ class TrytonConnector(TrytonAdjustments, Connector):
                            if decided.revenue_account else revenue_account)
                 tax_id = self._policy_tax(company, decided.tax_code, line, label, legal_entity)
                 analytic = self._cost_center(company, decided.cost_center, legal_entity)
+            product = self._line_product(decided.product, label) if posting is not None else None
             lines.append(mapping.invoice_line_values(
                 line, invoice.currency, company_id=company, currency_id=currency_id,
-                account_id=account, tax_id=tax_id, analytic=analytic,
+                account_id=account, tax_id=tax_id, analytic=analytic, product=product,
             ))
         party_id, address_id = self._ensure_party(invoice)
         values = mapping.invoice_values(
@@ -145,6 +149,17 @@ class TrytonConnector(TrytonAdjustments, Connector):
         invoice_id, = self.client.call(INVOICE, "create", [values], context={"company": company})
         self._check_total(company, self._read_invoice(company, invoice_id), invoice)
         return self._post(company, invoice_id)
+
+    def _line_product(self, sku: str, label: str) -> tuple[int, int] | None:
+        """(product, unit) of the active variant whose code is ``sku``."""
+        if not sku:
+            return None
+        found = self.client.call("product.product", "search_read", [("code", "=", sku)], 0, 1, [("id", "ASC")],
+                                 ["id", "default_uom"])
+        if not found:
+            raise ProductMissing(f"line {label!r} bills catalog SKU {sku}, which the ERP has no active product "
+                                 "for yet", sku=sku)
+        return found[0]["id"], found[0]["default_uom"]
 
     def _account(self, company: int, code: str, legal_entity: str) -> int:
         ids = self._cached(company, f"account:{code}", lambda: self.client.call(
@@ -388,7 +403,16 @@ class TrytonConnector(TrytonAdjustments, Connector):
 
     def _post(self, company: int, invoice_id: int) -> ExternalDocument:
         try:
-            self.client.call(INVOICE, "post", [invoice_id], context={"company": company})
+            try:
+                self.client.call(INVOICE, "post", [invoice_id], context={"company": company})
+            except TrytonWarning as warning:
+                if not warning.name.endswith(_DEFAULT_TAXES_WARNING):
+                    raise
+                # A line of a catalog product carries the tax the posting policy chose,
+                # not the product category's default: confirmed once (``skip``), as the Tryton client
+                # does when a person answers yes.
+                self.client.call("res.user.warning", "skip", warning.name, False)
+                self.client.call(INVOICE, "post", [invoice_id], context={"company": company})
         except Permanent:
             record = self._read_invoice(company, invoice_id)
             if record["state"] in ("posted", "paid"):

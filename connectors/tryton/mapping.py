@@ -174,10 +174,14 @@ def invoice_line_values(
     account_id: int,
     tax_id: int | None,
     analytic: tuple[int, int] | None = None,
+    product: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Create values for one ``account.invoice.line`` (no product: the revenue
-    account is passed in, because raw ``create`` runs no on_change). ``analytic``
-    is (root, account) of the line's cost center: one analytic entry for that root."""
+    """Create values for one ``account.invoice.line``. The revenue account is passed
+    in, because raw ``create`` runs no on_change. ``analytic`` is (root, account) of
+    the line's cost center: one analytic entry for that root. ``product`` is
+    (product, unit) of the catalog product the line bills: the line is booked
+    against it (Tryton requires the unit with a product); without it the line is
+    free text."""
     price = line_price(line, currency)
     values: dict[str, Any] = {
         "type": "line",
@@ -190,6 +194,8 @@ def invoice_line_values(
         "account": account_id,
         "taxes": [["add", [tax_id]]] if tax_id is not None else [],
     }
+    if product is not None:
+        values["product"], values["unit"] = product
     if analytic is not None:
         values["analytic_accounts"] = [["create", [{"root": analytic[0], "account": analytic[1]}]]]
     return values

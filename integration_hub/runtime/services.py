@@ -238,8 +238,11 @@ def delivery_plan(
 def delivery_claim(delivery_id: int) -> Delivery | None:
     """Take a due delivery for one attempt (pending → in flight), or None if it is
     not due, waits for another delivery, or another worker has it."""
+    # NO KEY UPDATE, not UPDATE: a transaction that holds a KEY SHARE lock on the row
+    # (one inserting a delivery that waits for this one, checking its foreign key, or
+    # a workflow planning such a dependent) must not make the claim skip it.
     delivery = (
-        Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+        Delivery.objects.select_for_update(skip_locked=True, no_key=True, of=("self",))
         .select_related("connection", "after")
         .filter(pk=delivery_id)
         .first()

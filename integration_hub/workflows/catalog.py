@@ -26,6 +26,7 @@ from __future__ import annotations
 from functools import partial
 
 import structlog
+from django.db import connection as db
 from django.db import transaction
 from django.db.models import Q
 
@@ -203,14 +204,22 @@ def _entity_for(currency: str) -> LegalEntity | None:
 
 
 def _product_delivery(product_id: int, connection: Connection) -> Delivery | None:
-    """The latest product release to ``connection`` (a price waits for it), locked: a
-    worker posting it at this moment wakes its dependents only after this transaction
-    has committed the price's row, so the price is never left waiting unseen."""
+    """The latest product release to ``connection`` (a price waits for it), read under
+    a FOR KEY SHARE lock. Its posting (``delivery_record_success``, FOR UPDATE) waits
+    for this transaction before it wakes its dependents, so either the posting sees
+    this price's row or this read sees the product posted. KEY SHARE does not stop a
+    worker claiming the product delivery (the claim is FOR NO KEY UPDATE SKIP LOCKED),
+    so the product is never skipped while a price is being planned after it."""
     version_ids = ProductVersion.objects.filter(product_id=product_id).values_list("pk", flat=True)
     found = (Delivery.objects.filter(action=PRODUCT_RELEASE, connection=connection, object_type="product_version",
                                      object_id__in=list(version_ids)).order_by("-created_at")
              .values_list("pk", flat=True).first())
-    return Delivery.objects.select_for_update().get(pk=found) if found else None
+    if found is None:
+        return None
+    if db.vendor == "postgresql":  # SQLite serialises writers itself
+        with db.cursor() as cursor:
+            cursor.execute(f"SELECT id FROM {Delivery._meta.db_table} WHERE id = %s FOR KEY SHARE", [found])
+    return Delivery.objects.get(pk=found)
 
 
 def release_plan(version: CatalogVersion) -> list[Delivery]:
@@ -309,15 +318,20 @@ def _list_price_bind(delivery: Delivery, document: ExternalDocument) -> None:
 
 
 def _release_if_complete(model: type[CatalogVersion], version_id: int) -> None:
+    """Mark the version released once all its deliveries are posted. The version row
+    is locked first: when its last two deliveries post at the same moment, the second
+    waits for the first to commit and then sees both posted (without the lock each
+    would see the other still in flight, and the version would never be released)."""
     object_type = "product_version" if model is ProductVersion else "price_version"
-    outstanding = Delivery.objects.filter(object_type=object_type, object_id=version_id).exclude(
-        status=Delivery.Status.POSTED)
-    if outstanding.exists():
-        return
-    version = model.objects.get(pk=version_id)
-    if version.status == Status.APPROVED:
-        version_mark_released(version)
-        log.info("catalog_version_released", version=str(version))
+    with transaction.atomic():
+        version = model.objects.select_for_update().get(pk=version_id)
+        outstanding = Delivery.objects.filter(object_type=object_type, object_id=version_id).exclude(
+            status=Delivery.Status.POSTED)
+        if outstanding.exists():
+            return
+        if version.status == Status.APPROVED:
+            version_mark_released(version)
+            log.info("catalog_version_released", version=str(version))
 
 
 # ---------------------------------------------------------------- trace

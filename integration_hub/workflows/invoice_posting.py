@@ -13,6 +13,12 @@ cost center and tax code. The decision is stored with the version it used; every
 later delivery of that invoice posts by it. A document no rule covers is a
 ``PolicyMissing`` finance exception, replayed once the policy covers it.
 
+A line whose billing price belongs to the catalog posts against that SKU's ERP
+product (revenue by product), resolved at each attempt: while the SKU is not
+released to the ERP yet the post is retried (``ProductMissing``), then it is a
+product-operations exception, replayed once the product is released. It is never
+posted as free text. A line the catalog does not know posts as text, as always.
+
 Adjustments of invoices (credit notes, partial payments, refunds, lost disputes,
 write-offs) are handled in ``invoice_adjustments`` and declared here with the rest.
 """
@@ -28,7 +34,14 @@ from django.utils import timezone
 
 from canonical.contracts import CreditNoteV1, InvoiceV1, PaymentV1, RefundV1
 from canonical.events import InvoiceIssued, InvoicePaid, InvoiceVoided, InvoiceWrittenOff
-from canonical.models import Invoice, LegalEntity, Payment, PostingDecision, PostingPolicyVersion
+from canonical.models import (
+    CrossReference,
+    Invoice,
+    LegalEntity,
+    Payment,
+    PostingDecision,
+    PostingPolicyVersion,
+)
 from canonical.policy import PolicyMissing
 from canonical.policy_services import (
     policy_version_in_effect,
@@ -36,9 +49,10 @@ from canonical.policy_services import (
     posting_decide,
     posting_decision_record,
 )
-from canonical.selectors import invoice_contract, payment_contract
+from canonical.selectors import catalog_products_of_prices, invoice_contract, payment_contract
 from canonical.services import AdjustmentMismatch, customer_ingest, invoice_upsert, payment_upsert, xref_bind
 from connectors.base import ExternalDocument, InvoicePoster, LinePosting, PostingInstructions
+from connectors.errors import ProductMissing
 from connectors.models import Connection
 from integration_hub.runtime.dispatch import (
     DeliveryAction,
@@ -99,16 +113,40 @@ def _post_lookup(connector: InvoicePoster, delivery: Delivery) -> ExternalDocume
     return connector.find_invoice(invoice_contract(invoice), legal_entity=invoice.legal_entity.code)
 
 
-def posting_instructions(invoice: Invoice) -> PostingInstructions | None:
-    """The stored policy decision in the connector's terms (None for an invoice
-    decided before posting policies existed)."""
+def line_products(invoice: Invoice, *, erp: str) -> list[str]:
+    """Per line, the SKU of the catalog product its billing price belongs to ("" for
+    a price the catalog does not know). Raises ProductMissing for a catalog SKU not
+    released to ``erp`` yet (no binding of the product there)."""
+    lines = list(invoice.lines.order_by("position", "pk").values_list("price_ref", flat=True))
+    products = catalog_products_of_prices(set(lines), system=invoice.source_system)
+    if not products:
+        return [""] * len(lines)
+    in_erp = set(CrossReference.objects.filter(
+        system=erp, object_type="product", canonical_id__in=[p.pk for p in products.values()],
+    ).values_list("canonical_id", flat=True))
+    for index, ref in enumerate(lines):
+        product = products.get(ref)
+        if product is not None and product.pk not in in_erp:
+            raise ProductMissing(
+                f"line {index + 1} bills price {ref} of catalog SKU {product.sku}, which is not released to "
+                f"{erp} yet; release the SKU (approve its product version), then replay", sku=product.sku)
+    return [products[ref].sku if ref in products else "" for ref in lines]
+
+
+def posting_instructions(invoice: Invoice, *, erp: str) -> PostingInstructions | None:
+    """The stored policy decision in the connector's terms, with each line's catalog
+    product (None for an invoice decided before posting policies existed)."""
     decision = PostingDecision.objects.select_related("policy_version").filter(invoice=invoice).first()
     if decision is None:
         return None
+    products = line_products(invoice, erp=erp)
+    if len(products) != len(decision.lines):
+        products = [""] * len(decision.lines)  # the connector refuses the mismatch itself
     return PostingInstructions(
         policy_version=decision.policy_version.number,
         lines=tuple(LinePosting(revenue_account=line["revenue_account"], cost_center=line["cost_center"],
-                                tax_code=line["tax_code"]) for line in decision.lines),
+                                tax_code=line["tax_code"], product=sku)
+                    for line, sku in zip(decision.lines, products, strict=True)),
     )
 
 
@@ -116,7 +154,7 @@ def _post_send(connector: InvoicePoster, delivery: Delivery) -> ExternalDocument
     invoice = Invoice.objects.select_related("legal_entity", "customer").get(pk=delivery.object_id)
     return connector.post_invoice(
         invoice_contract(invoice), legal_entity=invoice.legal_entity.code, idempotency_key=delivery.idempotency_key,
-        posting=posting_instructions(invoice),
+        posting=posting_instructions(invoice, erp=delivery.connection.name),
     )
 
 
@@ -275,6 +313,12 @@ WORKFLOW = register_workflow(Workflow(
         AdjustmentMismatch: Failure(
             DeliveryAttempt.Outcome.PERMANENT, "neutral", retry=False, team=DATA_OWNER,
             category=ExceptionRecord.Category.REJECTED,
+        ),
+        # A line on a catalog SKU the ERP does not have yet: retried while its release
+        # is on the way (the ERP is healthy), then product operations release it and replay.
+        ProductMissing: Failure(
+            DeliveryAttempt.Outcome.RETRYABLE, "neutral", retry=True, team=ExceptionRecord.Team.PRODUCT_OPERATIONS,
+            category=ExceptionRecord.Category.RETRIES_EXHAUSTED,
         ),
     },
 ))

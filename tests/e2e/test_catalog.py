@@ -9,11 +9,14 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
+from django.utils import timezone
 
 from canonical.models import CatalogVersion, PriceVersion, ProductVersion
 from connectors.models import Connection
 from connectors.services import connection_upsert
-from integration_hub.runtime.models import Delivery, ExceptionRecord
+from integration_hub.runtime.models import Delivery, DeliveryAttempt, ExceptionRecord
+from integration_hub.runtime.services import DELIVER_TASK, _send, exception_replay
 from integration_hub.workflows.catalog import version_decide, versions_approve
 from integration_hub.workflows.catalog_alerts import catalog_drift_check
 from integration_hub.workflows.catalog_pull import catalog_pull_now
@@ -141,3 +144,57 @@ def test_the_catalog_reaches_tryton_and_stripe_only_once_approved(hub, erp, tryt
     assert not [f for f in findings["stripe"] if tag in f]
     assert ExceptionRecord.objects.filter(category="drift", owner_team="product_operations",
                                           summary__contains=f"{tag}-STARTER: name").exists()
+
+
+def approve_sku(sku: str, user) -> None:
+    done, skipped = versions_approve(list(ProductVersion.objects.filter(product__sku=sku))
+                                     + list(PriceVersion.objects.filter(price__product__sku=sku)), user=user)
+    assert done and not skipped
+    wait_for(released, what=f"{sku} to be released", timeout=180)
+
+
+def erp_invoice_lines(erp, invoice_id: int) -> list[tuple[str | None, str]]:
+    rows = erp.client.call("account.invoice.line", "search_read", [("invoice", "=", invoice_id)], 0, None,
+                           [("id", "ASC")], ["product.code", "description"])
+    return [((row.get("product.") or {}).get("code"), row["description"]) for row in rows]
+
+
+def test_invoice_lines_on_catalog_skus_post_against_their_tryton_products(hub, erp, platform, stripe_api, tag,
+                                                                          admin_user, sandbox, post_webhook):
+    pull()
+    approve_sku(f"{tag}-PRO", admin_user)
+    [pro_usd] = [p for p in stripe_api.catalog.prices.values() if p["lookup_key"] == f"{tag.lower()}-pro-monthly-usd"]
+
+    customer = sandbox.customer("Catalog Buyer Inc.", "ap@buyer.example", country="US")
+    invoice = sandbox.finalize(sandbox.invoice(customer, [
+        ("Pro plan", 2, 9900, f"{tag}-PRO", pro_usd["id"]),  # a released SKU, by its Stripe price
+        ("Enterprise plan", 1, 49900, f"{tag}-ENTERPRISE", f"{tag.lower()}-enterprise-monthly-usd"),  # not yet
+        ("Onboarding workshop", 1, 5000),  # not in the catalog
+    ], currency="usd"))
+    assert post_webhook(sandbox.event("invoice.finalized", invoice)).status_code == 200
+
+    # The Enterprise SKU is not in Tryton yet: the post is retried, nothing is posted as text.
+    attempt = wait_for(lambda: DeliveryAttempt.objects.filter(delivery__action="invoice.post",
+                                                              error_class="ProductMissing").first(),
+                       what="the post to wait for the Enterprise SKU")
+    assert "catalog SKU " + f"{tag}-ENTERPRISE" in attempt.message
+    assert erp.invoices(reference=invoice["id"]) == []
+
+    # Spend the retry budget now rather than minutes of backoff: then it is product operations'.
+    post = attempt.delivery
+    Delivery.objects.filter(pk=post.pk, status="pending").update(
+        attempts=settings.HUB_DELIVERY_MAX_ATTEMPTS - 1, next_attempt_at=timezone.now())
+    _send(DELIVER_TASK, post.pk)
+    record = wait_for(lambda: ExceptionRecord.objects.filter(delivery=post, status="open").first(),
+                      what="the product-operations exception")
+    assert (record.owner_team, record.category) == ("product_operations", "retries_exhausted")
+    assert erp.invoices(reference=invoice["id"]) == []
+
+    # Released, then replayed: every catalog line is booked against its Tryton product.
+    approve_sku(f"{tag}-ENTERPRISE", admin_user)
+    exception_replay(record, user=admin_user, reason="Enterprise released")
+    wait_for(lambda: Delivery.objects.filter(pk=post.pk, status="posted").exists(), what="the replayed post")
+    [posted] = erp.invoices(reference=invoice["id"])
+    assert posted["state"] == "posted" and posted["total_amount"] == Decimal("821.70")
+    assert erp_invoice_lines(erp, posted["id"]) == [
+        (f"{tag}-PRO", "Pro plan"), (f"{tag}-ENTERPRISE", "Enterprise plan"), (None, "Onboarding workshop")]

@@ -354,3 +354,114 @@ def test_postgresql_restarted_mid_run(fault_redis, fault_proxy, tryton_server, e
     finally:
         processes.stop_all()
         pg.stop()
+
+
+def test_worker_killed_mid_release_of_200_approved_versions(stack, admin_user):
+    """40 plans pulled from the product-platform sandbox (a product and 4 prices each:
+    200 versions), approved through the API, released to Tryton (behind the fault
+    proxy) and the Stripe API sandbox. The first Tryton product create reaches the ERP
+    but its answer is held; the worker is killed mid-release with it in flight. After
+    recovery each SKU is one Tryton product with its list prices, and each version is
+    in Stripe exactly once."""
+    import concurrent.futures
+    import uuid
+
+    import httpx
+    from rest_framework.authtoken.models import Token
+
+    from canonical.models import CatalogVersion, PriceVersion, ProductVersion
+    from connectors.models import Connection
+    from connectors.product_platform.sandbox import ProductPlatformSandbox
+    from connectors.services import connection_upsert
+    from connectors.stripe.api_sandbox import StripeApiSandbox
+    from integration_hub.workflows.catalog_pull import catalog_pull_now
+    from tests.conftest import WEBHOOK_SECRET
+
+    tag = f"F{uuid.uuid4().hex[:5].upper()}"
+    platform, stripe_api = ProductPlatformSandbox(items=[]), StripeApiSandbox()
+    skus = platform.scale(40, prefix=tag)
+    platform.serve()
+    stripe_api.serve()
+    try:
+        connection_upsert(name="stripe", vendor="stripe", role="billing", config=stripe_api.connection_config(),
+                          credentials={"api_key": stripe_api.api_key, "webhook_secrets": [WEBHOOK_SECRET]})
+        connection_upsert(name="catalog", vendor="product_platform", role="product",
+                          config=platform.connection_config(), credentials=platform.credentials())
+        assert catalog_pull_now(Connection.objects.get(name="catalog")).counts["new_versions"] == 200
+
+        caught, release = threading.Event(), threading.Event()
+
+        def hold_first_product_answer(method, body):
+            if method == "model.product.template.create" and not caught.is_set():
+                return {"after_forward": lambda: (caught.set(), release.wait(60))}
+            return None
+
+        stack.proxy.fault = hold_first_product_answer
+        token = Token.objects.create(user=admin_user).key
+
+        def approve(kind_and_id):
+            kind, version_id = kind_and_id
+            return httpx.post(f"{stack.web_url}/api/catalog/versions/{kind}/{version_id}/approve/",
+                              json={"reason": "release"}, headers={"Authorization": f"Token {token}"}, timeout=30)
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:  # products first: a price needs its product
+            answers = list(pool.map(approve, [("product", v) for v in
+                                              ProductVersion.objects.values_list("pk", flat=True)]))
+            answers += pool.map(approve, [("price", v) for v in PriceVersion.objects.values_list("pk", flat=True)])
+        assert [a.status_code for a in answers] == [200] * 200
+        wait_until(caught.is_set, what="a Tryton product create whose answer is held")
+        wait_until(lambda: Delivery.objects.filter(status="posted").count() >= 20, timeout=120,
+                   what="the release to be under way")
+
+        stack.processes.signal("worker", signal.SIGKILL)  # mid-release, a Tryton call in flight
+        stack.processes.wait("worker")
+        posted_at_kill = Delivery.objects.filter(status="posted").count()
+        release.set()
+        stack.fault_ended_at = time.monotonic()
+        stack.processes.worker("worker2")
+        drain = stack.settle(timeout=600)
+
+        variants = stack.erp.client.call(
+            "product.product", "search_read", [("code", "like", f"{tag}-%")], 0, None, [("id", "ASC")],
+            ["code", "template"], context={"active_test": False})
+        templates = stack.erp.client.call("product.template", "search", [("products.code", "like", f"{tag}-%")],
+                                          0, None, None, context={"active_test": False})
+        in_tryton = {sku: sum(1 for v in variants if v["code"] == sku) for sku in skus}
+        companies = stack.erp.client.call("company.company", "search_read", [], 0, None, None,
+                                          ["id", "currency.code"])
+        list_prices = {}
+        for company in companies:
+            for row in stack.erp.client.call("product.template", "read", templates, ["list_price"],
+                                             context={"company": company["id"]}):
+                if row["list_price"] is not None:
+                    list_prices.setdefault(company["currency."]["code"], set()).add(Decimal(str(row["list_price"])))
+        in_stripe: dict[str, int] = {}
+        for price in stripe_api.catalog.prices.values():
+            version = price["metadata"].get("hub_price_version")
+            in_stripe[version] = in_stripe.get(version, 0) + 1
+        prices_once = [v for v in PriceVersion.objects.values_list("pk", flat=True) if in_stripe.get(str(v)) == 1]
+        products_once = [sku for sku in skus if in_tryton[sku] == 1 and sku in stripe_api.catalog.products]
+
+        from tests.faults.conftest import ROWS
+
+        ROWS.append({
+            "scenario": stack.name, "events sent": "200 approved versions", "accepted": len(answers),
+            "posted exactly once": len(products_once) + len(prices_once),
+            "lost": sum(1 for n in in_tryton.values() if n == 0) + (160 - len(in_stripe)),
+            "duplicated": sum(1 for n in in_tryton.values() if n > 1) + sum(1 for n in in_stripe.values() if n > 1),
+            "drain after fault (s)": drain, "calls to failing endpoint": 1,
+        })
+        assert 20 <= posted_at_kill < Delivery.objects.count()  # the kill came mid-release
+        assert in_tryton == {sku: 1 for sku in skus} and len(templates) == 40
+        assert len(products_once) == 40 and len(prices_once) == 160 and len(stripe_api.catalog.prices) == 160
+        assert list_prices == {"USD": {Decimal("29")}, "EUR": {Decimal("27")}, "JPY": {Decimal("4400")}}
+        assert set(ProductVersion.objects.values_list("status", flat=True)) == {CatalogVersion.Status.RELEASED}
+        assert set(PriceVersion.objects.values_list("status", flat=True)) == {CatalogVersion.Status.RELEASED}
+        assert set(Delivery.objects.values_list("status", flat=True)) == {"posted"}
+        assert Delivery.objects.filter(attempt_log__outcome="lost").exists()  # recovered, not re-sent blindly
+    finally:
+        release_all = locals().get("release")
+        if release_all is not None:
+            release_all.set()
+        platform.stop()
+        stripe_api.stop()

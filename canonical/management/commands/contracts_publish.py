@@ -1,11 +1,16 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from canonical.schemas_io import schemas_publish
+from canonical.schemas_io import BreakingChange, schemas_publish
 
 
 class Command(BaseCommand):
-    help = "Regenerate the published JSON Schemas of the canonical contracts (canonical/schemas/)."
+    help = ("Regenerate the published JSON Schemas of the canonical contracts (canonical/schemas/); "
+            "refuses to overwrite a published version with a breaking change.")
 
     def handle(self, *args, **options):
-        for path in schemas_publish():
+        try:
+            written = schemas_publish()
+        except BreakingChange as exc:
+            raise CommandError(str(exc)) from exc
+        for path in written:
             self.stdout.write(f"wrote {path}")

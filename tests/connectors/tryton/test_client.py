@@ -102,6 +102,15 @@ def test_user_warning_is_permanent():
         client_for(FakeTryton({"error": error})).call("account.invoice", "post", [1])
 
 
+def test_user_warning_carries_the_name_that_confirms_it():
+    from connectors.tryton.client import TrytonWarning
+
+    error = ["UserWarning", ["9601eb.invoice_taxes", "The invoice does not have the default taxes", ""]]
+    with pytest.raises(TrytonWarning) as caught:
+        client_for(FakeTryton({"error": error})).call("account.invoice", "post", [1])
+    assert caught.value.name == "9601eb.invoice_taxes"
+
+
 def test_unexpected_error_is_permanent_without_the_traceback():
     error = ["'NoneType' object has no attribute 'id'", "Traceback (most recent call last):\n  File ..."]
     with pytest.raises(Permanent) as caught:

@@ -142,6 +142,14 @@ def test_invoice_line_values():
                                        tax_id=None)["taxes"] == []
 
 
+def test_an_invoice_line_of_a_catalog_product_carries_the_product_and_its_unit():
+    values = mapping.invoice_line_values(line(2500, quantity="4"), "USD", company_id=1, currency_id=2,
+                                         account_id=3, tax_id=None, product=(41, 7))
+    assert (values["product"], values["unit"], values["account"], values["description"]) == (41, 7, 3, "Seat")
+    free_text = mapping.invoice_line_values(line(2500), "USD", company_id=1, currency_id=2, account_id=3, tax_id=None)
+    assert "product" not in free_text and "unit" not in free_text
+
+
 def test_invoice_values_reference_the_source_invoice():
     values = mapping.invoice_values(invoice("USD", [line(1000)]), company_id=1, party_id=2, address_id=3,
                                     currency_id=4, receivable_account_id=5, journal_id=6, lines=[{"x": 1}])
