@@ -72,6 +72,7 @@ class ProxyCall:
     method: str
     status: int
     injected: bool
+    body: bytes = b""
 
 
 @dataclass
@@ -106,7 +107,7 @@ class FaultProxy:
                 if action and action.get("hang"):
                     time.sleep(action["hang"])
                 if action and action.get("status"):
-                    proxy.calls.append(ProxyCall(time.monotonic(), method, action["status"], True))
+                    proxy.calls.append(ProxyCall(time.monotonic(), method, action["status"], True, body))
                     self.send_response(action["status"])
                     for name, value in action.get("headers", {}).items():
                         self.send_header(name, value)
@@ -114,17 +115,17 @@ class FaultProxy:
                     self.end_headers()
                     return
                 if action and action.get("drop"):
-                    proxy.calls.append(ProxyCall(time.monotonic(), method, 0, True))
+                    proxy.calls.append(ProxyCall(time.monotonic(), method, 0, True, body))
                     self.close_connection = True
                     return
                 headers = {k: v for k, v in self.headers.items() if k.lower() in {"authorization", "content-type"}}
                 response = httpx.post(proxy.upstream + self.path, content=body, headers=headers, timeout=60)
                 if action and action.get("drop_answer"):
                     # The ERP did the work; its answer never reaches the hub.
-                    proxy.calls.append(ProxyCall(time.monotonic(), method, response.status_code, True))
+                    proxy.calls.append(ProxyCall(time.monotonic(), method, response.status_code, True, body))
                     self.close_connection = True
                     return
-                proxy.calls.append(ProxyCall(time.monotonic(), method, response.status_code, False))
+                proxy.calls.append(ProxyCall(time.monotonic(), method, response.status_code, False, body))
                 if action and action.get("after_forward"):
                     action["after_forward"]()  # e.g. block until the worker is killed
                 self.send_response(response.status_code)
