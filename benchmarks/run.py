@@ -64,7 +64,7 @@ class Plan:
     sweep_repeats: int
     profile_events: int
     usage_rows: int = 1_000_000
-    # The size is 2,000 SKUs (--catalog-skus 2000): at the rates measured so far
+    # The stated size is 2,000 SKUs (--catalog-skus 2000): at the rates measured so far
     # that is hours on this machine, so the full plan runs 200 by default.
     catalog_skus: int = 200
     catalog_pairs: int = 1
@@ -1335,11 +1335,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="small counts, the same code paths (CI)")
     parser.add_argument("--pipeline-events", type=int, default=0,
-                        help="events per pipeline run (the issue's figure is 20000: about N / rate seconds per run)")
+                        help="events per pipeline run (the stated figure is 20000: about N / rate seconds per run)")
     parser.add_argument("--only", default="",
                         help="comma-separated: ingest,pipeline,slow,history,usage,catalog,profile")
     parser.add_argument("--catalog-skus", type=int, default=0,
-                        help="SKUs of the catalog full sync (the issue's figure is 2000; the full plan runs 200)")
+                        help="SKUs of the catalog full sync (the stated figure is 2000; the full plan runs 200)")
     parser.add_argument("--output", default="", help="where the results go (default: benchmarks/, or the"
                         " run's log folder for --smoke)")
     args = parser.parse_args(argv)

@@ -142,6 +142,8 @@ FAST = {
     "HUB_RETRY_CAP_SECONDS": "3",
     "HUB_DELIVERY_MAX_ATTEMPTS": "6",
     "HUB_MAINTENANCE_DRAIN_SECONDS": "2",
+    # More than the suite's 3 s ERP read timeout: a lookup never races the lost call.
+    "HUB_UNKNOWN_OUTCOME_SETTLE_SECONDS": "5",
 }
 
 

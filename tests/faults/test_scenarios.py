@@ -1,6 +1,7 @@
 """Fault injection with real processes: whatever fails, every accepted event reaches
 the ERP exactly once, nothing is left unfinished, and per-currency totals match."""
 
+import os
 import signal
 import threading
 import time
@@ -359,9 +360,10 @@ def test_postgresql_restarted_mid_run(fault_redis, fault_proxy, tryton_server, e
         pg.stop()
 
 
-def test_worker_killed_mid_release_of_200_approved_versions(stack, admin_user):
-    """40 plans pulled from the product-platform sandbox (a product and 4 prices each:
-    200 versions), approved through the API, released to Tryton (behind the fault
+def test_worker_killed_mid_release_of_the_approved_catalog(stack, admin_user):
+    """``FAULTS_CATALOG_PLANS`` plans (40 by default; CI runs 10) pulled from the
+    product-platform sandbox (a product and 4 prices each: 200 versions by default),
+    approved through the API, released to Tryton (behind the fault
     proxy) and the Stripe API sandbox. The first Tryton product create reaches the ERP
     but its answer is held; the worker is killed mid-release with it in flight. After
     recovery each SKU is one Tryton product with its list prices, and each version is
@@ -380,9 +382,11 @@ def test_worker_killed_mid_release_of_200_approved_versions(stack, admin_user):
     from integration_hub.workflows.catalog_pull import catalog_pull_now
     from tests.conftest import WEBHOOK_SECRET
 
+    plans = int(os.environ.get("FAULTS_CATALOG_PLANS", "40"))
+    versions, prices = 5 * plans, 4 * plans
     tag = f"F{uuid.uuid4().hex[:5].upper()}"
     platform, stripe_api = ProductPlatformSandbox(items=[]), StripeApiSandbox()
-    skus = platform.scale(40, prefix=tag)
+    skus = platform.scale(plans, prefix=tag)
     platform.serve()
     stripe_api.serve()
     try:
@@ -390,7 +394,7 @@ def test_worker_killed_mid_release_of_200_approved_versions(stack, admin_user):
                           credentials={"api_key": stripe_api.api_key, "webhook_secrets": [WEBHOOK_SECRET]})
         connection_upsert(name="catalog", vendor="product_platform", role="product",
                           config=platform.connection_config(), credentials=platform.credentials())
-        assert catalog_pull_now(Connection.objects.get(name="catalog")).counts["new_versions"] == 200
+        assert catalog_pull_now(Connection.objects.get(name="catalog")).counts["new_versions"] == versions
 
         caught, release = threading.Event(), threading.Event()
 
@@ -411,9 +415,9 @@ def test_worker_killed_mid_release_of_200_approved_versions(stack, admin_user):
             answers = list(pool.map(approve, [("product", v) for v in
                                               ProductVersion.objects.values_list("pk", flat=True)]))
             answers += pool.map(approve, [("price", v) for v in PriceVersion.objects.values_list("pk", flat=True)])
-        assert [a.status_code for a in answers] == [200] * 200
+        assert [a.status_code for a in answers] == [200] * versions
         wait_until(caught.is_set, what="a Tryton product create whose answer is held")
-        wait_until(lambda: Delivery.objects.filter(status="posted").count() >= 20, timeout=120,
+        wait_until(lambda: Delivery.objects.filter(status="posted").count() >= plans // 2, timeout=120,
                    what="the release to be under way")
 
         stack.processes.signal("worker", signal.SIGKILL)  # mid-release, a Tryton call in flight
@@ -448,15 +452,15 @@ def test_worker_killed_mid_release_of_200_approved_versions(stack, admin_user):
         from tests.faults.conftest import ROWS
 
         ROWS.append({
-            "scenario": stack.name, "events sent": "200 approved versions", "accepted": len(answers),
+            "scenario": stack.name, "events sent": f"{versions} approved versions", "accepted": len(answers),
             "posted exactly once": len(products_once) + len(prices_once),
-            "lost": sum(1 for n in in_tryton.values() if n == 0) + (160 - len(in_stripe)),
+            "lost": sum(1 for n in in_tryton.values() if n == 0) + (prices - len(in_stripe)),
             "duplicated": sum(1 for n in in_tryton.values() if n > 1) + sum(1 for n in in_stripe.values() if n > 1),
             "drain after fault (s)": drain, "calls to failing endpoint": 1,
         })
-        assert 20 <= posted_at_kill < Delivery.objects.count()  # the kill came mid-release
-        assert in_tryton == {sku: 1 for sku in skus} and len(templates) == 40
-        assert len(products_once) == 40 and len(prices_once) == 160 and len(stripe_api.catalog.prices) == 160
+        assert plans // 2 <= posted_at_kill < Delivery.objects.count()  # the kill came mid-release
+        assert in_tryton == {sku: 1 for sku in skus} and len(templates) == plans
+        assert len(products_once) == plans and len(prices_once) == prices and len(stripe_api.catalog.prices) == prices
         assert list_prices == {"USD": {Decimal("29")}, "EUR": {Decimal("27")}, "JPY": {Decimal("4400")}}
         assert set(ProductVersion.objects.values_list("status", flat=True)) == {CatalogVersion.Status.RELEASED}
         assert set(PriceVersion.objects.values_list("status", flat=True)) == {CatalogVersion.Status.RELEASED}
