@@ -24,8 +24,8 @@ migrate: $(STAMP)
 # The demo keeps its own database and broker under var/demo, fresh each run.
 demo: $(STAMP)
 	rm -rf var/demo
-	HUB_VAR_DIR=var/demo $(BIN)/python manage.py migrate --no-input -v 0
-	HUB_VAR_DIR=var/demo $(BIN)/python manage.py hub_demo $(DEMO_ARGS)
+	HUB_VAR_DIR=var/demo LOG_LEVEL=WARNING $(BIN)/python manage.py migrate --no-input -v 0
+	HUB_VAR_DIR=var/demo LOG_LEVEL=WARNING $(BIN)/python manage.py hub_demo $(DEMO_ARGS)
 
 ## The whole test suite (unit, integration with a real worker, end-to-end with Tryton).
 test: $(STAMP)

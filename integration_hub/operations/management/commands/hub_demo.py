@@ -156,7 +156,8 @@ class Command(BaseCommand):
         log = open(self.log_dir / f"{name}.log", "w")
         self.processes.append(subprocess.Popen(
             command, cwd=settings.BASE_DIR, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+            # The demo prints its own story; its processes log in full to their files.
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "INFO"}, start_new_session=True,
         ))
 
     def send_events(self, web_url: str, secret: str) -> None:
