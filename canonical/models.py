@@ -677,6 +677,7 @@ class ExchangeRate(models.Model):
     class Meta:
         ordering = ["-date", "currency"]
         constraints = [models.UniqueConstraint(fields=["source", "date", "currency"], name="exchange_rate_once")]
+        permissions = [("load_exchangerate", "Can load reference rates into the ERPs")]
 
     def __str__(self) -> str:
         return f"{self.currency} {self.rate} per {self.base} on {self.date} ({self.source})"

@@ -25,6 +25,7 @@ class Migration(migrations.Migration):
             options={
                 'ordering': ['-date', 'currency'],
                 'constraints': [models.UniqueConstraint(fields=('source', 'date', 'currency'), name='exchange_rate_once')],
+                'permissions': [('load_exchangerate', 'Can load reference rates into the ERPs')],
             },
         ),
     ]

@@ -15,7 +15,12 @@ from connectors.errors import ConnectorError, NeedsConfiguration, Retryable
 from integration_hub.api.permissions import requires
 from integration_hub.api.serializers import ErrorSerializer
 from integration_hub.api.views import SyncThrottle
-from integration_hub.workflows.exchange_rates import NoRatesPublished, rates_load, rates_source
+from integration_hub.workflows.exchange_rates import (
+    LOAD_PERMISSION,
+    NoRatesPublished,
+    rates_load,
+    rates_source,
+)
 
 
 class RatesLoadRequestSerializer(serializers.Serializer):
@@ -40,7 +45,7 @@ class RatesLoadSerializer(serializers.Serializer):
                responses={200: RatesLoadSerializer, 400: ErrorSerializer, 409: ErrorSerializer,
                           503: ErrorSerializer})
 @api_view(["POST"])
-@permission_classes([requires("operations.trigger_sync")])
+@permission_classes([requires(LOAD_PERMISSION)])
 @throttle_classes([UserRateThrottle, SyncThrottle])
 def rates_load_view(request: Request) -> Response:
     """Load the reference rates in force on ``date``. 409 when nothing is configured

@@ -112,7 +112,7 @@ class ExchangeRateAdmin(admin.ModelAdmin):
                 *super().get_urls()]
 
     def load_view(self, request):
-        if not request.user.has_perm("operations.trigger_sync"):
+        if not request.user.has_perm(exchange_rates.LOAD_PERMISSION):
             raise PermissionDenied
         if request.method == "POST":
             try:

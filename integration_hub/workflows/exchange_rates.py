@@ -54,6 +54,7 @@ from integration_hub.runtime.services import delivery_plan
 log = structlog.get_logger(__name__)
 
 LOAD = "exchange_rate.load"
+LOAD_PERMISSION = "canonical.load_exchangerate"  # the API and the admin page (finance, IT operations)
 KIND = "exchange_rate"
 
 
