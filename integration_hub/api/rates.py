@@ -43,13 +43,14 @@ class RatesLoadSerializer(serializers.Serializer):
 
 @extend_schema(request=RatesLoadRequestSerializer,
                responses={200: RatesLoadSerializer, 400: ErrorSerializer, 409: ErrorSerializer,
-                          503: ErrorSerializer})
+                          502: ErrorSerializer, 503: ErrorSerializer})
 @api_view(["POST"])
 @permission_classes([requires(LOAD_PERMISSION)])
 @throttle_classes([UserRateThrottle, SyncThrottle])
 def rates_load_view(request: Request) -> Response:
     """Load the reference rates in force on ``date``. 409 when nothing is configured
-    or nothing was published by then; 503 when the source cannot answer now."""
+    or nothing was published by then; 503 when the source cannot answer now; 502 when
+    its answer is unusable."""
     form = RatesLoadRequestSerializer(data=request.data)
     form.is_valid(raise_exception=True)
     try:
