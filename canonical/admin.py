@@ -153,11 +153,22 @@ class PostingPolicyVersionAdmin(admin.ModelAdmin):
         return super().has_delete_permission(request, obj)
 
     def save_model(self, request, obj, form, change):
-        if not change:
+        if change:
+            # Serialises with approval (same row lock): an approval that won the race
+            # makes this edit fail instead of changing a frozen version.
+            policy_services.policy_version_edit_lock(obj)
+        else:
             from django.db.models import Max
 
             obj.number = (PostingPolicyVersion.objects.aggregate(n=Max("number"))["n"] or 0) + 1
         super().save_model(request, obj, form, change)
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except policy_services.PolicyNotEditable as exc:
+            self.message_user(request, f"Not saved: {exc}", level=messages.ERROR)
+            return redirect(request.path)
 
     @admin.action(description="New draft from the selected version")
     def new_draft_from(self, request, queryset):

@@ -660,3 +660,24 @@ class ReconciliationRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.label} ({self.differences} minor units off)"
+
+
+class ExchangeRate(models.Model):
+    """A reference rate as a rate source published it: units of ``currency`` per 1
+    ``base`` on ``date`` (the publication day). Loaded into each ERP through the
+    outbox (``workflows.exchange_rates``)."""
+
+    source = models.SlugField(max_length=50, help_text="Name of the rate-source connection")
+    date = models.DateField(help_text="Publication day; the ERP applies it from this date on")
+    currency = models.CharField(max_length=3, validators=[currency_code])
+    base = models.CharField(max_length=3, default="EUR", validators=[currency_code])
+    rate = models.DecimalField(max_digits=20, decimal_places=10)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-date", "currency"]
+        constraints = [models.UniqueConstraint(fields=["source", "date", "currency"], name="exchange_rate_once")]
+        permissions = [("load_exchangerate", "Can load reference rates into the ERPs")]
+
+    def __str__(self) -> str:
+        return f"{self.currency} {self.rate} per {self.base} on {self.date} ({self.source})"

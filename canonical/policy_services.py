@@ -195,6 +195,19 @@ def rules_edit_guard(version: PostingPolicyVersion) -> None:
         raise PolicyNotEditable(f"{version} is approved and frozen; make a new draft from it")
 
 
+def policy_version_edit_lock(version: PostingPolicyVersion) -> PostingPolicyVersion:
+    """Take the version's row lock for an edit of its rules and tax mappings (call it
+    inside the edit's transaction), and raise PolicyNotEditable unless it is still a
+    draft. Approval takes the same lock, so an edit and an approval never interleave:
+    the snapshot holds the whole edit or none of it, and nothing edits a version
+    once it is approved."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("policy_version_edit_lock must run inside the edit's transaction")
+    locked = PostingPolicyVersion.objects.select_for_update().get(pk=version.pk)
+    rules_edit_guard(locked)
+    return locked
+
+
 # ---------------------------------------------------------------- decisions
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
 from canonical.contracts import CreditNoteV1, CustomerV1, InvoiceV1, PaymentV1, PriceV1, ProductV1, RefundV1
@@ -122,6 +123,48 @@ class Connector:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+@dataclass(frozen=True)
+class ReferenceRates:
+    """The rates published for one day: units of ``currency`` per 1 ``base``."""
+
+    date: dt.date
+    rates: Mapping[str, Decimal] = field(default_factory=dict)
+    base: str = "EUR"
+
+    def against(self, reference: str, currency: str, *, places: int = 6) -> Decimal:
+        """Units of ``currency`` per 1 ``reference`` (the ERP's rate of ``currency`` when
+        ``reference`` is its rate-1 currency), rounded to ``places`` decimals. KeyError
+        names a currency the source does not publish."""
+        rates = {**self.rates, self.base: Decimal(1)}
+        for code in (reference, currency):
+            if code not in rates:
+                raise KeyError(code)
+        return (rates[currency] / rates[reference]).quantize(Decimal(1).scaleb(-places))
+
+
+@runtime_checkable
+class RateSource(Protocol):
+    """A publisher of reference exchange rates (a central bank)."""
+
+    def reference_rates(self, on: dt.date) -> ReferenceRates | None:
+        """The rates in force on ``on``: the last day published on or before it (None
+        before the first). Reads only."""
+
+
+@runtime_checkable
+class RateSink(Protocol):
+    """A ledger that keeps exchange rates per currency and date."""
+
+    def load_exchange_rate(self, rates: ReferenceRates, currency: str, *, idempotency_key: str) -> ExternalDocument:
+        """Make ``currency``'s rate for ``rates.date`` the published one, converted to the
+        ledger's own reference currency. Looks the rate up (currency, date) before
+        creating it; a rate the ledger already has for that date is kept, never
+        overwritten."""
+
+    def find_exchange_rate(self, rates: ReferenceRates, currency: str) -> ExternalDocument | None:
+        """The ledger's rate for ``currency`` on ``rates.date``, if it has one."""
 
 
 @runtime_checkable

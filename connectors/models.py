@@ -22,6 +22,7 @@ class Connection(models.Model):
         ERP = "erp"
         CRM = "crm"
         PRODUCT = "product"
+        RATES = "rates"
 
     name = models.SlugField(max_length=50, unique=True)
     vendor = models.CharField(max_length=50, help_text="Registered connector name, e.g. 'tryton'")

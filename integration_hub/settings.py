@@ -279,7 +279,7 @@ CELERY_TIMEZONE = TIME_ZONE
 HUB_CONNECTOR_PACKAGES = env.list(
     "HUB_CONNECTOR_PACKAGES",
     default=["connectors.stripe", "connectors.tryton", "connectors.salesforce", "connectors.hubspot",
-             "connectors.product_platform"],
+             "connectors.product_platform", "connectors.rates"],
 )
 # The scheduled CRM pull (safety net for missed webhooks); the migration creates the
 # beat entry with this interval, later edited in the admin.

@@ -6,7 +6,8 @@ unique), so a retry after an unknown outcome continues where the last attempt
 stopped instead of creating a second invoice.
 
 Config: ``url``, ``database``, ``companies`` (legal-entity code -> Tryton company
-id), optional ``timeout`` (read seconds, or ``{"connect": s, "read": s}``).
+id), optional ``timeout`` (read seconds, or ``{"connect": s, "read": s}``) and
+``rate_reference`` (the currency at rate 1; see ``rates.py``).
 Credentials: ``login``, ``password``.
 """
 
@@ -28,6 +29,7 @@ from connectors.tryton import mapping
 from connectors.tryton.adjustments import TrytonAdjustments
 from connectors.tryton.client import TrytonClient, TrytonWarning
 from connectors.tryton.products import ProductMaster
+from connectors.tryton.rates import TrytonRates
 
 INVOICE = "account.invoice"
 _INVOICE_FIELDS = ["id", "number", "state", "party", "total_amount", "reference", "currency"]
@@ -36,10 +38,10 @@ _DEFAULT_TAXES_WARNING = ".invoice_taxes"  # "the invoice does not have the defa
 
 
 @register("tryton")
-class TrytonConnector(TrytonAdjustments, Connector):
-    """InvoicePoster, InvoiceAdjuster, CustomerSink, ProductSink and ListPriceSink over Tryton's
-    JSON-RPC (see the module docstring for config; products: ``products.py``, adjustments:
-    ``adjustments.py``)."""
+class TrytonConnector(TrytonAdjustments, TrytonRates, Connector):
+    """InvoicePoster, InvoiceAdjuster, CustomerSink, ProductSink, ListPriceSink and RateSink over
+    Tryton's JSON-RPC (see the module docstring for config; products: ``products.py``, adjustments:
+    ``adjustments.py``, exchange rates: ``rates.py``)."""
 
     secret_fields = ("password",)
     url_fields = ("url",)  # self-hosted: any host; an internal one must be allowed by name

@@ -2,7 +2,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from integration_hub.api import catalog, views, webhooks
+from integration_hub.api import catalog, rates, views, webhooks
 from integration_hub.usage import api as usage
 
 router = SimpleRouter()
@@ -19,6 +19,7 @@ urlpatterns = [
     path("catalog/versions/<str:kind>/<int:version_id>/<str:decision>/", catalog.catalog_decide,
          name="catalog-decide"),
     path("catalog/prices/<str:ref>/released/", catalog.catalog_price_released, name="catalog-price-released"),
+    path("rates/load/", rates.rates_load_view, name="rates-load"),
     path("syncs/<int:run_id>/", views.sync_detail, name="sync-detail"),
     path("customers/<int:customer_id>/", views.customer_detail_view, name="customer-detail"),
     path("inventory/", views.inventory_list, name="inventory"),

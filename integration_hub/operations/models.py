@@ -25,7 +25,6 @@ class Console(models.Model):
             ("work_exception", "Can acknowledge, assign, annotate, resolve and dismiss exceptions"),
             ("decide_conflict", "Can accept or reject a system-of-record conflict"),
             ("merge_duplicate", "Can merge or release a possible duplicate customer"),
-            ("approve_release", "Can approve what waits for approval (price versions, policies)"),
             ("trigger_sync", "Can start a scheduled pull by hand"),
             ("view_all_teams", "Can see every team's exceptions and transactions"),
             ("view_console", "Can see the dashboard, the inventory and the metrics"),

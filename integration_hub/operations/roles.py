@@ -26,6 +26,13 @@ VIEW_CANONICAL = ("canonical.view_customer", "canonical.view_invoice", "canonica
                   "canonical.view_legalentity", "canonical.view_crossreference",
                   "canonical.view_productversion", "canonical.view_priceversion",
                   "usage.view_usagebatch", "usage.view_usageperiod", "usage.view_checkpoint")
+# Posting policies: finance edits drafts (rules, tax mappings, regions) and reads what
+# they decided; approving is a separate role (the four-eyes principle).
+VIEW_POLICIES = ("canonical.view_postingpolicyversion", "canonical.view_postingrule", "canonical.view_taxmapping",
+                 "canonical.view_region", "canonical.view_postingdecision", "canonical.view_exchangerate",
+                 "canonical.view_reconciliationrun")
+EDIT_POLICIES = tuple(f"canonical.{action}_{model}" for model in ("postingpolicyversion", "postingrule", "taxmapping",
+                                                                 "region") for action in ("add", "change", "delete"))
 VIEW_CONNECTIONS = ("connectors.view_connection", "runtime.view_admissionpolicy", "runtime.view_maintenancewindow")
 CASEWORK = ("operations.replay_exception", "operations.bulk_replay_exception",
             "operations.edit_and_replay_exception", "operations.work_exception",
@@ -43,10 +50,10 @@ ROLES = (
     Role("IT operations", Team.IT_OPERATIONS, VIEW_RUNTIME + VIEW_CANONICAL + VIEW_CONNECTIONS + CASEWORK + (
         "connectors.change_connection", "runtime.change_admissionpolicy", "runtime.add_maintenancewindow",
         "runtime.change_maintenancewindow", "operations.trigger_sync", "django_celery_beat.view_periodictask",
+        "canonical.view_exchangerate", "canonical.load_exchangerate",
     )),
-    Role("Finance operations", Team.FINANCE, VIEW_RUNTIME + VIEW_CANONICAL + CASEWORK + (
-        "canonical.change_legalentity",
-    )),
+    Role("Finance operations", Team.FINANCE, VIEW_RUNTIME + VIEW_CANONICAL + CASEWORK + VIEW_POLICIES
+         + EDIT_POLICIES + ("canonical.change_legalentity", "canonical.load_exchangerate")),
     Role("Sales operations", Team.SALES_OPERATIONS, VIEW_RUNTIME + VIEW_CANONICAL + CASEWORK + (
         "canonical.view_fieldconflict", "canonical.view_duplicatecase", "canonical.change_duplicatecase",
         "operations.decide_conflict", "operations.merge_duplicate", "operations.trigger_sync",
@@ -56,13 +63,18 @@ ROLES = (
     Role("Catalog approver", Team.PRODUCT_OPERATIONS, VIEW_RUNTIME + VIEW_CANONICAL + (
         "canonical.approve_catalog", "canonical.view_productversion", "canonical.view_priceversion",
     )),
+    Role("Policy approver", Team.FINANCE, VIEW_RUNTIME + VIEW_CANONICAL + VIEW_POLICIES + (
+        "canonical.approve_postingpolicyversion",
+    )),
     Role("Read-only", None, VIEW_RUNTIME + VIEW_CANONICAL + VIEW_CONNECTIONS + (
         "operations.view_all_teams", "canonical.view_fieldconflict", "canonical.view_duplicatecase",
-        "canonical.view_systemofrecord",
+        "canonical.view_systemofrecord", *VIEW_POLICIES,
     )),
 )
 TEAM_OF_GROUP = {role.group: role.team for role in ROLES if role.team}
-GROUP_OF_TEAM = {role.team: role.group for role in ROLES if role.team and role.group != "Catalog approver"}
+# Approver roles see their team's records but are not the team's own group.
+APPROVER_GROUPS = frozenset({"Catalog approver", "Policy approver"})
+GROUP_OF_TEAM = {role.team: role.group for role in ROLES if role.team and role.group not in APPROVER_GROUPS}
 
 
 def roles_sync(apps, schema_editor=None) -> None:

@@ -1,12 +1,23 @@
 """Master-data cases for people: conflicts (accept / reject) and possible duplicates
-(merge / not a duplicate). Deciding re-plans the customer's sync where needed."""
+(merge / not a duplicate). Deciding re-plans the customer's sync where needed. And
+the exchange rates the rate source published, with a page that loads them."""
 
 from __future__ import annotations
 
-from django.contrib import admin, messages
+import datetime as dt
 
-from canonical.models import DuplicateCase, FieldConflict
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils import timezone
+
+from canonical.models import DuplicateCase, ExchangeRate, FieldConflict
 from canonical.services import InvalidCaseTransition
+from connectors.errors import ConnectorError
+from connectors.models import Connection
+from integration_hub.workflows import exchange_rates
 from integration_hub.workflows.customer_onboarding import conflict_settle, duplicate_merge, duplicate_release
 from integration_hub.workflows.models import SyncRun, SyncWatermark
 
@@ -77,3 +88,50 @@ class SyncRunAdmin(admin.ModelAdmin):
 class SyncWatermarkAdmin(admin.ModelAdmin):
     list_display = ("connection", "object_type", "value", "updated_at")
 from integration_hub.workflows import catalog_admin  # noqa: E402,F401 - registers the catalog console
+
+
+@admin.register(ExchangeRate)
+class ExchangeRateAdmin(admin.ModelAdmin):
+    """Reference rates as the rate source published them; *Load reference rates* reads
+    the rates in force on a date and plans their loads into every ERP."""
+
+    list_display = ("date", "currency", "rate", "base", "source", "created_at")
+    list_filter = ("source", "currency", "date")
+    date_hierarchy = "date"
+    readonly_fields = ("source", "date", "currency", "base", "rate", "created_at")
+    change_list_template = "admin/canonical/exchangerate/change_list.html"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def get_urls(self):
+        return [path("load/", self.admin_site.admin_view(self.load_view), name="canonical_exchangerate_load"),
+                *super().get_urls()]
+
+    def load_view(self, request):
+        if not request.user.has_perm(exchange_rates.LOAD_PERMISSION):
+            raise PermissionDenied
+        if request.method == "POST":
+            try:
+                on = dt.date.fromisoformat(request.POST.get("date") or timezone.localdate().isoformat())
+                result = exchange_rates.rates_load(on=on, source=exchange_rates.rates_source(
+                    request.POST.get("connection", "")))
+            except (ValueError, exchange_rates.NoRatesPublished) as exc:  # a malformed date, nothing published
+                self.message_user(request, f"Nothing loaded: {exc}", messages.ERROR)
+            except ConnectorError as exc:
+                self.message_user(request, f"Nothing loaded: {type(exc).__name__}: {exc}", messages.ERROR)
+            else:
+                unpublished = f"; not published: {', '.join(result.unpublished)}" if result.unpublished else ""
+                self.message_user(
+                    request, f"Rates of {result.published} from {result.source}: {result.stored} stored, "
+                    f"{result.planned} ERP loads planned ({', '.join(result.currencies)} into "
+                    f"{', '.join(result.erps)}){unpublished}", messages.SUCCESS)
+            return redirect("admin:canonical_exchangerate_changelist")
+        sources = Connection.objects.filter(role=Connection.Role.RATES, is_active=True).order_by("name")
+        return TemplateResponse(request, "admin/canonical/exchangerate/load.html", {
+            **self.admin_site.each_context(request), "title": "Load reference rates",
+            "today": timezone.localdate(), "sources": sources, "opts": self.model._meta,
+        })

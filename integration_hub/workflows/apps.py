@@ -2,7 +2,8 @@ from importlib import import_module
 
 from django.apps import AppConfig
 
-WORKFLOW_MODULES = ("customer_sync", "invoice_posting", "customer_onboarding", "usage_aggregation", "catalog")
+WORKFLOW_MODULES = ("customer_sync", "invoice_posting", "customer_onboarding", "usage_aggregation", "catalog",
+                    "exchange_rates")
 
 
 class WorkflowsConfig(AppConfig):

@@ -258,6 +258,9 @@ INDICATORS = (
     Indicator("stuck_tax", "Invoices stuck in validation: tax and totals (ERP)", EXCEPTIONS,
               {"category__in": "mapping,rejected", "delivery__action": POST, **ACTIVE}, team=FINANCE,
               help="the ERP refused the document: no matching tax, or its total differs"),
+    Indicator("policies_awaiting", "Posting policy versions awaiting approval", "canonical.PostingPolicyVersion",
+              {"status": PostingPolicyVersion.Status.DRAFT}, team=FINANCE,
+              help="drafts to dry-run and approve (the Policy approver role)"),
 )
 
 

@@ -3,7 +3,7 @@
 from celery import shared_task
 
 from connectors.models import Connection
-from integration_hub.workflows import catalog_alerts, catalog_pull, catalog_schedule, services
+from integration_hub.workflows import catalog_alerts, catalog_pull, catalog_schedule, exchange_rates, services
 
 
 @shared_task(name="hub.customers_pull", ignore_result=True)
@@ -42,3 +42,9 @@ def catalog_drift_check_task() -> None:
 @shared_task(name=catalog_alerts.RETIREMENT_CHECK_TASK, ignore_result=True)
 def catalog_retirement_check_task(version_id: int) -> None:
     catalog_alerts.retirement_check(version_id)
+
+
+@shared_task(name="hub.exchange_rates_load", ignore_result=True)
+def exchange_rates_load_task() -> None:
+    """Beat (weekdays): today's reference rates from every rate source into every ERP."""
+    exchange_rates.rates_load_scheduled()

@@ -295,6 +295,10 @@ REST = [
          rest("POST", "/api/exceptions/{exception}/replay/", raw=b"reason=x",
               content_type="application/x-www-form-urlencoded; charset=x-unknown")),
     Case("rest: DELETE on a read-only list", "rest", 405, rest("DELETE", "/api/deliveries/")),
+    Case("rest: a rates load with a malformed date", "rest", 400,
+         rest("POST", "/api/rates/load/", {"date": "31/12/2026"})),
+    Case("rest: a rates load with no rate source configured", "rest", 409, rest("POST", "/api/rates/load/", {})),
+    Case("rest: a rates load by another team", "rest", 403, rest("POST", "/api/rates/load/", {}, token="sales")),
     # Cross-team access: a sales operations user and finance's exceptions (BOLA).
     Case("rest: another team reads an exception", "rest", 404,
          rest("GET", "/api/exceptions/{delivery_exception}/", token="sales")),

@@ -2,9 +2,11 @@
 or more currencies (JPY, KWD …), subscriptions, plan changes, credit notes, voids,
 late and partial payments; the three-way reconciliation shows no difference."""
 
+import re
+
 import pytest
 
-from canonical.models import ReconciliationRun
+from canonical.models import Customer, ReconciliationRun
 from integration_hub.runtime.models import ExceptionRecord
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -32,4 +34,11 @@ def test_a_simulated_month_reconciles_to_the_minor_unit(month_erp, capsys):
     assert {"JPY", "KWD", "EUR", "USD"} <= currencies and len(currencies) >= 8
     assert {row["entity"] for row in run.rows} == {"US", "EU", "JP"}
     assert ReconciliationRun.objects.get() == run and "difference: 0 minor units" in out
+    # What the issue asks the month to contain, as the command reports it.
+    counts = {what: int(n) for n, what in re.findall(r"(\d+) (new subscriptions|upgrades|downgrades|credit notes|"
+                                                       r"voids|late payments|partial payments)", out)}
+    assert set(counts) == {"new subscriptions", "upgrades", "downgrades", "credit notes", "voids", "late payments",
+                           "partial payments"} and all(counts.values()), out
+    countries = int(re.search(r"customers in (\d+) countries", out).group(1))
+    assert countries >= 8 and Customer.objects.values("country").distinct().count() >= 8
     print(out)

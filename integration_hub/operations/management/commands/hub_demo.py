@@ -2,7 +2,8 @@
 
 Starts a real Tryton ERP, the web app, a Celery worker and beat; the Stripe sandbox
 sends signed webhooks; the command follows the deliveries and prints where each
-invoice ended up in the ERP.
+invoice ended up in the ERP. Then CRM onboarding, the catalog sync, and a regional
+posting policy with an exchange rate loaded from the ECB sandbox.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import httpx
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from canonical.models import CrossReference, Customer, Invoice, LegalEntity
@@ -86,6 +88,7 @@ class Command(BaseCommand):
             self.report_adjustments(tryton)
             self.report_crm(tryton)
             self.catalog_scenario(tryton, timeout)
+            self.policy_scenario(tryton, web_url, timeout)
             self.report_console(web_url)
             self.step("Done")
             if keep_running:
@@ -93,7 +96,7 @@ class Command(BaseCommand):
         finally:
             self.stop_processes()
             for sandbox in (getattr(self, "salesforce", None), getattr(self, "stripe_api", None),
-                            getattr(self, "platform", None)):
+                            getattr(self, "platform", None), getattr(self, "ecb", None)):
                 if sandbox is not None:
                     sandbox.stop()
             if tryton is not None:
@@ -357,6 +360,94 @@ class Command(BaseCommand):
         finally:
             client.close()
 
+    def policy_scenario(self, tryton: TrytonServer, web_url: str, timeout: float) -> None:
+        """A regional posting policy drafted, dry-run and approved; German VAT, EU reverse
+        charge, a KWD and a NOK invoice routed by it; the NOK one waits for its exchange
+        rate, which the ECB rate source loads, and posts on replay."""
+        from canonical.models import PostingPolicyVersion, PostingRule, Region, TaxMapping
+        from canonical.policy_services import policy_dry_run, policy_version_approve, policy_version_draft
+        from connectors.rates.sandbox import EcbSandbox
+        from integration_hub.operations.services import exceptions_replay
+        from integration_hub.workflows.exchange_rates import rates_load
+
+        self.step("Posting policies: a regional version is drafted, dry-run and approved")
+        eu = LegalEntity.objects.get(code="EU")
+        draft = policy_version_draft(base=PostingPolicyVersion.objects.get(number=1), note="regional (demo)")
+        europe = Region.objects.create(code="EU", name="European Union", countries=["AT", "DE", "FR", "IT", "NL"])
+        for priority, name, where, cost_center in [(1, "EU customers", {"region": europe}, "CC-EMEA"),
+                                                   (2, "Gulf", {"countries": ["KW"]}, "CC-GULF"),
+                                                   (3, "Nordics", {"countries": ["NO"]}, "CC-EMEA")]:
+            PostingRule.objects.create(version=draft, priority=priority, name=name, legal_entity=eu,
+                                       revenue_account="4100", cost_center=cost_center, **where)
+        for jurisdiction, rate, status, code in [("DE", 19, "", "DE-VAT-19"), ("EU", 0, "b2b", "EU-RC-0"),
+                                                 ("KW", 0, "", ""), ("NO", 0, "", "")]:
+            TaxMapping.objects.create(version=draft, jurisdiction=jurisdiction, rate=rate, tax_status=status,
+                                      tax_code=code)
+        changed = sum(1 for row in policy_dry_run(draft) if row.changed)
+        self.console_users()  # paula holds the Policy approver role
+        approver = get_user_model().objects.get(username="paula")
+        policy_version_approve(draft, user=approver, effective_from=timezone.localdate())
+        self.say(f"  v{draft.number}: EU region, Gulf and Nordics → EU entity in the invoice currency; dry run "
+                 f"against the last documents: {changed} would change; approved by paula (Policy approver)")
+
+        self.ecb = EcbSandbox()
+        self.ecb.serve()
+        connection_upsert(name="ecb", vendor="ecb", role="rates",
+                          config={"url": self.ecb.url + "/", "currencies": ["NOK"]}, credentials={})
+        invoices = {}
+        for label, (name, email, country, tax_ids), lines, currency, tax in [
+            ("DE B2C, 19 % VAT", ("Max Mustermann", "max@example.de", "DE", ()), [("Seats", 3, 3333)], "eur", 19),
+            ("FR B2B, VAT id: reverse charge", ("Dupont SA", "a@dupont.example", "FR", [("eu_vat", "FR40303265045")]),
+             [("Seats", 2, 5000)], "eur", None),
+            ("KW, 3 decimals (fils)", ("Al Noor Trading", "x@noor.example", "KW", ()),
+             [("Platform", 1, 12345), ("Support", 3, 1111)], "kwd", None),
+            ("NO, needs a NOK rate", ("Fjord AS", "post@fjord.example", "NO", ()), [("Platform", 1, 123456)],
+             "nok", None),
+        ]:
+            customer = self.sandbox.customer(name, email, country=country, tax_ids=tax_ids)
+            invoice = self.sandbox.finalize(self.sandbox.invoice(customer, lines, currency=currency, tax_percent=tax))
+            invoices[invoice["id"]] = label
+            with httpx.Client(timeout=10) as client:
+                self.sandbox.deliver(self.sandbox.event("invoice.finalized", invoice),
+                                     f"{web_url}/api/webhooks/stripe/", client=client)
+        self.follow(timeout)
+        waiting = ExceptionRecord.objects.filter(status=ExceptionRecord.Status.OPEN, summary__contains="NOK exchange")
+        for record in waiting:
+            self.say(f"  finance exception: {record.summary[:110]}")
+        loaded = rates_load()
+        self.say(f"  ECB rates of {loaded.published}: {', '.join(loaded.currencies)} planned into "
+                 f"{', '.join(loaded.erps)}")
+        deadline = time.monotonic() + timeout
+        while Delivery.objects.filter(action="exchange_rate.load").exclude(status="posted").exists():
+            if time.monotonic() > deadline:
+                raise CommandError("the exchange rate did not load; see the worker log")
+            time.sleep(0.5)
+        fiona = get_user_model().objects.get(username="fiona")  # Finance operations
+        replayed = exceptions_replay(waiting, user=fiona, reason="NOK rate loaded")
+        self.say(f"  rate loaded; fiona (Finance operations) replays {len(replayed.replayed)} exception(s)")
+        self.follow(timeout)
+
+        self.step("Where the policy sent them (read back from Tryton; company amounts as Tryton booked them)")
+        client = TrytonClient(tryton.url, tryton.database, **tryton.credentials())
+        try:
+            for reference, label in invoices.items():
+                invoice = Invoice.objects.filter(source_id=reference).select_related("posting_decision").first()
+                decision = getattr(invoice, "posting_decision", None)
+                found = client.call("account.invoice", "search_read", [("reference", "=", reference)], 0, None, None,
+                                    ["state", "total_amount", "tax_amount", "currency.code", "company.rec_name"])
+                if not found or decision is None:
+                    self.say(f"  {label:<32} NOT IN THE ERP")
+                    continue
+                row = found[0]
+                taxes = ", ".join(sorted({line["tax_code"] or "no tax" for line in decision.lines}))
+                company = (f"{to_major(decision.company_total, decision.company_currency)} "
+                           f"{decision.company_currency}" if decision.company_total is not None else "-")
+                self.say(f"  {label:<32} v{decision.policy_version.number}  {row['company.']['rec_name'][:18]:<18} "
+                         f"{row['state']:<7} {row['total_amount']:>9} {row['currency.']['code']}  tax "
+                         f"{row['tax_amount']:>6} ({taxes})  = {company}")
+        finally:
+            client.close()
+
     def report_console(self, web_url: str) -> None:
         """What the operations dashboard shows now, and what Prometheus scrapes."""
         from integration_hub.operations.dashboard import business_figures, exceptions_by_team
@@ -379,8 +470,8 @@ class Command(BaseCommand):
         """One demo login per role, to see the scoping (password = username)."""
         from django.contrib.auth.models import Group
 
-        users = [("fiona", "Finance operations"), ("sam", "Sales operations"), ("ivan", "IT operations"),
-                 ("rita", "Read-only")]
+        users = [("fiona", "Finance operations"), ("paula", "Policy approver"), ("sam", "Sales operations"),
+                 ("ivan", "IT operations"), ("rita", "Read-only")]
         for username, group in users:
             user, created = get_user_model().objects.get_or_create(username=username, defaults={"is_staff": True})
             if created:
