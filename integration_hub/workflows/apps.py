@@ -2,7 +2,8 @@ from importlib import import_module
 
 from django.apps import AppConfig
 
-WORKFLOW_MODULES = ("customer_sync", "invoice_posting", "customer_onboarding", "usage_aggregation", "catalog")
+WORKFLOW_MODULES = ("customer_sync", "invoice_posting", "customer_onboarding", "usage_aggregation", "catalog",
+                    "quote_to_cash", "subscription_amendments")
 
 
 class WorkflowsConfig(AppConfig):
