@@ -137,3 +137,48 @@ def test_a_deal_of_an_account_not_yet_onboarded_is_retried_then_an_exception_not
     exception = ExceptionRecord.objects.get()
     assert exception.owner_team == "sales_operations" and "is not onboarded yet" in exception.summary
     assert not Order.objects.exists()
+
+
+def test_a_hubspot_deal_reaching_closed_won_becomes_the_order_and_its_subscription_id_lands_on_the_deal(
+    hub, hubspot_portal, stripe_api, post_hubspot, sent_tasks, catalog
+):
+    from tests.quote_to_cash.conftest import customer_onboarded
+
+    company = hubspot_portal.company_create("Globex Corporation", emit=False)
+    customer_onboarded(stripe_api, "hubspot", company["id"], "Globex Corporation")
+    deal = hubspot_portal.deal_create(company["id"], "Globex – Team", emit=False, lines=[
+        {"hs_sku": "TEAM", "quantity": "3", "hub_price_ref": "team-monthly-eur"}])
+    hubspot_portal.deal_close_won(deal["id"])
+    assert post_hubspot(hubspot_portal.events_for(deal["id"])).status_code == 200
+    drain(sent_tasks, include_delayed=True)
+
+    order = Order.objects.get()
+    assert (order.source_system, order.source_id, order.status) == ("hubspot", deal["id"], "fulfilled")
+    [billed] = stripe_api.catalog.subscriptions.values()
+    assert [(i["price"]["id"], i["quantity"]) for i in billed["items"]["data"]] == [(catalog.stripe["team-monthly-eur"], 3)]
+    props = hubspot_portal.deals[deal["id"]]["properties"]
+    assert (props["hub_subscription_id"], props["hub_subscription_status"]) == (billed["id"], "active")
+
+    # The write-back's property changes come back as webhooks: the echo is ignored.
+    echo = [e for e in hubspot_portal.events_for(deal["id"]) if e.get("propertyName", "").startswith("hub_")]
+    assert len(echo) == 2
+    post_hubspot(echo)
+    drain(sent_tasks, include_delayed=True)
+    assert Subscription.objects.count() == 1
+
+
+def test_a_hubspot_deal_with_a_line_without_a_released_price_is_held(
+    hub, hubspot_portal, stripe_api, post_hubspot, sent_tasks
+):
+    from tests.quote_to_cash.conftest import customer_onboarded
+
+    company = hubspot_portal.company_create("Initech", emit=False)
+    customer_onboarded(stripe_api, "hubspot", company["id"], "Initech")
+    deal = hubspot_portal.deal_create(company["id"], "Initech – Gold", stage="closedwon", lines=[
+        {"hs_sku": "GOLD", "quantity": "1", "hub_price_ref": "gold-monthly-eur"}])
+    post_hubspot(hubspot_portal.events_for(deal["id"]))
+    drain(sent_tasks, include_delayed=True)
+
+    record = ExceptionRecord.objects.get()
+    assert record.owner_team == "sales_operations" and "gold-monthly-eur has no released catalog version" in record.summary
+    assert not Order.objects.exists()
