@@ -241,3 +241,24 @@ def test_a_self_service_change_in_billing_is_recorded_and_reported_to_the_crm(
     assert Subscription.objects.get().items.get().quantity == 9
     assert AmendmentStep.objects.get(amendment=change, name="report").state == "done"
     assert salesforce_org.opportunities[sold["Id"]]["Hub_Subscription_Status__c"] == "active"
+
+
+def test_the_saga_steps_show_in_the_admin_and_in_the_transaction_trace(
+    sold, account, hub, salesforce_org, post_salesforce, sent_tasks, api, admin_client
+):
+    amend(salesforce_org, post_salesforce, sent_tasks, account, sold, 1, [line("TEAM", 5)])
+    amendment = Amendment.objects.get()
+    subscription = Subscription.objects.get()
+
+    page = admin_client.get(f"/admin/canonical/amendment/{amendment.pk}/change/")
+    assert page.status_code == 200
+    for step in amendment.steps.all():
+        assert step.idempotency_key in page.content.decode()
+    assert admin_client.get(f"/admin/canonical/subscription/{subscription.pk}/change/").status_code == 200
+    assert admin_client.get("/admin/canonical/order/").status_code == 200
+
+    trace = api.get(f"/api/transactions/{amendment.transaction_id}/").json()
+    assert "amendment" in str(trace) and amendment.steps.get(name="apply").idempotency_key in str(trace)
+    history = api.get(f"/api/subscriptions/{subscription.pk}/").json()["history"]
+    assert [entry["kind"] for entry in history] == ["order", "amendment"]
+    assert [s["state"] for s in history[1]["steps"]] == ["done", "done", "done", "done"]
