@@ -9,6 +9,8 @@ from django.utils import timezone
 
 from canonical import policy_services
 from canonical.models import (
+    Amendment,
+    AmendmentStep,
     CrossReference,
     Customer,
     CustomerAlias,
@@ -16,6 +18,8 @@ from canonical.models import (
     Invoice,
     InvoiceLine,
     LegalEntity,
+    Order,
+    OrderLine,
     Payment,
     PostingDecision,
     PostingPolicyVersion,
@@ -24,6 +28,8 @@ from canonical.models import (
     Product,
     ReconciliationRun,
     Region,
+    Subscription,
+    SubscriptionItem,
     SystemOfRecord,
     TaxMapping,
 )
@@ -236,3 +242,62 @@ class ReconciliationRunAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+class OrderLineInline(admin.TabularInline):
+    model = OrderLine
+    extra = 0
+    fields = ("position", "source_line_id", "sku", "price_ref", "price_version", "quantity")
+    readonly_fields = fields
+
+
+@admin.register(Order)
+class OrderAdmin(admin.ModelAdmin):
+    list_display = ("id", "name", "source_system", "source_id", "customer", "status", "closed_on", "created_at")
+    list_filter = ("status", "source_system")
+    search_fields = ("source_id", "name")
+    readonly_fields = ("transaction_id", "created_at", "updated_at")
+    inlines = [OrderLineInline]
+
+
+class SubscriptionItemInline(admin.TabularInline):
+    model = SubscriptionItem
+    extra = 0
+    readonly_fields = ("price_version", "quantity", "billing_item_id")
+
+
+class AmendmentInline(admin.TabularInline):
+    model = Amendment
+    extra = 0
+    fields = ("sequence", "kind", "status", "reason", "invoice_ref", "source_id", "created_at")
+    readonly_fields = fields
+    show_change_link = True
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(admin.ModelAdmin):
+    list_display = ("id", "customer", "status", "billing_id", "crm_id", "current_period_end",
+                    "cancel_at_period_end", "updated_at")
+    list_filter = ("status", "cancel_at_period_end")
+    search_fields = ("billing_id", "crm_id")
+    readonly_fields = ("transaction_id", "created_at", "updated_at")
+    inlines = [SubscriptionItemInline, AmendmentInline]
+
+
+class AmendmentStepInline(admin.TabularInline):
+    model = AmendmentStep
+    extra = 0
+    fields = ("name", "state", "idempotency_key", "delivery_id", "started_at", "finished_at", "detail")
+    readonly_fields = fields
+    can_delete = False
+
+
+@admin.register(Amendment)
+class AmendmentAdmin(admin.ModelAdmin):
+    """Each saga with its steps (state, timestamps, idempotency key)."""
+
+    list_display = ("id", "subscription", "sequence", "kind", "status", "source_system", "source_id", "updated_at")
+    list_filter = ("status", "kind")
+    search_fields = ("source_id", "subscription__billing_id")
+    readonly_fields = ("transaction_id", "created_at", "updated_at", "finished_at")
+    inlines = [AmendmentStepInline]

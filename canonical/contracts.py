@@ -362,4 +362,92 @@ class PriceV1(Contract):
         return self
 
 
-CONTRACTS: tuple[type[Contract], ...] = (CustomerV1, InvoiceV1, PaymentV1, CreditNoteV1, RefundV1, ProductV1, PriceV1)
+class OrderLineV1(BaseModel):
+    """One line of a won deal. ``price_ref`` names the catalog price (the platform's
+    price id); ``sku`` is what the CRM's product says, for people reading a held line."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source_line_id: Text(255) = Field(min_length=1)
+    description: Text(500) = ""
+    sku: Text(100) | None = None
+    price_ref: Text(255) | None = None
+    quantity: int = Field(ge=-(10**9), le=10**9, description="Units (seats); must be above zero to be ordered")
+
+
+OrderStatus = Literal["won", "open", "lost"]
+
+
+class OrderV1(Contract):
+    """A deal as the CRM holds it: an order once won. Amounts are the catalog's (the
+    released price versions), never the CRM's."""
+
+    name: ClassVar[str] = "order"
+    version: ClassVar[int] = 1
+
+    source: SourceRef
+    customer: SourceRef = Field(description="The CRM account or company the deal belongs to")
+    display_name: Text(300) = ""
+    status: OrderStatus
+    currency: str = Field(description="ISO 4217, upper case")
+    closed_on: dt.date | None = None
+    start_on: dt.date | None = Field(default=None, description="Service start; the close date when absent")
+    trial_end: dt.date | None = None
+    term_months: int = Field(default=12, ge=1, le=120)
+    lines: tuple[OrderLineV1, ...] = ()
+    amends: SourceRef | None = Field(default=None, description="The won deal whose subscription this one amends")
+    amendment_sequence: int | None = Field(default=None, ge=1, le=10**6,
+                                           description="This amendment's place among the subscription's amendments")
+    cancel: Literal["now", "period_end"] | None = Field(default=None, description="An amendment that cancels")
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        return currency_normalize(value)
+
+
+class SubscriptionItemV1(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    price_ref: Text(255) = Field(description="The catalog price id of the released version")
+    price_version: int = Field(ge=1)
+    billing_price: Text(255) | None = Field(default=None, description="Billing's price id for that version")
+    quantity: int = Field(ge=1, le=10**9)
+    billing_item: Text(255) | None = None
+
+
+SubscriptionStatus = Literal[
+    "pending", "incomplete", "incomplete_expired", "trialing", "active", "past_due", "unpaid", "paused", "canceled"
+]
+
+
+class SubscriptionV1(Contract):
+    """A subscription: what the customer is billed for, per period."""
+
+    name: ClassVar[str] = "subscription"
+    version: ClassVar[int] = 1
+
+    canonical_id: int | None = None
+    customer_id: int = Field(description="The hub's customer id")
+    currency: str
+    status: SubscriptionStatus
+    start_on: dt.date
+    trial_end: dt.date | None = None
+    term_months: int = Field(ge=1, le=120)
+    current_period_start: dt.datetime | None = None
+    current_period_end: dt.datetime | None = None
+    cancel_at_period_end: bool = False
+    canceled_at: dt.datetime | None = None
+    billing: SourceRef | None = Field(default=None, description="The subscription in billing, once created")
+    crm: SourceRef | None = Field(default=None, description="The CRM deal it was sold on")
+    items: tuple[SubscriptionItemV1, ...] = Field(min_length=1)
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        return currency_normalize(value)
+
+
+CONTRACTS: tuple[type[Contract], ...] = (
+    CustomerV1, InvoiceV1, PaymentV1, CreditNoteV1, RefundV1, ProductV1, PriceV1, OrderV1, SubscriptionV1,
+)

@@ -12,6 +12,7 @@ from canonical.contracts import (
     CreditNoteV1,
     CustomerV1,
     InvoiceV1,
+    OrderV1,
     PaymentV1,
     PriceV1,
     ProductV1,
@@ -124,8 +125,59 @@ class CatalogChanged:
     skus: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class OrderReferenced:
+    """A CRM says one of its deals changed (a Salesforce Opportunity change event, a
+    HubSpot deal webhook). The workflow reads the deal and its line items through the
+    CRM's ``OrderSource``: only a won deal becomes an order."""
+
+    source: SourceRef
+    changed_fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OrderWon:
+    """A won deal, read from its CRM: one canonical order (and a subscription)."""
+
+    order: OrderV1
+
+
+@dataclass(frozen=True)
+class AmendmentRequested:
+    """A won deal that amends the subscription sold on ``order.amends``."""
+
+    order: OrderV1
+
+
+@dataclass(frozen=True)
+class SubscriptionItemState:
+    billing_price: str
+    quantity: int
+    billing_item: str = ""
+
+
+@dataclass(frozen=True)
+class SubscriptionChanged:
+    """Billing says a subscription was created, changed or deleted
+    (``customer.subscription.*``). ``amendment`` is the hub's amendment id when the
+    change is the hub's own (its metadata says so); otherwise the change was made in
+    billing (self-service) and the CRM must learn it."""
+
+    billing: SourceRef
+    status: str
+    items: tuple[SubscriptionItemState, ...]
+    current_period_start: int | None = None
+    current_period_end: int | None = None
+    cancel_at_period_end: bool = False
+    canceled_at: int | None = None
+    hub_subscription: int | None = None
+    amendment: int | None = None
+    event_created: int = 0
+
+
 Fact = (
     CustomerChanged | CustomerReferenced | CustomerSnapshot | InvoiceIssued | InvoicePaid | InvoiceVoided
     | InvoiceWrittenOff | PaymentReceived | CreditNoteIssued | CreditNoteVoided | RefundIssued
-    | CatalogItemRead | CatalogItemGone | CatalogChanged
+    | CatalogItemRead | CatalogItemGone | CatalogChanged | OrderReferenced | OrderWon | AmendmentRequested
+    | SubscriptionChanged
 )

@@ -681,3 +681,193 @@ class ExchangeRate(models.Model):
 
     def __str__(self) -> str:
         return f"{self.currency} {self.rate} per {self.base} on {self.date} ({self.source})"
+
+
+class Order(models.Model):
+    """A won deal from the CRM (a Salesforce Opportunity, a HubSpot deal): what the
+    customer bought. Every line names a released catalog price: a deal with a line
+    that does not is held before it becomes an order (its inbox event fails into an
+    exception for sales operations naming the line, replayed once it is fixed)."""
+
+    class Status(models.TextChoices):
+        ACCEPTED = "accepted", "Accepted (subscription planned)"
+        FULFILLED = "fulfilled", "Fulfilled (subscription in billing)"
+
+    source_system = models.CharField(max_length=50, help_text="The CRM connection it came from")
+    source_id = models.CharField(max_length=255, help_text="The CRM's opportunity or deal id")
+    name = models.CharField(max_length=300, blank=True)
+    customer = models.ForeignKey(Customer, null=True, blank=True, on_delete=models.PROTECT, related_name="orders")
+    customer_ref = models.CharField(max_length=255, help_text="The CRM's account or company id")
+    currency = models.CharField(max_length=3, validators=[currency_code])
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACCEPTED)
+    closed_on = models.DateField()
+    start_on = models.DateField()
+    trial_end = models.DateField(null=True, blank=True)
+    term_months = models.PositiveIntegerField(default=12)
+    version = models.PositiveIntegerField(default=1)
+    transaction_id = models.UUIDField(null=True, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["source_system", "source_id"], name="order_unique_source")]
+
+    def __str__(self) -> str:
+        return f"order {self.source_system}:{self.source_id} ({self.status})"
+
+
+class OrderLine(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="lines")
+    position = models.PositiveIntegerField()
+    source_line_id = models.CharField(max_length=255)
+    sku = models.CharField(max_length=100, blank=True)
+    price_ref = models.CharField(max_length=255, blank=True, help_text="The catalog price id the CRM line names")
+    price_version = models.ForeignKey(PriceVersion, null=True, blank=True, on_delete=models.PROTECT,
+                                      related_name="order_lines", help_text="The released version it resolved to")
+    quantity = models.IntegerField()
+
+    class Meta:
+        ordering = ["order", "position"]
+        constraints = [models.UniqueConstraint(fields=["order", "position"], name="order_line_unique_position")]
+
+
+class Subscription(models.Model):
+    """A subscription in billing, created from an order and changed by amendments.
+    ``status`` and the current period are billing's (it is the system of record)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending (not yet in billing)"
+        INCOMPLETE = "incomplete"
+        TRIALING = "trialing"
+        ACTIVE = "active"
+        PAST_DUE = "past_due"
+        UNPAID = "unpaid"
+        PAUSED = "paused"
+        CANCELED = "canceled"
+        INCOMPLETE_EXPIRED = "incomplete_expired"
+
+    order = models.OneToOneField(Order, null=True, blank=True, on_delete=models.PROTECT, related_name="subscription")
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="subscriptions")
+    currency = models.CharField(max_length=3, validators=[currency_code])
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    start_on = models.DateField()
+    trial_end = models.DateField(null=True, blank=True)
+    term_months = models.PositiveIntegerField(default=12)
+    current_period_start = models.DateTimeField(null=True, blank=True)
+    current_period_end = models.DateTimeField(null=True, blank=True)
+    cancel_at_period_end = models.BooleanField(default=False)
+    canceled_at = models.DateTimeField(null=True, blank=True)
+    billing_system = models.CharField(max_length=50, blank=True)
+    billing_id = models.CharField(max_length=255, blank=True, db_index=True)
+    crm_system = models.CharField(max_length=50, blank=True)
+    crm_id = models.CharField(max_length=255, blank=True, help_text="The CRM record the subscription is reported on")
+    version = models.PositiveIntegerField(default=1)
+    transaction_id = models.UUIDField(null=True, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"subscription {self.pk} ({self.billing_id or 'not in billing'}, {self.status})"
+
+
+class SubscriptionItem(models.Model):
+    subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="items")
+    price_version = models.ForeignKey(PriceVersion, on_delete=models.PROTECT, related_name="subscription_items")
+    quantity = models.PositiveIntegerField()
+    billing_item_id = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["subscription", "pk"]
+
+
+class Amendment(models.Model):
+    """A change to a subscription, carried out as a saga (``AmendmentStep``).
+    ``sequence`` is the CRM's order of amendments of one subscription: amendment n+1
+    is applied only after n has finished, whatever order they arrive in."""
+
+    class Kind(models.TextChoices):
+        UPGRADE = "upgrade"
+        DOWNGRADE = "downgrade"
+        QUANTITY = "quantity", "Quantity change"
+        CANCEL_NOW = "cancel_now", "Cancel now"
+        CANCEL_AT_PERIOD_END = "cancel_at_period_end", "Cancel at period end"
+        RENEWAL = "renewal"
+        BILLING_CHANGE = "billing_change", "Changed in billing (self-service)"
+
+    class Status(models.TextChoices):
+        WAITING = "waiting", "Waiting for an earlier amendment"
+        APPLYING = "applying", "Applying in billing"
+        POSTING = "posting", "Posting to the ERP"
+        REPORTING = "reporting", "Reporting to the CRM"
+        DONE = "done"
+        REJECTED = "rejected", "Rejected (validation)"
+        FAILED = "failed", "Failed (billing refused)"
+
+    FINISHED = (Status.DONE, Status.REJECTED, Status.FAILED)
+
+    subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="amendments")
+    sequence = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The CRM's amendment number; empty for a change made in billing")
+    source_system = models.CharField(max_length=50)
+    source_id = models.CharField(max_length=255)
+    kind = models.CharField(max_length=30, choices=Kind.choices)
+    items = models.JSONField(default=list, blank=True,
+                             help_text="The subscription's items after the change: [{price_version, quantity}]")
+    proration_behavior = models.CharField(max_length=30, default="always_invoice")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.WAITING)
+    reason = models.TextField(blank=True, help_text="Why it was rejected or failed")
+    invoice_ref = models.CharField(max_length=255, blank=True, help_text="Billing's proration invoice, if any")
+    transaction_id = models.UUIDField(null=True, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["subscription", "sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["subscription", "sequence"], name="amendment_unique_sequence"),
+            models.UniqueConstraint(fields=["source_system", "source_id"], name="amendment_unique_source"),
+        ]
+
+    def __str__(self) -> str:
+        return f"amendment {self.sequence} of subscription {self.subscription_id} ({self.kind}, {self.status})"
+
+
+class AmendmentStep(models.Model):
+    """One persisted step of an amendment saga. The billing, ERP and CRM steps are
+    carried out by outbox deliveries (``delivery``) whose idempotency key they share."""
+
+    class Name(models.TextChoices):
+        VALIDATE = "validate", "1. Validate against the catalog"
+        APPLY = "apply", "2. Apply in billing"
+        POST = "post", "3. Post to the ERP"
+        REPORT = "report", "4. Report to the CRM"
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+        SKIPPED = "skipped", "Skipped (compensation)"
+
+    amendment = models.ForeignKey(Amendment, on_delete=models.CASCADE, related_name="steps")
+    name = models.CharField(max_length=20, choices=Name.choices)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    delivery_id = models.BigIntegerField(null=True, blank=True, help_text="The outbox delivery carrying it out")
+    detail = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    ORDER = [Name.VALIDATE, Name.APPLY, Name.POST, Name.REPORT]
+
+    class Meta:
+        ordering = ["amendment", "id"]
+        constraints = [models.UniqueConstraint(fields=["amendment", "name"], name="amendment_step_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.get_name_display()}: {self.state}"

@@ -14,6 +14,8 @@ from canonical.contracts import (
     ProductV1,
     RefundV1,
     SourceRef,
+    SubscriptionItemV1,
+    SubscriptionV1,
     TaxId,
 )
 from canonical.models import (
@@ -28,6 +30,7 @@ from canonical.models import (
     Product,
     ProductVersion,
     Refund,
+    Subscription,
 )
 
 
@@ -216,3 +219,57 @@ def price_contract(version: PriceVersion) -> PriceV1:
 
 def product_contract(version: ProductVersion) -> ProductV1:
     return ProductV1.model_validate(version.content)
+
+
+def price_billing_ref(version: PriceVersion, system: str) -> str | None:
+    """Billing's price id for a released price version (bound when it was released)."""
+    return CrossReference.objects.filter(system=system, object_type="price_version", canonical_id=version.pk).values_list(
+        "external_id", flat=True).first()
+
+
+def subscription_contract(subscription: Subscription) -> SubscriptionV1:
+    items = [
+        SubscriptionItemV1(
+            price_ref=item.price_version.price.source_id, price_version=item.price_version.number,
+            billing_price=price_billing_ref(item.price_version, subscription.billing_system)
+            if subscription.billing_system else None,
+            quantity=item.quantity, billing_item=item.billing_item_id or None,
+        )
+        for item in subscription.items.select_related("price_version__price")
+    ]
+    return SubscriptionV1(
+        canonical_id=subscription.pk, customer_id=subscription.customer_id, currency=subscription.currency,
+        status=subscription.status, start_on=subscription.start_on, trial_end=subscription.trial_end,
+        term_months=subscription.term_months, current_period_start=subscription.current_period_start,
+        current_period_end=subscription.current_period_end, cancel_at_period_end=subscription.cancel_at_period_end,
+        canceled_at=subscription.canceled_at,
+        billing=SourceRef(system=subscription.billing_system, external_id=subscription.billing_id)
+        if subscription.billing_id else None,
+        crm=SourceRef(system=subscription.crm_system, external_id=subscription.crm_id) if subscription.crm_id else None,
+        items=tuple(items),
+    )
+
+
+def subscription_history(subscription: Subscription) -> list[dict]:
+    """What happened to a subscription, oldest first: the order it came from, then
+    each amendment with its saga's steps."""
+    history: list[dict] = []
+    if subscription.order is not None:
+        order = subscription.order
+        history.append({
+            "kind": "order", "at": order.created_at, "source": f"{order.source_system}:{order.source_id}",
+            "status": order.status,
+            "lines": [{"sku": line.sku, "price_ref": line.price_ref, "quantity": line.quantity}
+                      for line in order.lines.all()],
+        })
+    for amendment in subscription.amendments.prefetch_related("steps").order_by("sequence"):
+        history.append({
+            "kind": "amendment", "at": amendment.created_at, "sequence": amendment.sequence,
+            "source": f"{amendment.source_system}:{amendment.source_id}", "change": amendment.kind,
+            "status": amendment.status, "reason": amendment.reason, "invoice": amendment.invoice_ref,
+            "items": amendment.items,
+            "steps": [{"name": step.name, "state": step.state, "idempotency_key": step.idempotency_key,
+                       "started_at": step.started_at, "finished_at": step.finished_at, "detail": step.detail}
+                      for step in amendment.steps.all()],
+        })
+    return history

@@ -12,7 +12,17 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
-from canonical.contracts import CreditNoteV1, CustomerV1, InvoiceV1, PaymentV1, PriceV1, ProductV1, RefundV1
+from canonical.contracts import (
+    CreditNoteV1,
+    CustomerV1,
+    InvoiceV1,
+    OrderV1,
+    PaymentV1,
+    PriceV1,
+    ProductV1,
+    RefundV1,
+    SubscriptionV1,
+)
 
 
 @dataclass(frozen=True)
@@ -277,6 +287,75 @@ class CustomerWriteBack(Protocol):
     def write_back_erp_id(self, external_id: str, erp_id: str, *, idempotency_key: str) -> ExternalDocument:
         """Set the hub-owned ERP id field on the record; a no-op when it already holds
         ``erp_id``. Raises Permanent when the record no longer exists."""
+
+
+@runtime_checkable
+class OrderSource(Protocol):
+    """A CRM whose won deals are orders."""
+
+    def fetch_order(self, external_id: str) -> OrderV1 | None:
+        """The deal as the CRM holds it now, with its line items; None when it is
+        gone. Raises MappingError when the record cannot be an order."""
+
+
+@runtime_checkable
+class SubscriptionReporter(Protocol):
+    """A CRM that shows sales what became of its deals: the subscription sold on a
+    won deal, and the outcome of an amendment. Each method sets hub-owned fields to
+    values, so repeating it is a no-op."""
+
+    def report_subscription(self, deal_id: str, *, subscription_id: str, status: str,
+                            idempotency_key: str) -> ExternalDocument:
+        """Write the billing subscription's id and status on the won deal. Raises
+        Permanent when the deal no longer exists."""
+
+    def report_amendment(self, deal_id: str, *, outcome: str, detail: str, idempotency_key: str) -> ExternalDocument:
+        """Write an amendment's outcome (``applied``, ``rejected``, ``failed``) and its
+        detail (the reason, the proration invoice) on the amending deal."""
+
+
+@dataclass(frozen=True)
+class SubscriptionChange:
+    """What the hub asks billing to change on a subscription. ``items`` are the
+    subscription's items afterwards as (billing price id, quantity); ``cancel`` is
+    ``now`` or ``period_end`` for a cancellation; ``proration_behavior`` is billing's
+    own term (Stripe: ``always_invoice``, ``create_prorations``, ``none``)."""
+
+    items: tuple[tuple[str, int], ...] = ()
+    cancel: str | None = None
+    proration_behavior: str = "always_invoice"
+    amendment: int | None = None
+    proration_date: int | None = None
+
+
+@runtime_checkable
+class SubscriptionBilling(Protocol):
+    """A billing system that runs subscriptions (Stripe Billing)."""
+
+    def create_subscription(self, subscription: SubscriptionV1, *, customer: str,
+                            idempotency_key: str) -> ExternalDocument:
+        """Create the subscription for billing's ``customer`` with the vendor's
+        idempotency key (a retry returns the first answer). Returns billing's id,
+        ``state`` its status and in ``related`` the period, the first invoice and the
+        item ids (``item:<billing price>``)."""
+
+    def find_subscription(self, subscription: SubscriptionV1, *, customer: str) -> ExternalDocument | None:
+        """The subscription billing holds for the hub's subscription: by its billing
+        id when bound, else the ``customer``'s subscription whose metadata names the
+        hub's id; None when there is none. ``related["hub_amendment"]`` is the last
+        amendment applied to it. Reads only."""
+
+    def amend_subscription(self, billing_id: str, change: SubscriptionChange, *,
+                           idempotency_key: str) -> ExternalDocument:
+        """Apply ``change`` with the vendor's idempotency key (a retry returns the first
+        answer and changes nothing). Returns the same shape as create, with the
+        proration invoice (if billing made one) in ``related["invoice"]``. Raises
+        Permanent when billing refuses the change (a declined payment, a cancelled
+        subscription)."""
+
+    def fetch_invoice(self, invoice_id: str) -> Mapping[str, Any] | None:
+        """Billing's invoice as its webhook would carry it, to feed the invoice
+        workflow; None when billing has no such invoice."""
 
 
 @dataclass(frozen=True)

@@ -87,3 +87,39 @@ class HubSpotClient:
             after = ((page.get("paging") or {}).get("next") or {}).get("after")
             if not after:
                 return
+
+    # ------------------------------------------------------------ deals and line items
+
+    def get_object(self, object_type: str, object_id: str, properties: list[str]) -> dict[str, Any] | None:
+        try:
+            return self._request("GET", f"/crm/v3/objects/{object_type}/{object_id}",
+                                 params={"properties": ",".join(properties)},
+                                 what=f"read {object_type} {object_id}").json()
+        except Permanent as exc:
+            if exc.http_status == 404:
+                return None
+            raise
+
+    def update_object(self, object_type: str, object_id: str, properties: Mapping[str, str]) -> dict[str, Any]:
+        return self._request("PATCH", f"/crm/v3/objects/{object_type}/{object_id}",
+                             json={"properties": dict(properties)}, what=f"update {object_type} {object_id}").json()
+
+    def associations(self, from_type: str, object_id: str, to_type: str) -> list[str]:
+        """Ids associated with the object (v4 associations), following ``paging.next.after``."""
+        ids, after = [], None
+        while True:
+            params = {"limit": 500, **({"after": after} if after else {})}
+            page = self._request("GET", f"/crm/v4/objects/{from_type}/{object_id}/associations/{to_type}",
+                                 params=params, what=f"read {from_type} {object_id} associations").json()
+            ids += [str(result["toObjectId"]) for result in page.get("results", [])]
+            after = ((page.get("paging") or {}).get("next") or {}).get("after")
+            if not after:
+                return ids
+
+    def batch_read(self, object_type: str, ids: list[str], properties: list[str]) -> list[dict[str, Any]]:
+        if not ids:
+            return []
+        # A batch read is a POST that only reads.
+        return self._request("POST", f"/crm/v3/objects/{object_type}/batch/read", idempotent=True,
+                             json={"properties": properties, "inputs": [{"id": i} for i in ids]},
+                             what=f"read {object_type}").json().get("results", [])

@@ -14,10 +14,10 @@ from typing import Any
 
 import httpx
 
-from canonical.contracts import CustomerV1
+from canonical.contracts import CustomerV1, OrderV1
 from connectors.base import Connector, ExternalDocument, ReceivedEvent
 from connectors.errors import NeedsConfiguration, Permanent
-from connectors.hubspot import mapping
+from connectors.hubspot import deals, mapping
 from connectors.hubspot.client import API_BASE, HubSpotClient
 from connectors.hubspot.events import PULLED, translate
 from connectors.hubspot.webhooks import HubSpotWebhookReceiver
@@ -26,7 +26,8 @@ from connectors.registry import register, register_translator, register_webhook
 
 @register("hubspot")
 class HubSpotConnector(Connector):
-    """CustomerSource and CustomerWriteBack over HubSpot's CRM v3 API."""
+    """CustomerSource, CustomerWriteBack, OrderSource and SubscriptionReporter over
+    HubSpot's CRM v3 objects and v4 associations."""
 
     secret_fields = ("access_token", "webhook_secrets")
     url_fields = ("base_url",)
@@ -69,6 +70,33 @@ class HubSpotConnector(Connector):
         if (company.get("properties") or {}).get(self.erp_id_property) != erp_id:
             self.client.update_company(external_id, {self.erp_id_property: erp_id})
         return ExternalDocument(external_id=external_id, number=erp_id, state="written")
+
+    def fetch_order(self, external_id: str) -> OrderV1 | None:
+        deal = self.client.get_object("deals", external_id, deals.DEAL_PROPERTIES)
+        if deal is None or deal.get("archived"):
+            return None
+        companies = self.client.associations("deals", external_id, "companies")
+        line_ids = self.client.associations("deals", external_id, "line_items")
+        items = self.client.batch_read("line_items", line_ids, deals.LINE_ITEM_PROPERTIES)
+        return deals.order_from_deal(deal, companies[0] if companies else None, items, system=self.name)
+
+    def _set_properties(self, deal_id: str, values: dict[str, str]) -> ExternalDocument:
+        deal = self.client.get_object("deals", deal_id, list(values))
+        if deal is None:
+            raise Permanent(f"HubSpot deal {deal_id} no longer exists; nothing to report to")
+        current = deal.get("properties") or {}
+        changed = {key: value for key, value in values.items() if current.get(key) != value}
+        if changed:
+            self.client.update_object("deals", deal_id, changed)
+        return ExternalDocument(external_id=deal_id, state="written" if changed else "unchanged")
+
+    def report_subscription(self, deal_id: str, *, subscription_id: str, status: str,
+                            idempotency_key: str) -> ExternalDocument:
+        return self._set_properties(deal_id, {deals.SUBSCRIPTION_ID: subscription_id,
+                                              deals.SUBSCRIPTION_STATUS: status})
+
+    def report_amendment(self, deal_id: str, *, outcome: str, detail: str, idempotency_key: str) -> ExternalDocument:
+        return self._set_properties(deal_id, {deals.AMENDMENT_STATUS: outcome, deals.AMENDMENT_DETAIL: detail[:255]})
 
 
 register_webhook("hubspot", HubSpotWebhookReceiver())

@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from canonical.contracts import SourceRef
-from canonical.events import CustomerReferenced, CustomerSnapshot, Fact
+from canonical.events import CustomerReferenced, CustomerSnapshot, Fact, OrderReferenced
 from connectors.base import Ignored
+from connectors.hubspot.deals import HUB_OWNED_DEAL_PROPERTIES
 from connectors.hubspot.mapping import HUB_OWNED_PROPERTIES, SYSTEM, customer_from_company
 
 PULLED = "company.pulled"
@@ -21,6 +22,13 @@ def translate(event_type: str, payload: Mapping[str, Any], *, system: str = SYST
         return [CustomerSnapshot(customer_from_company(payload, system=system))]
     source = SourceRef(system=system, external_id=str(payload.get("objectId")))
     match event_type:
+        case "deal.creation" | "deal.restore":
+            return [OrderReferenced(source)]
+        case "deal.propertyChange":
+            name = str(payload.get("propertyName") or "")
+            if name in HUB_OWNED_DEAL_PROPERTIES:
+                return [Ignored(f"only the hub-owned deal property {name} changed: the echo of a write-back")]
+            return [OrderReferenced(source, (name,) if name else ())]
         case "company.creation" | "company.restore":
             return [CustomerReferenced(source)]
         case "company.propertyChange":

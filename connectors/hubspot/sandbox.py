@@ -30,11 +30,19 @@ from typing import Any
 
 import httpx
 
+from connectors.hubspot.deals import DEAL_PROPERTIES, LINE_ITEM_PROPERTIES
 from connectors.hubspot.mapping import COMPANY_PROPERTIES
 from connectors.hubspot.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, compute_signature
 from connectors.sandbox_server import Fault, FaultQueue, Request, Response, Served
 
 _COMPANY = re.compile(r"^/crm/v3/objects/companies/(\d+)$")
+_DEAL = re.compile(r"^/crm/v3/objects/deals/(\d+)$")
+_ASSOCIATIONS = re.compile(r"^/crm/v4/objects/deals/(\d+)/associations/(companies|line_items)$")
+# HubSpot-defined association types: deal → company (primary) and deal → line item.
+_ASSOCIATION_TYPE = {"companies": 5, "line_items": 19}
+# The default pipeline's stages; closedwon is its won stage.
+DEAL_STAGES = {"appointmentscheduled": (False, False), "contractsent": (False, False),
+               "closedwon": (True, True), "closedlost": (True, False)}
 _COMPARE = {"EQ": lambda a, b: a == b, "NEQ": lambda a, b: a != b, "GT": lambda a, b: a > b,
             "GTE": lambda a, b: a >= b, "LT": lambda a, b: a < b, "LTE": lambda a, b: a <= b}
 
@@ -75,6 +83,9 @@ class HubSpotSandbox(Served):
         self.client_secret = client_secret
         self.portal_id, self.app_id = portal_id, app_id
         self.companies: dict[str, dict[str, Any]] = {}
+        self.deals: dict[str, dict[str, Any]] = {}
+        self.line_items: dict[str, dict[str, Any]] = {}
+        self.deal_associations: dict[str, dict[str, list[str]]] = {}
         self.events: list[dict[str, Any]] = []
         self.write_backs: list[tuple[str, str, str]] = []
         self.faults = FaultQueue()
@@ -120,6 +131,93 @@ class HubSpotSandbox(Served):
                                                    propertyValue=value if value is not None else ""))
             return copy.deepcopy(company)
 
+    # ---------------------------------------------------------------- deals
+
+    def _object(self, properties: dict[str, Any], names: list[str], now: int) -> dict[str, Any]:
+        object_id = str(self._rng.randrange(10**9, 10**10))
+        iso = dt.datetime.fromtimestamp(now / 1000, tz=dt.UTC).isoformat().replace("+00:00", "Z")
+        props = {key: None for key in names}
+        props.update({k: None if v is None else str(v) for k, v in properties.items()}, hs_object_id=object_id,
+                     createdate=str(now), hs_lastmodifieddate=str(now))
+        return {"id": object_id, "properties": props, "createdAt": iso, "updatedAt": iso, "archived": False}
+
+    def deal_create(self, company_id: str, name: str, *, lines: list[dict[str, Any]] = (),
+                    stage: str = "appointmentscheduled", emit: bool = True, **properties: Any) -> dict[str, Any]:
+        """A deal of the default pipeline with line items (``{"hs_sku", "quantity", "hub_price_ref"}``),
+        associated with its company."""
+        with self._lock:
+            unknown = set(properties) - set(DEAL_PROPERTIES)
+            if unknown:
+                raise ValueError(f"unknown deal properties {sorted(unknown)}")
+            now = self._now_ms()
+            closed, won = DEAL_STAGES[stage]
+            deal = self._object({"closedate": dt.date.today().isoformat(), "deal_currency_code": "EUR",
+                                 "pipeline": "default", **properties, "dealname": name, "dealstage": stage,
+                                 "hs_is_closed": str(closed).lower(), "hs_is_closed_won": str(won).lower()},
+                                DEAL_PROPERTIES, now)
+            self.deals[deal["id"]] = deal
+            items = []
+            for line in lines:
+                item = self._object({"name": line.get("hs_sku"), **line}, LINE_ITEM_PROPERTIES, now)
+                self.line_items[item["id"]] = item
+                items.append(item["id"])
+            self.deal_associations[deal["id"]] = {"companies": [str(company_id)], "line_items": items}
+            if emit:
+                self.events.append(self._event("deal.creation", deal["id"], now, changeFlag="CREATED"))
+            return copy.deepcopy(deal)
+
+    def deal_update(self, deal_id: str, *, emit: bool = True, **properties: Any) -> dict[str, Any]:
+        """Change properties (``dealstage`` sets the closed / won flags); one
+        ``deal.propertyChange`` event per property."""
+        with self._lock:
+            deal = self.deals[deal_id]
+            now = self._now_ms()
+            values = {k: None if v is None else str(v) for k, v in properties.items()}
+            if "dealstage" in values:
+                closed, won = DEAL_STAGES[values["dealstage"]]
+                values.update(hs_is_closed=str(closed).lower(), hs_is_closed_won=str(won).lower())
+            deal["properties"].update(values, hs_lastmodifieddate=str(now))
+            deal["updatedAt"] = dt.datetime.fromtimestamp(now / 1000, tz=dt.UTC).isoformat().replace("+00:00", "Z")
+            if emit:
+                for name, value in properties.items():
+                    self.events.append(self._event("deal.propertyChange", deal_id, now, propertyName=name,
+                                                   propertyValue="" if value is None else str(value)))
+            return copy.deepcopy(deal)
+
+    def deal_close_won(self, deal_id: str) -> dict[str, Any]:
+        return self.deal_update(deal_id, dealstage="closedwon")
+
+    def _deal_route(self, request: Request) -> Response | None:
+        if match := _DEAL.match(request.path):
+            deal = self.deals.get(match.group(1))
+            if deal is None or deal["archived"]:
+                return _error(404, "OBJECT_NOT_FOUND", "resource not found")
+            if request.method == "GET":
+                wanted = [name for value in request.query_values("properties") for name in value.split(",") if name]
+                return Response(200, self._render(deal, wanted))
+            if request.method == "PATCH":
+                properties = (request.json() or {}).get("properties") or {}
+                if unknown := [name for name in properties if name not in DEAL_PROPERTIES]:
+                    return _error(400, "VALIDATION_ERROR", f'Property "{unknown[0]}" does not exist')
+                for name, value in properties.items():
+                    self.write_backs.append((deal["id"], name, value))
+                return Response(200, self.deal_update(deal["id"], **properties))
+        if request.method == "GET" and (match := _ASSOCIATIONS.match(request.path)):
+            if match.group(1) not in self.deals:
+                return _error(404, "OBJECT_NOT_FOUND", "resource not found")
+            ids = self.deal_associations.get(match.group(1), {}).get(match.group(2), [])
+            type_id = _ASSOCIATION_TYPE[match.group(2)]
+            return Response(200, {"results": [{"toObjectId": int(i), "associationTypes": [
+                {"category": "HUBSPOT_DEFINED", "typeId": type_id, "label": None}]} for i in ids]})
+        if request.method == "POST" and request.path == "/crm/v3/objects/line_items/batch/read":
+            body = request.json() or {}
+            inputs = body.get("inputs") or []
+            found = [self.line_items[i["id"]] for i in inputs if i.get("id") in self.line_items]
+            now = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+            return Response(200, {"status": "COMPLETE", "startedAt": now, "completedAt": now,
+                                  "results": [self._render(item, body.get("properties")) for item in found]})
+        return None
+
     def events_for(self, company_id: str) -> list[dict[str, Any]]:
         return [e for e in self.events if str(e["objectId"]) == str(company_id)]
 
@@ -164,6 +262,8 @@ class HubSpotSandbox(Served):
                 return _error(401, "INVALID_AUTHENTICATION", "Authentication credentials not found.")
             if (fault := self.faults.take(request)) is not None:
                 return fault
+            if (answer := self._deal_route(request)) is not None:
+                return answer
             if request.method == "POST" and request.path == "/crm/v3/objects/companies/search":
                 return self._search(request.json() or {})
             if match := _COMPANY.match(request.path):

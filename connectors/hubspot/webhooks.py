@@ -95,7 +95,7 @@ def parse(body: bytes) -> list[ReceivedEvent]:
         received.append(ReceivedEvent(
             external_id=f"{event['eventId']}:{event['subscriptionType']}:{event['objectId']}:{event['occurredAt']}",
             type=event["subscriptionType"],
-            subject=f"customer:{event['objectId']}",
+            subject=f"{'order' if event['subscriptionType'].startswith('deal.') else 'customer'}:{event['objectId']}",
             payload=event,
             occurred_at=occurred_at,
         ))

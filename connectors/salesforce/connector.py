@@ -13,11 +13,11 @@ from typing import Any
 
 import httpx
 
-from canonical.contracts import CustomerV1
+from canonical.contracts import CustomerV1, OrderV1
 from connectors.base import Connector, ExternalDocument, ReceivedEvent
 from connectors.errors import NeedsConfiguration, Permanent
 from connectors.registry import register, register_translator, register_webhook
-from connectors.salesforce import mapping
+from connectors.salesforce import mapping, opportunities
 from connectors.salesforce.client import DEFAULT_API_VERSION, SalesforceClient
 from connectors.salesforce.events import PULLED, translate
 from connectors.salesforce.webhooks import SalesforceRelayReceiver
@@ -34,7 +34,8 @@ def soql_changed_since(since: dt.datetime | None, fields: list[str]) -> str:
 
 @register("salesforce")
 class SalesforceConnector(Connector):
-    """CustomerSource and CustomerWriteBack over the Salesforce REST API."""
+    """CustomerSource, CustomerWriteBack, OrderSource and SubscriptionReporter over the
+    Salesforce REST API."""
 
     secret_fields = ("access_token", "webhook_secrets")
     url_fields = ("instance_url",)
@@ -81,6 +82,32 @@ class SalesforceConnector(Connector):
         if record.get(self.erp_id_field) != erp_id:
             self.client.update("Account", external_id, {self.erp_id_field: erp_id})
         return ExternalDocument(external_id=external_id, number=erp_id, state="written")
+
+    def fetch_order(self, external_id: str) -> OrderV1 | None:
+        record = self.client.get("Opportunity", external_id, opportunities.OPPORTUNITY_FIELDS)
+        if record is None:
+            return None
+        lines = list(self.client.query(opportunities.line_items_soql(external_id)))
+        return opportunities.order_from_opportunity(record, lines, system=self.name)
+
+    def _set_fields(self, deal_id: str, values: dict[str, str]) -> ExternalDocument:
+        # Read first: an unchanged value written again would still emit a change event.
+        record = self.client.get("Opportunity", deal_id, ["Id", *values])
+        if record is None:
+            raise Permanent(f"Salesforce Opportunity {deal_id} no longer exists; nothing to report to")
+        changed = {key: value for key, value in values.items() if record.get(key) != value}
+        if changed:
+            self.client.update("Opportunity", deal_id, changed)
+        return ExternalDocument(external_id=deal_id, state="written" if changed else "unchanged")
+
+    def report_subscription(self, deal_id: str, *, subscription_id: str, status: str,
+                            idempotency_key: str) -> ExternalDocument:
+        return self._set_fields(deal_id, {opportunities.SUBSCRIPTION_ID_FIELD: subscription_id,
+                                          opportunities.SUBSCRIPTION_STATUS_FIELD: status})
+
+    def report_amendment(self, deal_id: str, *, outcome: str, detail: str, idempotency_key: str) -> ExternalDocument:
+        return self._set_fields(deal_id, {opportunities.AMENDMENT_STATUS_FIELD: outcome,
+                                          opportunities.AMENDMENT_DETAIL_FIELD: detail[:255]})
 
 
 register_webhook("salesforce", SalesforceRelayReceiver())

@@ -30,6 +30,7 @@ import httpx
 
 from connectors.salesforce.client import DEFAULT_API_VERSION
 from connectors.salesforce.mapping import ACCOUNT_FIELDS, ERP_ID_FIELD, parse_timestamp
+from connectors.salesforce.opportunities import LINE_FIELDS, OPPORTUNITY_FIELDS
 from connectors.salesforce.webhooks import sign
 from connectors.sandbox_server import Fault, FaultQueue, Request, Response, Served
 
@@ -37,6 +38,11 @@ _ALPHABET = string.ascii_letters + string.digits
 _QUERY = re.compile(r"^/services/data/(v[\d.]+)/query/?$")
 _PAGE = re.compile(r"^/services/data/(v[\d.]+)/query/([\w-]+)$")
 _RECORD = re.compile(r"^/services/data/(v[\d.]+)/sobjects/Account/(\w+)$")
+_OPPORTUNITY = re.compile(r"^/services/data/(v[\d.]+)/sobjects/Opportunity/(\w+)$")
+_LINES = re.compile(r"^\s*SELECT\s(.+?)\sFROM\s+OpportunityLineItem\s+WHERE\s+OpportunityId\s*=\s*'(\w+)'", re.I | re.S)
+# Stages the sandbox's sales process has; Closed Won is the won stage (IsWon).
+STAGES = {"Prospecting": (False, False), "Negotiation/Review": (False, False), "Closed Won": (True, True),
+          "Closed Lost": (True, False)}
 _BY_EXTERNAL_ID = re.compile(r"^/services/data/(v[\d.]+)/sobjects/Account/(\w+)/([^/]+)$")
 _SINCE = re.compile(r"LastModifiedDate\s*>=?\s*(\S+)")
 
@@ -66,6 +72,8 @@ class SalesforceSandbox(Served):
         self.page_size = page_size
         self.accounts: dict[str, dict[str, Any]] = {}
         self.change_events: list[dict[str, Any]] = []
+        self.opportunities: dict[str, dict[str, Any]] = {}
+        self.line_items: dict[str, dict[str, Any]] = {}
         self.write_backs: list[tuple[str, str, Any]] = []
         self.requests: list[tuple[str, str]] = []
         self.faults = FaultQueue()
@@ -115,13 +123,56 @@ class SalesforceSandbox(Served):
                 self.change_events.append(event)
             return copy.deepcopy(record)
 
+    # ---------------------------------------------------------------- opportunities
+
+    def opportunity_create(self, account_id: str, name: str, *, lines: list[dict[str, Any]] = (),
+                           stage: str = "Prospecting", emit: bool = True, **fields: Any) -> dict[str, Any]:
+        """An Opportunity with its line items (``{"ProductCode", "Quantity", "Hub_Price_Ref__c"}``)."""
+        with self._lock:
+            unknown = set(fields) - set(OPPORTUNITY_FIELDS)
+            if unknown:
+                raise ValueError(f"unknown Opportunity fields {sorted(unknown)}")
+            record_id = "006" + "".join(self._rng.choice(_ALPHABET) for _ in range(15))
+            modified = self._tick()
+            closed, won = STAGES[stage]
+            record = {name_: None for name_ in OPPORTUNITY_FIELDS}
+            record.update({"CloseDate": dt.date.today().isoformat(), "CurrencyIsoCode": "EUR"}, **fields)
+            record.update(Id=record_id, Name=name, AccountId=account_id, StageName=stage, IsClosed=closed, IsWon=won,
+                          LastModifiedDate=_rest_time(modified))
+            self.opportunities[record_id] = record
+            for line in lines:
+                line_id = "00k" + "".join(self._rng.choice(_ALPHABET) for _ in range(15))
+                self.line_items[line_id] = {**{key: None for key in LINE_FIELDS}, "Name": line.get("ProductCode"),
+                                            **line, "Id": line_id, "OpportunityId": record_id}
+            event = self._change_event("CREATE", record_id, {k: v for k, v in record.items() if v is not None
+                                                             and k != "Id"}, modified, entity="Opportunity")
+            if emit:
+                self.change_events.append(event)
+            return copy.deepcopy(record)
+
+    def opportunity_update(self, record_id: str, *, emit: bool = True, **fields: Any) -> dict[str, Any]:
+        """Change fields (``StageName`` sets IsClosed / IsWon as the sales process says)."""
+        with self._lock:
+            record = self.opportunities[record_id]
+            modified = self._tick()
+            if "StageName" in fields:
+                fields["IsClosed"], fields["IsWon"] = STAGES[fields["StageName"]]
+            record.update(fields, LastModifiedDate=_rest_time(modified))
+            event = self._change_event("UPDATE", record_id, dict(fields), modified, entity="Opportunity")
+            if emit:
+                self.change_events.append(event)
+            return copy.deepcopy(record)
+
+    def opportunity_close_won(self, record_id: str) -> dict[str, Any]:
+        return self.opportunity_update(record_id, StageName="Closed Won")
+
     def _change_event(self, change_type: str, record_id: str, fields: dict[str, Any],
-                      modified: dt.datetime) -> dict[str, Any]:
+                      modified: dt.datetime, *, entity: str = "Account") -> dict[str, Any]:
         self._replay += 1
         payload = {key: value for key, value in fields.items() if key != "LastModifiedDate"}
         payload["LastModifiedDate"] = _cdc_time(modified)
         header = {
-            "entityName": "Account", "recordIds": [record_id], "changeType": change_type,
+            "entityName": entity, "recordIds": [record_id], "changeType": change_type,
             "changeOrigin": "com/salesforce/api/rest/60.0", "transactionKey": str(uuid.uuid4()),
             "sequenceNumber": 1, "commitTimestamp": int(modified.timestamp() * 1000),
             "commitUser": "005xx000001X8UzAAK", "commitNumber": 10714186974 + self._replay,
@@ -129,7 +180,7 @@ class SalesforceSandbox(Served):
         if change_type == "UPDATE":
             header["changedFields"] = sorted(payload)
         return {"data": {"schema": "sandbox-schema", "payload": {"ChangeEventHeader": header, **payload},
-                         "event": {"replayId": self._replay}}, "channel": "/data/AccountChangeEvent"}
+                         "event": {"replayId": self._replay}}, "channel": f"/data/{entity}ChangeEvent"}
 
     def last_event(self, record_id: str) -> dict[str, Any]:
         return next(e for e in reversed(self.change_events)
@@ -182,6 +233,11 @@ class SalesforceSandbox(Served):
                     return self._get(match.group(2), request.query.get("fields"))
                 if request.method == "PATCH":
                     return self._patch(match.group(2), request.json())
+            if match := _OPPORTUNITY.match(request.path):
+                if request.method == "GET":
+                    return self._get_opportunity(match.group(2), request.query.get("fields"))
+                if request.method == "PATCH":
+                    return self._patch_opportunity(match.group(2), request.json())
             if request.method == "GET" and (match := _BY_EXTERNAL_ID.match(request.path)):
                 return self._get_by_external_id(match.group(2), match.group(3), request.query.get("fields"))
             return _error(404, "NOT_FOUND", "The requested resource does not exist")
@@ -193,6 +249,8 @@ class SalesforceSandbox(Served):
                 **shown}
 
     def _query(self, soql: str, base: str) -> Response:
+        if match := _LINES.match(soql):
+            return self._query_lines(match, base)
         if not re.match(r"^\s*SELECT\s.+\sFROM\s+Account\b", soql, re.I | re.S):
             return _error(400, "MALFORMED_QUERY", f"unsupported query: {soql[:80]}")
         fields = [f.strip() for f in re.match(r"^\s*SELECT\s(.+?)\sFROM", soql, re.I | re.S).group(1).split(",")]
@@ -207,6 +265,43 @@ class SalesforceSandbox(Served):
         cursor = "01g" + uuid.uuid4().hex[:15]
         self._cursors[cursor] = rendered
         return self._page(cursor, base, total=len(rendered))
+
+    def _query_lines(self, match: re.Match, base: str) -> Response:
+        fields = [f.strip() for f in match.group(1).split(",")]
+        if unknown := [f for f in fields if f not in LINE_FIELDS]:
+            return _error(400, "INVALID_FIELD", f"No such column '{unknown[0]}' on entity 'OpportunityLineItem'")
+        found = sorted((line for line in self.line_items.values() if line["OpportunityId"] == match.group(2)),
+                       key=lambda line: line["Id"])
+        rendered = [{"attributes": {"type": "OpportunityLineItem",
+                                    "url": f"/services/data/{DEFAULT_API_VERSION}/sobjects/OpportunityLineItem/{line['Id']}"},
+                     **{key: line.get(key) for key in fields}} for line in found]
+        cursor = "01g" + uuid.uuid4().hex[:15]
+        self._cursors[cursor] = rendered
+        return self._page(cursor, base, total=len(rendered))
+
+    def _get_opportunity(self, record_id: str, fields: str | None) -> Response:
+        record = self.opportunities.get(record_id)
+        if record is None:
+            return _error(404, "NOT_FOUND", "The requested resource does not exist")
+        wanted = [f for f in (fields or "").split(",") if f] or OPPORTUNITY_FIELDS
+        if unknown := [f for f in wanted if f not in OPPORTUNITY_FIELDS]:
+            return _error(400, "INVALID_FIELD", f"No such column '{unknown[0]}' on entity 'Opportunity'")
+        return Response(200, {"attributes": {"type": "Opportunity",
+                                             "url": f"/services/data/{DEFAULT_API_VERSION}/sobjects/Opportunity/{record_id}"},
+                              **{key: record.get(key) for key in wanted}})
+
+    def _patch_opportunity(self, record_id: str, values: Any) -> Response:
+        if record_id not in self.opportunities:
+            return _error(404, "NOT_FOUND", "The requested resource does not exist")
+        if not isinstance(values, dict):
+            return _error(400, "JSON_PARSER_ERROR", "expected an object")
+        readonly = {"Id", "LastModifiedDate", "IsClosed", "IsWon"}
+        if unknown := [f for f in values if f not in OPPORTUNITY_FIELDS or f in readonly]:
+            return _error(400, "INVALID_FIELD", f"No such column '{unknown[0]}' on sobject of type Opportunity")
+        for key, value in values.items():
+            self.write_backs.append((record_id, key, value))
+        self.opportunity_update(record_id, **values)
+        return Response(204)
 
     def _page(self, cursor: str, base: str, total: int | None = None) -> Response:
         remaining = self._cursors.pop(cursor.split("-")[0], None)

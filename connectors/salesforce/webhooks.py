@@ -32,6 +32,9 @@ TIMESTAMP_HEADER = "X-Hub-Relay-Timestamp"
 SIGNATURE_HEADER = "X-Hub-Relay-Signature"
 TOLERANCE = 300
 MAX_BATCH = 200
+# The business object a change event is about, by sObject (the relay subscribes to
+# /data/AccountChangeEvent and /data/OpportunityChangeEvent).
+_SUBJECTS = {"Account": "customer", "Opportunity": "order"}
 
 
 def compute_signature(body: bytes, secret: str, timestamp: int) -> str:
@@ -108,7 +111,7 @@ def _events_of(envelope: Any, index: int) -> list[ReceivedEvent]:
         events.append(ReceivedEvent(
             external_id=external_id,
             type=f"{entity}.{change_type}",
-            subject=f"customer:{record_id}",
+            subject=f"{_SUBJECTS.get(entity, 'customer')}:{record_id}",
             payload={"recordId": record_id, "header": dict(header),
                      "fields": {k: v for k, v in payload.items() if k != "ChangeEventHeader"},
                      "replayId": (envelope.get("data", {}).get("event") or {}).get("replayId")},

@@ -103,7 +103,7 @@ class StripeCatalog:
                 return self._price_update(price, params)
             return Response(200, self._render_price(price, expand_tiers="tiers" in _values(request, "expand")))
         if path == "/v1/subscriptions" and method == "GET":
-            return self._list(request, self.subscriptions, {"price", "status", "limit", "starting_after"})
+            return self._list(request, self.subscriptions, {"price", "status", "customer", "limit", "starting_after"})
         return None
 
     # ------------------------------------------------------------ products
@@ -290,6 +290,8 @@ class StripeCatalog:
         elif store is self.products and "active" in query:
             found = [p for p in found if p["active"] == _bool(query["active"])]
         elif store is self.subscriptions:
+            if "customer" in query:
+                found = [s for s in found if s.get("customer") == query["customer"]]
             if "price" in query:
                 found = [s for s in found if any(i["price"]["id"] == query["price"] for i in s["items"]["data"])]
             status = query.get("status", "active")

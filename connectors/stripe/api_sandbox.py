@@ -13,7 +13,8 @@ Real Stripe search lags writes by up to a minute; the sandbox does not. Paramete
 the sandbox does not model are refused as unknown, so a test cannot rely on them.
 
 Products, prices and the subscriptions list: ``connectors/stripe/api_catalog.py``
-(``self.catalog``). Billing meters, meter events (v1 and the v2 stream) and meter event summaries:
+(``self.catalog``). Subscriptions, their items, proration and invoices:
+``connectors/stripe/api_subscriptions.py`` (``self.billing``). Billing meters, meter events (v1 and the v2 stream) and meter event summaries:
 ``connectors/stripe/meters_sandbox.py`` (``self.meters``).
 """
 
@@ -25,6 +26,7 @@ from typing import Any
 
 from connectors.sandbox_server import Fault, FaultQueue, Request, Response, Served
 from connectors.stripe.api_catalog import StripeCatalog
+from connectors.stripe.api_subscriptions import StripeSubscriptions
 from connectors.stripe.meters_sandbox import MeterStore
 from connectors.stripe.sandbox import StripeSandbox
 
@@ -93,6 +95,7 @@ class StripeApiSandbox(Served):
         self._lock = threading.RLock()
         self.meters = MeterStore(self.customers)
         self.catalog = StripeCatalog(self.objects, meters=self.meters.meters)  # products, prices (api_catalog.py)
+        self.billing = StripeSubscriptions(self)  # subscriptions, proration, their invoices (api_subscriptions.py)
 
     def connection_config(self) -> dict[str, Any]:
         return {"api_base": self.url}
@@ -170,6 +173,8 @@ class StripeApiSandbox(Served):
                     merged = {**customer["metadata"], **params["metadata"]}
                     customer["metadata"] = {k: v for k, v in merged.items() if v != ""}
             return Response(200, customer)
+        if (answer := self.billing.route(request, params)) is not None:
+            return answer
         if (answer := self.catalog.route(request, params)) is not None:
             return answer
         return _error(404, "invalid_request_error", f"Unrecognized request URL ({request.method}: {request.path})")

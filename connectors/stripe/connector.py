@@ -8,11 +8,11 @@ from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
-from canonical.contracts import CustomerV1, PriceV1, ProductV1
-from connectors.base import Connector, ExternalDocument, MeterEvent, TargetProduct
+from canonical.contracts import CustomerV1, PriceV1, ProductV1, SubscriptionV1
+from connectors.base import Connector, ExternalDocument, MeterEvent, SubscriptionChange, TargetProduct
 from connectors.errors import NeedsConfiguration, Permanent
 from connectors.registry import register, register_translator, register_webhook
-from connectors.stripe import catalog
+from connectors.stripe import catalog, subscriptions
 from connectors.stripe.client import API_BASE, METER_EVENTS_BASE, MeterSessionExpired, StripeApiClient
 from connectors.stripe.events import translate
 from connectors.stripe.webhooks import StripeWebhookReceiver
@@ -24,6 +24,7 @@ HANDLED_EVENT_TYPES: frozenset[str] = frozenset(
         "invoice_payment.paid", "credit_note.created", "credit_note.updated", "credit_note.voided",
         "refund.created", "refund.updated", "refund.failed", "charge.refunded", "charge.dispute.closed",
         "customer.created", "customer.updated",
+        "customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted",
     }
 )
 
@@ -76,6 +77,45 @@ class StripeConnector(Connector):
             path, what = "/v1/customers", "create customer"
         found = self.client.request("POST", path, params=params, idempotency_key=idempotency_key, what=what)
         return ExternalDocument(external_id=found["id"], state="active")
+
+    # ------------------------------------------------------------ subscriptions (SubscriptionBilling)
+
+    def create_subscription(self, subscription: SubscriptionV1, *, customer: str,
+                            idempotency_key: str) -> ExternalDocument:
+        params = subscriptions.create_params(subscription, customer=customer)
+        created = self.client.request("POST", "/v1/subscriptions", params=params, idempotency_key=idempotency_key,
+                                      what=f"create subscription {subscription.canonical_id}")
+        return subscriptions.document(created)
+
+    def find_subscription(self, subscription: SubscriptionV1, *, customer: str) -> ExternalDocument | None:
+        if subscription.billing is not None:
+            found = self._get(f"/v1/subscriptions/{subscription.billing.external_id}", "read subscription")
+            return None if found is None else subscriptions.document(found)
+        for found in self._all("/v1/subscriptions", "list subscriptions", customer=customer, status="all"):
+            if (found.get("metadata") or {}).get("hub_subscription") == str(subscription.canonical_id):
+                return subscriptions.document(found)
+        return None
+
+    def amend_subscription(self, billing_id: str, change: SubscriptionChange, *,
+                           idempotency_key: str) -> ExternalDocument:
+        current = self._get(f"/v1/subscriptions/{billing_id}", f"read subscription {billing_id}")
+        if current is None:
+            raise Permanent(f"Stripe has no subscription {billing_id}")
+        if change.cancel == "now":
+            done = self.client.request("DELETE", f"/v1/subscriptions/{billing_id}", idempotency_key=idempotency_key,
+                                       what=f"cancel subscription {billing_id}")
+            return subscriptions.document(done)
+        before = current.get("latest_invoice")
+        params = subscriptions.amend_params(current, change)
+        done = self.client.request("POST", f"/v1/subscriptions/{billing_id}", params=params,
+                                   idempotency_key=idempotency_key, what=f"update subscription {billing_id}")
+        answer = subscriptions.document(done)
+        invoice = done.get("latest_invoice")
+        related = {**answer.related, "invoice": str(invoice) if invoice and invoice != before else ""}
+        return ExternalDocument(external_id=answer.external_id, state=answer.state, related=related)
+
+    def fetch_invoice(self, invoice_id: str) -> dict[str, Any] | None:
+        return self._get(f"/v1/invoices/{invoice_id}", f"read invoice {invoice_id}")
 
     # ------------------------------------------------------------ catalog (ProductSink, PriceSink)
 

@@ -31,6 +31,7 @@ from connectors.stripe.mapping import (
     invoice_payment_from_stripe,
     payments_from_stripe_invoice,
 )
+from connectors.stripe.subscriptions import subscription_changed
 
 # Dispute outcomes that leave the books as they were: the funds came back (won) or
 # were never withdrawn (warning_closed: an inquiry that did not become a dispute).
@@ -43,6 +44,8 @@ def translate(event_type: str, payload: Mapping[str, Any], *, system: str = SYST
     ``Ignored`` (acknowledged and recorded, never processed)."""
     obj = payload.get("data", {}).get("object", {})
     match event_type:
+        case "customer.subscription.created" | "customer.subscription.updated" | "customer.subscription.deleted":
+            return [subscription_changed(obj, system=system, created=int(payload.get("created") or 0))]
         case "invoice.finalized":
             return [InvoiceIssued(invoice_from_stripe(obj, system=system))]
         case "invoice.paid":

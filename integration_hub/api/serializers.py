@@ -334,3 +334,10 @@ class InventoryFlowSerializer(serializers.Serializer):
     system_of_record = InventoryRuleSerializer(many=True)
     policy_in_force = serializers.CharField(allow_blank=True)
     last_30_days = InventoryWindowSerializer()
+
+
+class SubscriptionDetailSerializer(serializers.Serializer):
+    subscription = serializers.JSONField(help_text="The SubscriptionV1 contract")
+    order = serializers.JSONField(allow_null=True)
+    history = serializers.ListField(child=serializers.DictField(), help_text="The order, then each amendment and its steps")
+    deliveries = serializers.ListField(child=serializers.DictField())

@@ -22,6 +22,7 @@ urlpatterns = [
     path("rates/load/", rates.rates_load_view, name="rates-load"),
     path("syncs/<int:run_id>/", views.sync_detail, name="sync-detail"),
     path("customers/<int:customer_id>/", views.customer_detail_view, name="customer-detail"),
+    path("subscriptions/<int:subscription_id>/", views.subscription_detail_view, name="subscription-detail"),
     path("inventory/", views.inventory_list, name="inventory"),
     path("usage/batches/", usage.batches, name="usage-batches"),
     path("usage/batches/<int:batch_id>/", usage.batch_detail, name="usage-batch-detail"),

@@ -38,6 +38,7 @@ from integration_hub.api.serializers import (
     ExceptionRecordSerializer,
     InventoryFlowSerializer,
     ReplaySerializer,
+    SubscriptionDetailSerializer,
     SyncRunSerializer,
     TransactionTraceSerializer,
 )
@@ -49,7 +50,7 @@ from integration_hub.runtime import services
 from integration_hub.runtime.governor import governor_status
 from integration_hub.runtime.models import ExceptionRecord
 from integration_hub.workflows.models import SyncRun
-from integration_hub.workflows.selectors import customer_detail, sync_run_detail
+from integration_hub.workflows.selectors import customer_detail, subscription_detail, sync_run_detail
 from integration_hub.workflows.services import PULL_RUN_TASK, sync_run_create
 
 NOT_FOUND = {"error": "not_found", "detail": "no such business transaction"}
@@ -275,3 +276,17 @@ def customer_detail_view(request: Request, customer_id: int) -> Response:
     if detail is None:
         return Response({"error": "not_found", "detail": "no such customer"}, status=404)
     return Response(CustomerDetailSerializer(detail).data)
+
+
+@extend_schema(responses={200: SubscriptionDetailSerializer, 404: ErrorSerializer})
+@api_view(["GET"])
+def subscription_detail_view(request: Request, subscription_id: int) -> Response:
+    """The canonical subscription (SubscriptionV1), the order it came from and its
+    history: each amendment with its saga's steps, and the deliveries that carried
+    them out. For the team that owns subscription data."""
+    if not (request.user.has_perm("canonical.view_subscription") and access.owns_kind(request.user, "subscription")):
+        return Response({"error": "not_found", "detail": "no such subscription"}, status=404)
+    detail = subscription_detail(subscription_id)
+    if detail is None:
+        return Response({"error": "not_found", "detail": "no such subscription"}, status=404)
+    return Response(SubscriptionDetailSerializer(detail).data)

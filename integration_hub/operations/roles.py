@@ -25,6 +25,8 @@ VIEW_RUNTIME = (
 VIEW_CANONICAL = ("canonical.view_customer", "canonical.view_invoice", "canonical.view_payment",
                   "canonical.view_legalentity", "canonical.view_crossreference",
                   "canonical.view_productversion", "canonical.view_priceversion",
+                  "canonical.view_order", "canonical.view_orderline", "canonical.view_subscription",
+                  "canonical.view_subscriptionitem", "canonical.view_amendment", "canonical.view_amendmentstep",
                   "usage.view_usagebatch", "usage.view_usageperiod", "usage.view_checkpoint")
 # Posting policies: finance edits drafts (rules, tax mappings, regions) and reads what
 # they decided; approving is a separate role (the four-eyes principle).

@@ -3,7 +3,7 @@ from importlib import import_module
 from django.apps import AppConfig
 
 WORKFLOW_MODULES = ("customer_sync", "invoice_posting", "customer_onboarding", "usage_aggregation", "catalog",
-                    "exchange_rates")
+                    "exchange_rates", "quote_to_cash", "subscription_amendments")
 
 
 class WorkflowsConfig(AppConfig):

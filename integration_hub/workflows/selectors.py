@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from canonical.models import CrossReference, Customer
+from django.db.models import Q
+
+from canonical.models import CrossReference, Customer, Subscription
+from canonical.selectors import subscription_contract, subscription_history
 from integration_hub.runtime.models import Delivery
 from integration_hub.workflows.customer_onboarding import UPSERT, WRITE_BACK
 from integration_hub.workflows.models import SyncRun
@@ -63,3 +66,31 @@ def sync_run_detail(run: SyncRun) -> dict[str, Any]:
     return {"id": run.pk, "kind": run.kind, "trigger": run.trigger, "status": run.status, "counts": run.counts,
             "error": run.error, "created_at": run.created_at, "started_at": run.started_at,
             "finished_at": run.finished_at}
+
+
+def subscription_detail(subscription_id: int) -> dict[str, Any] | None:
+    """A subscription as the API shows it: its contract, its order, its history and
+    the deliveries of its sagas (create in billing, amendments, reports to the CRM)."""
+    subscription = Subscription.objects.filter(pk=subscription_id).select_related("order").first()
+    if subscription is None:
+        return None
+    amendment_ids = list(subscription.amendments.values_list("pk", flat=True))
+    deliveries = Delivery.objects.filter(
+        Q(object_type="subscription", object_id=subscription.pk)
+        | Q(object_type="amendment", object_id__in=amendment_ids)
+    ).select_related("connection").order_by("created_at", "pk")
+    order = subscription.order
+    return {
+        "subscription": subscription_contract(subscription).model_dump(mode="json"),
+        "order": None if order is None else {
+            "id": order.pk, "source": f"{order.source_system}:{order.source_id}", "status": order.status,
+            "closed_on": order.closed_on.isoformat(),
+        },
+        "history": subscription_history(subscription),
+        "deliveries": [
+            {"id": d.pk, "action": d.action, "target": d.connection.name, "object_type": d.object_type,
+             "object_id": d.object_id, "status": d.status, "idempotency_key": d.idempotency_key,
+             "attempts": d.attempts, "external_id": d.external_id, "last_error": d.last_error}
+            for d in deliveries
+        ],
+    }

@@ -172,3 +172,21 @@ def test_injected_faults_reach_the_sdk_as_its_error_classes(sf, org, status, cod
         sf.query("SELECT Id FROM Account")
     assert raised.value.status == status and raised.value.content[0]["errorCode"] == code
     assert sf.query("SELECT Id FROM Account")["done"] is True  # the fault was one answer only
+
+
+def test_opportunities_and_their_line_items(sf, org):
+    account = org.account_create("Acme GmbH")
+    won = org.opportunity_create(account["Id"], "Acme – Pro", lines=[
+        {"ProductCode": "PRO", "Quantity": 5, "Hub_Price_Ref__c": "pro-monthly-eur"}])
+    record = sf.Opportunity.get(won["Id"])
+    assert (record["AccountId"], record["StageName"], record["IsWon"]) == (account["Id"], "Prospecting", False)
+    assert sf.Opportunity.update(won["Id"], {"StageName": "Closed Won"}) == 204
+    assert org.opportunities[won["Id"]]["IsWon"] is True
+    assert org.last_event(won["Id"])["channel"] == "/data/OpportunityChangeEvent"
+    lines = sf.query(f"SELECT Id, Quantity, ProductCode, Hub_Price_Ref__c FROM OpportunityLineItem "
+                     f"WHERE OpportunityId = '{won['Id']}' ORDER BY Id")
+    assert [(r["ProductCode"], r["Quantity"]) for r in lines["records"]] == [("PRO", 5)]
+    with pytest.raises(SalesforceMalformedRequest):
+        sf.Opportunity.update(won["Id"], {"IsWon": False})
+    with pytest.raises(SalesforceResourceNotFound):
+        sf.Opportunity.get("006000000000000AAA")

@@ -105,7 +105,7 @@ def test_a_wrong_api_key_is_an_authentication_error(sandbox):
 
 def test_an_endpoint_the_sandbox_does_not_serve_is_refused_not_faked(sandbox):
     with pytest.raises(stripe.InvalidRequestError, match="Unrecognized request URL") as raised:
-        sdk(sandbox).v1.invoices.retrieve("in_1")
+        sdk(sandbox).v1.charges.retrieve("ch_1")
     assert raised.value.http_status == 404
 
 

@@ -35,6 +35,7 @@ from connectors.stripe.sandbox import StripeSandbox
 from connectors.tryton.client import TrytonClient
 from connectors.tryton.server import TrytonServer, TrytonServerError
 from integration_hub.operations.demo import adjustments_scenario_build, crm_scenario_build, scenario_build
+from integration_hub.operations.demo_quote_to_cash import quote_to_cash_demo
 from integration_hub.runtime.models import Delivery, ExceptionRecord, InboundEvent
 
 LEGAL_ENTITIES = [("US", "Acme US Inc.", "USD", "US"), ("EU", "Acme Europe GmbH", "EUR", "DE"),
@@ -89,6 +90,7 @@ class Command(BaseCommand):
             self.report_crm(tryton)
             self.catalog_scenario(tryton, timeout)
             self.policy_scenario(tryton, web_url, timeout)
+            quote_to_cash_demo(self, tryton, web_url, timeout)
             self.report_console(web_url)
             self.step("Done")
             if keep_running:
