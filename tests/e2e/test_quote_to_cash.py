@@ -26,7 +26,8 @@ def hub(celery_worker_process, tryton_server, legal_entities, salesforce_org, st
     connection_upsert(name="stripe", vendor="stripe", role="billing", config=stripe_api.connection_config(),
                       credentials={"api_key": stripe_api.api_key, "webhook_secrets": [WEBHOOK_SECRET]})
     suffix = uuid.uuid4().hex[:6]  # the Tryton server lives for the session
-    return {name: release_price(stripe_api, f"{name}-{suffix}", f"{name.upper()}-{suffix}", amount)[0]
+    return {name: release_price(stripe_api, f"{name}-{suffix}", f"{name.upper()}-{suffix}", amount,
+                                erp="tryton")[0]
             for name, amount in (("pro", 10_000), ("team", 30_000), ("starter", 3_000))}
 
 

@@ -67,8 +67,8 @@ def test_worker_killed_after_billing_applied_an_amendment_before_the_erp_step(st
                       credentials={"api_key": billing.api_key, "webhook_secrets": [WEBHOOK_SECRET]})
     connection_upsert(name="salesforce", vendor="salesforce", role="crm", config=crm.connection_config(),
                       credentials=crm.credentials())
-    pro, pro_price = release_price(billing, f"pro-{stack.name[:8]}", f"PRO-{time.time_ns()}", 10_000)
-    team, team_price = release_price(billing, f"team-{stack.name[:8]}", f"TEAM-{time.time_ns()}", 30_000)
+    pro, pro_price = release_price(billing, f"pro-{stack.name[:8]}", f"PRO-{time.time_ns()}", 10_000, erp="tryton")
+    team, team_price = release_price(billing, f"team-{stack.name[:8]}", f"TEAM-{time.time_ns()}", 30_000, erp="tryton")
     # A subscription sold earlier: 5 Pro seats, half of its period gone.
     account = crm.account_create("Globex GmbH", emit=False, BillingCountry="DE", CurrencyIsoCode="EUR")
     won = crm.opportunity_create(account["Id"], "Globex – Pro", stage="Closed Won", emit=False)

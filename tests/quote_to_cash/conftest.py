@@ -20,12 +20,26 @@ class Catalog:
     stripe: dict  # platform price id -> Stripe price id
 
 
-def release_price(stripe_api, ref: str, sku: str, amount: int, *, currency: str = "EUR", interval: str = "month"):
-    """A released price version of ``sku`` and its Stripe price, bound as the release does."""
-    from canonical.models import CatalogVersion, Price, PriceVersion, Product
+def release_price(stripe_api, ref: str, sku: str, amount: int, *, currency: str = "EUR", interval: str = "month",
+                  erp: str = "erp"):
+    """A released price version of ``sku`` and its Stripe price, bound as the release does;
+    its product released to the ERP connection ``erp`` too (created in Tryton when that
+    connection is a Tryton one), since invoice lines on a catalog price post against it."""
+    from canonical.contracts import ProductV1, SourceRef
+    from canonical.models import CatalogVersion, CrossReference, Price, PriceVersion, Product
     from canonical.services import xref_bind
+    from connectors.models import Connection
+    from connectors.services import connector_for
 
     product, _ = Product.objects.get_or_create(sku=sku, defaults={"name": sku.title()})
+    if not CrossReference.objects.filter(system=erp, object_type="product", canonical_id=product.pk).exists():
+        target = Connection.objects.filter(name=erp, vendor="tryton").first()
+        external_id = f"erp-{sku}"
+        if target is not None:
+            contract = ProductV1(source=SourceRef(system="platform", external_id=sku), sku=sku,
+                                 display_name=sku.title())
+            external_id = connector_for(target).upsert_product(contract, idempotency_key=f"test:{sku}").external_id
+        xref_bind(system=erp, object_type="product", canonical_id=product.pk, external_id=external_id)
     price = Price.objects.create(product=product, currency=currency, source_system="platform", source_id=ref)
     number = 1
     version = PriceVersion.objects.create(
