@@ -244,7 +244,33 @@ class ReconciliationRunAdmin(admin.ModelAdmin):
         return False
 
 
-class OrderLineInline(admin.TabularInline):
+class MirrorAdmin(admin.ModelAdmin):
+    """Orders, subscriptions and amendments mirror the CRM and billing: they change
+    through their workflows (a CRM amendment, a billing webhook, a replay), never by
+    hand here, so the admin shows them read-only."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class MirrorInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class OrderLineInline(MirrorInline):
     model = OrderLine
     extra = 0
     fields = ("position", "source_line_id", "sku", "price_ref", "price_version", "quantity")
@@ -252,7 +278,7 @@ class OrderLineInline(admin.TabularInline):
 
 
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):
+class OrderAdmin(MirrorAdmin):
     list_display = ("id", "name", "source_system", "source_id", "customer", "status", "closed_on", "created_at")
     list_filter = ("status", "source_system")
     search_fields = ("source_id", "name")
@@ -260,13 +286,13 @@ class OrderAdmin(admin.ModelAdmin):
     inlines = [OrderLineInline]
 
 
-class SubscriptionItemInline(admin.TabularInline):
+class SubscriptionItemInline(MirrorInline):
     model = SubscriptionItem
     extra = 0
     readonly_fields = ("price_version", "quantity", "billing_item_id")
 
 
-class AmendmentInline(admin.TabularInline):
+class AmendmentInline(MirrorInline):
     model = Amendment
     extra = 0
     fields = ("sequence", "kind", "status", "reason", "invoice_ref", "source_id", "created_at")
@@ -275,7 +301,7 @@ class AmendmentInline(admin.TabularInline):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(admin.ModelAdmin):
+class SubscriptionAdmin(MirrorAdmin):
     list_display = ("id", "customer", "status", "billing_id", "crm_id", "current_period_end",
                     "cancel_at_period_end", "updated_at")
     list_filter = ("status", "cancel_at_period_end")
@@ -284,7 +310,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
     inlines = [SubscriptionItemInline, AmendmentInline]
 
 
-class AmendmentStepInline(admin.TabularInline):
+class AmendmentStepInline(MirrorInline):
     model = AmendmentStep
     extra = 0
     fields = ("name", "state", "idempotency_key", "delivery_id", "started_at", "finished_at", "detail")
@@ -293,7 +319,7 @@ class AmendmentStepInline(admin.TabularInline):
 
 
 @admin.register(Amendment)
-class AmendmentAdmin(admin.ModelAdmin):
+class AmendmentAdmin(MirrorAdmin):
     """Each saga with its steps (state, timestamps, idempotency key)."""
 
     list_display = ("id", "subscription", "sequence", "kind", "status", "source_system", "source_id", "updated_at")

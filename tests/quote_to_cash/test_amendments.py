@@ -256,6 +256,12 @@ def test_the_saga_steps_show_in_the_admin_and_in_the_transaction_trace(
         assert step.idempotency_key in page.content.decode()
     assert admin_client.get(f"/admin/canonical/subscription/{subscription.pk}/change/").status_code == 200
     assert admin_client.get("/admin/canonical/order/").status_code == 200
+    # They mirror the CRM and billing: shown, never edited or added by hand.
+    assert admin_client.get("/admin/canonical/subscription/add/").status_code == 403
+    before = subscription.status
+    admin_client.post(f"/admin/canonical/subscription/{subscription.pk}/change/", {"status": "canceled"})
+    subscription.refresh_from_db()
+    assert subscription.status == before
 
     trace = api.get(f"/api/transactions/{amendment.transaction_id}/").json()
     assert "amendment" in str(trace) and amendment.steps.get(name="apply").idempotency_key in str(trace)
