@@ -114,8 +114,9 @@ def record_parse(line: int, fields: Mapping[str, Any], raw: str) -> Record | Rej
     event_id = values.get("id", "").strip()
     if not event_id:
         return Rejected(line, "missing_id", raw)
-    if "\x00" in raw:
-        return Rejected(line, "nul_byte", raw.replace("\x00", "\\0"), event_id[:MAX_TEXT])
+    # A NUL written out in the file, or decoded from JSON's "\u0000" (PostgreSQL text refuses both).
+    if "\x00" in raw or any("\x00" in text for pair in values.items() for text in pair):
+        return Rejected(line, "nul_byte", raw.replace("\x00", "\\0"), event_id.replace("\x00", "")[:MAX_TEXT])
     if "\ufffd" in raw:
         return Rejected(line, "invalid_utf8", raw, event_id[:MAX_TEXT])
     if len(event_id) > MAX_TEXT:

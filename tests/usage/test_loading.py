@@ -104,6 +104,22 @@ def test_gzip_json_lines_epoch_seconds_and_offsets(load, known):
     assert str(UsageRecord.objects.get(event_id="j2").occurred_at) == "2025-01-15 10:00:00+00:00"
 
 
+def test_a_json_escaped_nul_is_rejected_like_a_raw_one(load, known):
+    """JSON's "\\u0000" decodes to a NUL, which PostgreSQL text cannot hold: the row is
+    rejected as nul_byte, in a value or in a dimension's name, and the rest loads."""
+    known("sub_1")
+    body = "\n".join([
+        '{"id": "n1", "subscription": "sub_1", "metric": "gb\\u0000", "quantity": "1", "timestamp": 1736935200}',
+        '{"id": "n2", "subscription": "sub_1", "metric": "gb", "quantity": "1", "timestamp": 1736935200, '
+        '"re\\u0000gion": "eu"}',
+        '{"id": "n3", "subscription": "sub_1", "metric": "gb", "quantity": "1", "timestamp": 1736935200}',
+    ]).encode()
+    batch = load(body, filename="usage.jsonl")
+    assert (batch.read, batch.loaded, batch.rejected) == (3, 1, 2)
+    assert list(batch.rejects.values_list("line", "reason")) == [(1, "nul_byte"), (2, "nul_byte")]
+    assert list(UsageRecord.objects.values_list("event_id", flat=True)) == ["n3"]
+
+
 def test_usage_for_an_unknown_subscription_is_held_and_matched_when_it_arrives(load, known):
     from integration_hub.usage.services import subscriptions_match
 
