@@ -91,7 +91,8 @@ def _versions(legal_entities, admin_user, base, count):
 def test_documents_decided_while_versions_are_approved_each_follow_exactly_one_version(
     germany, legal_entities, admin_user, sandbox, sent_tasks
 ):
-    assert connection.vendor == "postgresql", "the race is only real on PostgreSQL"
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite serializes writers; the race needs a server database (CI runs PostgreSQL)")
     drafts = _versions(legal_entities, admin_user, germany, 4)
     customer = sandbox.customer("Max", "m@x.de", country="DE")
     events = [sandbox.event("invoice.finalized", sandbox.finalize(sandbox.invoice(
@@ -146,7 +147,8 @@ def test_documents_decided_while_versions_are_approved_each_follow_exactly_one_v
 
 
 def test_an_edit_and_an_approval_of_one_draft_never_interleave(germany, legal_entities, admin_user):
-    assert connection.vendor == "postgresql", "row locks are only real on PostgreSQL"
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has no row locks; the race needs a server database (CI runs PostgreSQL)")
     draft = policy_version_draft(base=germany, note="services")
     locked, errors = threading.Event(), []
 
