@@ -39,10 +39,12 @@ BENCH_DIR = Path(__file__).resolve().parent
 PYTHON = sys.executable
 PG = os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/5")
-QUEUE = "hub-bench"
+# Database names and the queue start with this, so two runs on one machine can keep apart.
+NAMESPACE = os.environ.get("BENCH_NAMESPACE", "bench")
+QUEUE = f"hub-{NAMESPACE}"
 WEBHOOK_SECRET = "whsec_bench_0123456789abcdef"
 SLOW_ERP_PREFIX = "bench:slow-erp"
-TEMPLATE_DB = "bench_template"
+TEMPLATE_DB = f"{NAMESPACE}_template"
 ENCRYPTION_KEY = "mT0d8tqH8Y2t7kq4V2b0v5lS3aQ9cX1eR6uY4iO0pWk="  # bench only: a fixed Fernet key
 
 
@@ -381,7 +383,7 @@ class Suite:
 
         plan = self.plan
         log("webhook ingest: gunicorn, 2 sync workers; hub = /api/webhooks/stripe/, baseline = bare DRF insert")
-        db_clone("bench_ingest")
+        db_clone(f"{NAMESPACE}_ingest")
         sandbox = StripeSandbox(WEBHOOK_SECRET, seed=self.next_seed())
         customers = [sandbox.customer(f"Customer {i}", f"c{i}@example.com") for i in range(50)]
 
@@ -396,7 +398,7 @@ class Suite:
             return built
 
         web_rss = {"hub": [], "baseline": []}
-        with gunicorn("bench_ingest", self.logdir) as (server, port):
+        with gunicorn(f"{NAMESPACE}_ingest", self.logdir) as (server, port):
             for path, signed in (("/bench/baseline/", False), ("/api/webhooks/stripe/", True)):
                 warm = run_load(port, requests(port, path, 40, signed), connections=4, duration=10)
                 if warm.errors:
@@ -429,7 +431,7 @@ class Suite:
                             higher_is_better=False)
         self.extra["web_rss"] = web_rss
         queue_purge()
-        db_drop("bench_ingest")
+        db_drop(f"{NAMESPACE}_ingest")
 
     # -- pipeline --------------------------------------------------------------
 
@@ -513,7 +515,7 @@ class Suite:
             return result["rate"]
 
         def hub(i: int) -> float:
-            result = self.hub_pipeline("bench_pipeline", plan.pipeline_events,
+            result = self.hub_pipeline(f"{NAMESPACE}_pipeline", plan.pipeline_events,
                                        concurrency=plan.worker_concurrency, tag=f"pipe{i}")
             runs["hub"].append(result)
             log(f"  hub      : {result['rate']:7.1f} events/s ({result['elapsed']:.1f} s; fed at"
@@ -526,7 +528,7 @@ class Suite:
                     unit="/s", hub=hub_rates, baseline=base_rates, goal="ratio ≥ 0.3", met=ratio >= 0.3,
                     note="hub: events from inbox to posted (2 tasks each); baseline: no-op tasks")
         self.extra["pipeline_runs"] = runs
-        db_drop("bench_pipeline")
+        db_drop(f"{NAMESPACE}_pipeline")
 
     # -- slow ERP --------------------------------------------------------------
 
@@ -567,12 +569,12 @@ class Suite:
 
         def hub(i: int) -> float:
             counters.reset()
-            db_clone("bench_slow")
-            policy = child("slow_erp_setup", "bench_slow", "--latency-ms", str(latency), "--cap", str(cap),
+            db_clone(f"{NAMESPACE}_slow")
+            policy = child("slow_erp_setup", f"{NAMESPACE}_slow", "--latency-ms", str(latency), "--cap", str(cap),
                            capture=True).strip()
-            result = self.hub_pipeline("bench_slow", plan.slow_docs, concurrency=plan.slow_worker_concurrency,
+            result = self.hub_pipeline(f"{NAMESPACE}_slow", plan.slow_docs, concurrency=plan.slow_worker_concurrency,
                                        tag=f"slow{i}", fresh=False, timeout=300)
-            with pg("bench_slow") as conn:
+            with pg(f"{NAMESPACE}_slow") as conn:
                 first, last, refused_attempts = conn.execute(
                     "SELECT min(started_at) FILTER (WHERE outcome = 'posted' OR outcome = 'rate_limited'),"
                     " max(started_at + duration_ms * interval '1 millisecond') FILTER (WHERE outcome = 'posted'),"
@@ -603,7 +605,7 @@ class Suite:
                     unit="calls", hub=peaks, baseline=[float(r["peak"]) for r in runs["baseline"]],
                     goal=f"≤ {cap}", met=within_cap if governed else None, higher_is_better=False, note=note)
         self.extra["slow_erp_runs"] = runs
-        db_drop("bench_slow")
+        db_drop(f"{NAMESPACE}_slow")
 
     # -- history -----------------------------------------------------------------
 
@@ -611,7 +613,7 @@ class Suite:
         plan = self.plan
         small, large = plan.history_rows
         log(f"history: {small:,} vs {large:,} finished deliveries and inbox rows already in the tables")
-        dbs = {"small": "bench_hist_small", "large": "bench_hist_large"}
+        dbs = {"small": f"{NAMESPACE}_hist_small", "large": f"{NAMESPACE}_hist_large"}
         for key, rows in (("small", small), ("large", large)):
             db_clone(dbs[key])
             start = time.perf_counter()
@@ -667,7 +669,7 @@ class Suite:
             for n in range(rows):
                 out.write(f"ev-{n:09d},sub_{n % 500},{('api_calls', 'storage_gb', 'seats')[n % 3]},"
                           f"{n % 97}.{n % 1000:03d},2025-01-{1 + n % 28:02d}T{n % 24:02d}:00:00Z,eu-{n % 4}\n")
-        database = "bench_usage"
+        database = f"{NAMESPACE}_usage"
         timings: dict[str, list[float]] = {"rss": [], "aggregate": []}
 
         def base(i: int) -> float:
@@ -728,7 +730,7 @@ class Suite:
 
         skus = self.plan.catalog_skus
         template = build_template(DEFAULT_CACHE_DIR, progress=log)
-        database = "bench_catalog"
+        database = f"{NAMESPACE}_catalog"
         details: list[dict] = []
 
         def erp_spec(erp) -> str:
@@ -788,9 +790,9 @@ class Suite:
             return
         raw = self.logdir / "pipeline.pyspy"
         log(f"profiling the worker with py-spy over {self.plan.profile_events} events")
-        result = self.hub_pipeline("bench_profile", self.plan.profile_events,
+        result = self.hub_pipeline(f"{NAMESPACE}_profile", self.plan.profile_events,
                                    concurrency=self.plan.worker_concurrency, tag="profile", profile=raw)
-        db_drop("bench_profile")
+        db_drop(f"{NAMESPACE}_profile")
         if raw.exists():
             text = profile_summary(raw.read_text(), result)
             (BENCH_DIR / "profiles").mkdir(exist_ok=True)
@@ -877,9 +879,23 @@ def fmt(value: float | None, unit: str = "") -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
 
 
+def carry_over(suite: Suite, out_json: Path) -> None:
+    """Keep the figures of an earlier run that this one did not measure (``--only … --merge``),
+    each with the date and commit of the run that measured it."""
+    if not out_json.exists():
+        return
+    earlier = json.loads(out_json.read_text())
+    stamp = {"date": earlier["machine"]["date"], "commit": earlier["machine"]["commit"]}
+    for key, fig in earlier["figures"].items():
+        if key not in suite.figures:
+            suite.figures[key] = {**fig, "measured": fig.get("measured", stamp)}
+
+
 def write_report(suite: Suite, out_md: Path, out_json: Path, seconds: float) -> None:
     info = machine()
     plan = suite.plan
+    for fig in suite.figures.values():
+        fig.setdefault("measured", {"date": info["date"], "commit": info["commit"]})
     data = {"plan": plan.__dict__, "machine": info, "seconds": seconds, "figures": suite.figures,
             "details": {k: v for k, v in suite.extra.items() if k not in ("profile",)}}
     out_json.write_text(json.dumps(data, indent=2, default=str) + "\n")
@@ -914,6 +930,11 @@ def write_report(suite: Suite, out_md: Path, out_json: Path, seconds: float) -> 
         " Latency and memory figures are better when lower.",
         "",
     ]
+    earlier = [f"* {fig['title']}: {fig['measured']['date']}, commit {fig['measured']['commit']}"
+               for fig in suite.figures.values() if fig["measured"]["date"] != info["date"]]
+    if earlier:
+        lines += ["Carried over from an earlier run (`--merge`; each figure against its own baseline of that run):",
+                  "", *earlier, ""]
     notes = [f"* {fig['title']}: {fig['note']}" for fig in suite.figures.values() if fig.get("note")]
     if notes:
         lines += ["Notes:", "", *notes, ""]
@@ -1340,6 +1361,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated: ingest,pipeline,slow,history,usage,catalog,profile")
     parser.add_argument("--catalog-skus", type=int, default=0,
                         help="SKUs of the catalog full sync (the stated figure is 2000; the full plan runs 200)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the earlier results' figures this run does not measure (with --only)")
     parser.add_argument("--output", default="", help="where the results go (default: benchmarks/, or the"
                         " run's log folder for --smoke)")
     args = parser.parse_args(argv)
@@ -1370,6 +1393,8 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - started
     results_md = out / ("RESULTS.md" if plan.name == "full" else "RESULTS-smoke.md")
     results_json = out / ("results.json" if plan.name == "full" else "results-smoke.json")
+    if args.merge:
+        carry_over(suite, results_json)
     write_report(suite, results_md, results_json, seconds)
     log(f"wrote {results_md} and {results_json} in {seconds:.0f} s")
     missing = [key for key in FIGURES if key not in suite.figures]
