@@ -117,7 +117,7 @@ def timestamp_parse(text: str) -> dt.datetime | str:
         return "timestamp_without_offset"
     try:
         return dt.datetime.fromisoformat(text.replace("z", "Z").replace("t", "T")).astimezone(dt.UTC)
-    except ValueError:
+    except (ValueError, OverflowError):  # not a date, or out of range once in UTC (0001-01-01T00:00+01:00)
         return "invalid_timestamp"
 
 
@@ -259,7 +259,7 @@ def _csv_record(header: list[str]) -> Callable[[int, list[str], str], Staged | N
                 return None
             try:
                 occurred = parse_time(stamp_text.replace("z", "Z").replace("t", "T")).astimezone(utc)
-            except ValueError:
+            except (ValueError, OverflowError):
                 return None
             if len(stamp_text) == 20 and stamp_text[19] == "Z" and stamp_text[10] == "T":
                 occurred_text = stamp_text  # already UTC, in a form PostgreSQL reads as is
