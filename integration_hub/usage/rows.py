@@ -18,7 +18,7 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -30,6 +30,14 @@ _QUANTITY = re.compile(r"^(-?)(\d+)(?:\.(\d+))?$")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})?$")
 _EPOCH = re.compile(r"^\d{1,11}$")
 _EPOCH_START = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+_json_text = json.encoder.encode_basestring  # type: ignore[attr-defined]  # what json.dumps(ensure_ascii=False) writes
+
+# A record as the stage takes it: (line, event_id, subscription, metric, quantity in
+# millionths, occurred_at as UTC ISO 8601 text, its day and month (ISO dates), dimensions
+# JSON text or "", digest). The CSV fast path yields these directly; ``Record.staged()``
+# gives the same for the others.
+Staged = tuple[int, str, str, str, int, str, str, str, str, str]
 
 
 class FileRefused(ValueError):
@@ -46,6 +54,11 @@ class Record:
     occurred_at: dt.datetime  # UTC
     dimensions: str  # JSON object text, "" when none
     digest: str  # identity of the content: the same id with another digest is a conflict
+
+    def staged(self) -> Staged:
+        return (self.line, self.event_id, self.subscription, self.metric, self.quantity,
+                self.occurred_at.isoformat(), self.day.isoformat(), self.period.isoformat(), self.dimensions,
+                self.digest)
 
     @property
     def day(self) -> dt.date:
@@ -104,7 +117,7 @@ def timestamp_parse(text: str) -> dt.datetime | str:
         return "timestamp_without_offset"
     try:
         return dt.datetime.fromisoformat(text.replace("z", "Z").replace("t", "T")).astimezone(dt.UTC)
-    except ValueError:
+    except (ValueError, OverflowError):  # not a date, or out of range once in UTC (0001-01-01T00:00+01:00)
         return "invalid_timestamp"
 
 
@@ -152,8 +165,9 @@ def _text(stream: IO[bytes]) -> io.TextIOWrapper:
     return io.TextIOWrapper(buffered, encoding="utf-8-sig", errors="replace", newline="")  # type: ignore[arg-type]
 
 
-def file_rows(stream: IO[bytes]) -> Iterator[Record | Rejected | Control]:
-    """Every row of a usage file, in line order."""
+def file_rows(stream: IO[bytes]) -> Iterator[Staged | Record | Rejected | Control]:
+    """Every row of a usage file, in line order (a CSV's good records as ``Staged``
+    tuples, a JSON line's as ``Record``)."""
     text = _text(stream)
     first = text.readline()
     while first.strip() == "":
@@ -166,7 +180,11 @@ def file_rows(stream: IO[bytes]) -> Iterator[Record | Rejected | Control]:
         yield from _csv_rows(first, text)
 
 
-def _csv_rows(header_line: str, text: io.TextIOBase) -> Iterator[Record | Rejected | Control]:
+def _csv_rows(header_line: str, text: io.TextIOBase) -> Iterator[Staged | Record | Rejected | Control]:
+    """CSV rows. A physical line without a quote is split on commas (what the csv module
+    would make of it); a line with a quote goes to the csv module, which reads on while
+    a quoted field spans lines. A record takes the fast path (``_csv_record``) or, for
+    anything unusual, ``record_parse`` — which decides every rejection."""
     header = [name.strip() for name in next(csv.reader([header_line]))]
     missing = [name for name in REQUIRED if name not in header]
     if missing:
@@ -174,19 +192,27 @@ def _csv_rows(header_line: str, text: io.TextIOBase) -> Iterator[Record | Reject
     if len(set(header)) != len(header):
         raise FileRefused("the header names a column twice")
     width = len(header)
-    consumed: list[str] = []
-
-    def source() -> Iterator[str]:
-        for physical in text:
-            consumed.append(physical)
-            yield physical
-
-    reader = csv.reader(source())
+    fast = _csv_record(header)
+    lines = iter(text)
     line = 2  # the line the next record starts on
-    for fields in reader:
-        raw, start = "".join(consumed).rstrip("\r\n"), line
-        line += len(consumed)
-        consumed.clear()
+    for physical in lines:
+        start = line
+        line += 1
+        if '"' in physical:
+            consumed = [physical]
+
+            def source(first: str = physical, consumed: list[str] = consumed) -> Iterator[str]:
+                yield first
+                for more in lines:
+                    consumed.append(more)
+                    yield more
+
+            fields = next(csv.reader(source()), [])
+            line += len(consumed) - 1
+            raw = "".join(consumed).rstrip("\r\n")
+        else:
+            raw = physical.rstrip("\r\n")
+            fields = raw.split(",") if raw else []
         if not fields:
             continue  # a blank line
         if fields[0].startswith("#control"):
@@ -194,7 +220,69 @@ def _csv_rows(header_line: str, text: io.TextIOBase) -> Iterator[Record | Reject
         elif len(fields) != width:
             yield Rejected(start, "wrong_column_count", raw, fields[0].strip()[:MAX_TEXT])
         else:
-            yield record_parse(start, dict(zip(header, fields, strict=True)), raw)
+            yield fast(start, fields, raw) or record_parse(start, dict(zip(header, fields, strict=True)), raw)
+
+
+def _csv_record(header: list[str]) -> Callable[[int, list[str], str], Staged | None]:
+    """The fast path of a CSV record: the common shape (clean text with nothing COPY's
+    text format would escape, a plain non-negative quantity, an RFC 3339 timestamp with an
+    offset) → its stage row; anything else → None (and ``record_parse`` decides). Both
+    give the same row for what the fast path takes."""
+    at = {name: index for index, name in enumerate(header)}
+    i_id, i_sub, i_metric, i_quantity, i_time = (at[name] for name in REQUIRED)
+    dimensions = [(_json_text(name) + ":", at[name]) for name in sorted(header) if name not in REQUIRED]
+    if any("\x00" in name or "\ufffd" in name for name in header):
+        return lambda line, fields, raw: None
+    parse_time, match_time, epoch, micro = dt.datetime.fromisoformat, _RFC3339.match, _EPOCH_START, _MICROSECOND
+    md5, utc = hashlib.md5, dt.UTC
+    times: dict[str, tuple[str, int, str, str]] = {}  # timestamps repeat in usage files: parsed once each (bounded)
+
+    def record(line: int, fields: list[str], raw: str) -> Staged | None:
+        event_id, subscription, metric = fields[i_id].strip(), fields[i_sub].strip(), fields[i_metric].strip()
+        if (not event_id or not subscription or not metric or len(event_id) > MAX_TEXT
+                or len(subscription) > MAX_TEXT or len(metric) > 100 or "\x00" in raw or "\ufffd" in raw
+                or "\\" in raw or "\t" in raw or "\n" in raw or "\r" in raw):
+            return None
+        whole, dot, fraction = fields[i_quantity].strip().partition(".")
+        if not whole.isdecimal() or dot and not fraction.isdecimal() or len(whole) > 13:
+            return None
+        fraction = fraction.rstrip("0")
+        units = int(whole)
+        if len(fraction) > SCALE or units >= MAX_QUANTITY_UNITS:
+            return None
+        quantity = units * 1_000_000 + (int(fraction.ljust(SCALE, "0")) if fraction else 0)
+        stamp_text = fields[i_time].strip()
+        known = times.get(stamp_text)
+        if known is None:
+            match = match_time(stamp_text)
+            if match is None or match.group(1) is None:
+                return None
+            try:
+                occurred = parse_time(stamp_text.replace("z", "Z").replace("t", "T")).astimezone(utc)
+            except (ValueError, OverflowError):
+                return None
+            if len(stamp_text) == 20 and stamp_text[19] == "Z" and stamp_text[10] == "T":
+                occurred_text = stamp_text  # already UTC, in a form PostgreSQL reads as is
+            else:
+                occurred_text = occurred.isoformat()
+            if len(times) >= 4096:
+                times.clear()
+            day = occurred.date()
+            known = times[stamp_text] = (occurred_text, (occurred - epoch) // micro, day.isoformat(),
+                                         day.replace(day=1).isoformat())
+        occurred_text, stamp, day_text, period_text = known
+        if dimensions:
+            parts = [key + _json_text(fields[index]) for key, index in dimensions if fields[index] != ""]
+            dims = "{" + ",".join(parts) + "}" if parts else ""
+            if "\\" in dims:
+                return None  # a control character, escaped in JSON: not COPY-clean
+        else:
+            dims = ""
+        digest = md5(f"{subscription}\x1f{metric}\x1f{quantity}\x1f{stamp}\x1f{dims}".encode(),
+                     usedforsecurity=False).hexdigest()
+        return (line, event_id, subscription, metric, quantity, occurred_text, day_text, period_text, dims, digest)
+
+    return record
 
 
 def _control_csv(line: int, fields: list[str], raw: str) -> Control | Rejected:

@@ -110,12 +110,12 @@ class _guarded:
 
 def batch_load_rows(batch: UsageBatch, rows, *, progress: loading.Progress | None = None) -> UsageBatch:
     loading.stage_reset(batch)
-    controls = loading.rows_stage(batch, rows, progress=progress)
+    staging = loading.rows_stage(batch, rows, progress=progress)
     refused = getattr(rows, "refused", None)
     if refused is not None:
         return _batch_refused(batch, str(refused))
     with transaction.atomic():
-        result = loading.stage_commit(batch, controls)
+        result = loading.stage_commit(batch, staging)
         _batch_exceptions(batch, result)
     log.info("usage_batch_loaded", batch=batch.pk, **{k: getattr(batch, k) for k in UsageBatch.COUNT_FIELDS})
     return batch
@@ -125,6 +125,7 @@ def batch_load_rows(batch: UsageBatch, rows, *, progress: loading.Progress | Non
 def _batch_refused(batch: UsageBatch, reason: str) -> UsageBatch:
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM usage_stage WHERE batch_id = %s", [batch.pk])
+    loading.stage_drop()
     batch.status, batch.error, batch.finished_at = UsageBatch.Status.FAILED, reason, timezone.now()
     batch.save(update_fields=["status", "error", "finished_at"])
     exception_open(transaction_id=batch.transaction_id, owner_team=DATA_OWNER, category=Category.MAPPING,
@@ -232,11 +233,11 @@ def subscriptions_match() -> int:
     with connection.cursor() as cursor:
         cursor.execute(f"UPDATE usage_record SET matched = TRUE WHERE NOT matched AND EXISTS ({known})")
         changed = cursor.rowcount
-        if changed:
-            cursor.execute("SELECT batch_id, SUM(CASE WHEN matched THEN 0 ELSE 1 END) FROM usage_record "
-                           "WHERE batch_id IN (SELECT id FROM usage_usagebatch WHERE unmatched > 0) GROUP BY batch_id")
-            for batch_id, unmatched in cursor.fetchall():
-                UsageBatch.objects.filter(pk=batch_id).update(unmatched=int(unmatched))
+        if changed:  # recounted from the rows still held (the partial index on NOT matched)
+            cursor.execute("SELECT batch_id, COUNT(*) FROM usage_record WHERE NOT matched GROUP BY batch_id")
+            held = {batch_id: int(count) for batch_id, count in cursor.fetchall()}
+            for batch_id in UsageBatch.objects.filter(unmatched__gt=0).values_list("pk", flat=True):
+                UsageBatch.objects.filter(pk=batch_id).update(unmatched=held.get(batch_id, 0))
     return changed
 
 
