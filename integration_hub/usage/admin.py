@@ -81,7 +81,8 @@ class UsagePeriodAdmin(admin.ModelAdmin):
 class CheckpointAdmin(admin.ModelAdmin):
     list_display = ("id", "period", "status", "trigger", "mismatch_count", "created_at", "csv")
     list_filter = ("status",)
-    readonly_fields = ("period", "status", "trigger", "lines", "mismatches", "exception", "created_at")
+    readonly_fields = ("period", "status", "trigger", "checked", "lines", "mismatches", "exception", "repaired_at",
+                       "created_at")
     actions = ["repair"]
 
     @admin.display(description="mismatches")
@@ -92,8 +93,9 @@ class CheckpointAdmin(admin.ModelAdmin):
     def csv(self, checkpoint: Checkpoint):
         return format_html('<a href="/api/reconciliations/{}/?as=csv">CSV</a>', checkpoint.pk)
 
-    @admin.action(description="Repair: re-push what billing lacks")
+    @admin.action(description="Repair: re-push what billing lacks, replay dead ERP postings")
     def repair(self, request, queryset):
         for checkpoint in queryset.filter(status=Checkpoint.Status.MISMATCH):
-            pushes = services.checkpoint_repair(checkpoint)
-            self.message_user(request, f"checkpoint #{checkpoint.pk}: {len(pushes)} repair push(es) planned")
+            repair = services.checkpoint_repair(checkpoint, user=request.user)
+            self.message_user(request, f"checkpoint #{checkpoint.pk}: {len(repair.pushes)} repair push(es) planned, "
+                                       f"{len(repair.replayed)} ERP posting(s) replayed")

@@ -28,18 +28,24 @@ def checkpoint_detail(checkpoint: Checkpoint) -> dict[str, Any]:
         "trigger": checkpoint.trigger, "created_at": checkpoint.created_at,
         "lines": [{**line, **{f"{stage}_quantity": quantity_format(line[f"{stage}_quantity"]) for stage in STAGES}}
                   for line in checkpoint.lines],
-        "mismatches": checkpoint.mismatches, "exception": checkpoint.exception_id,
+        "checked": checkpoint.checked, "mismatches": checkpoint.mismatches, "exception": checkpoint.exception_id,
         "csv": f"/api/reconciliations/{checkpoint.pk}/?as=csv",
     }
 
 
 def checkpoint_csv_rows(checkpoint: Checkpoint) -> Iterable[list[str]]:
+    """The report: one row per legal entity × currency × metric, then one per key that
+    differs (billing customer × metric, its subscriptions, what differs, the fix)."""
+    detail = checkpoint_detail(checkpoint)
     columns = ["legal_entity", "currency", "metric", "keys"] + [
         f"{stage}_{part}" for stage in STAGES for part in ("count", "quantity")]
     yield ["period", *columns]
-    for line in checkpoint_detail(checkpoint)["lines"]:
-        yield [checkpoint_detail(checkpoint)["period"], *(str(line[c]) for c in columns)]
+    for line in detail["lines"]:
+        yield [detail["period"], *(str(line[c]) for c in columns)]
     yield []
-    yield ["mismatch: subscription", "metric", "legal_entity", *STAGES]
+    yield ["mismatch: customer", "metric", "legal_entity", "currency", "subscriptions", *STAGES, "differs",
+           "actions", "invoices not in the ERP"]
     for m in checkpoint.mismatches:
-        yield [m["subscription"], m["metric"], m["legal_entity"], *(m[s] for s in STAGES)]
+        yield [m["customer"], m["metric"], m["legal_entity"], m["currency"], " ".join(m["subscriptions"]),
+               *(m[s] for s in STAGES), " ".join(m["differs"]), " ".join(m["actions"]),
+               " ".join(f"{i['invoice']}:{i['status']}" for i in m["invoices"] if "posted" in m["differs"])]

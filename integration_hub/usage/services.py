@@ -8,19 +8,28 @@ import datetime as dt
 import shutil
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
 import structlog
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Sum
+from django.db.models import Count
 from django.utils import timezone
 
+from canonical.models import Invoice, LegalEntity
 from connectors.base import ExternalDocument, MeterEvent
+from connectors.errors import NeedsConfiguration
 from connectors.services import connection_for_role, connector_for
-from integration_hub.runtime.models import BusinessTransaction, ExceptionRecord
-from integration_hub.runtime.services import delivery_plan, enqueue_after_commit, exception_open
+from integration_hub.runtime.models import BusinessTransaction, Delivery, ExceptionRecord
+from integration_hub.runtime.services import (
+    delivery_plan,
+    delivery_replay,
+    enqueue_after_commit,
+    exception_open,
+)
 from integration_hub.usage import loading
 from integration_hub.usage.models import (
     Checkpoint,
@@ -347,90 +356,287 @@ def push_bind(push_id: int, document: ExternalDocument) -> None:
 
 # ---------------------------------------------------------------- reconciliation
 
-STAGES = ("loaded", "aggregated", "pushed", "billed")
+# Counts and sums per stage: records loaded, aggregated, meter events pushed, what billing
+# aggregated (meter event summaries), invoice lines billed, and of those the ones whose
+# invoice is posted to the ERP.
+STAGES = ("loaded", "aggregated", "pushed", "billed", "invoiced", "posted")
+INVOICE_STAGES = ("invoiced", "posted")
+INVOICE_POST = "invoice.post"
+_MILLIONTHS = 1_000_000
 
 
 def _period_bounds(period: dt.date) -> tuple[dt.datetime, dt.datetime]:
     return (dt.datetime.combine(period, dt.time(), dt.UTC), dt.datetime.combine(month_after(period), dt.time(), dt.UTC))
 
 
-def checkpoint_run(period: dt.date, *, trigger: str = "api") -> Checkpoint:
-    """Reconcile a billing period, per legal entity × currency × metric: records loaded ↔
-    aggregates ↔ meter events pushed ↔ what billing aggregated (Stripe's meter event
-    summaries). Keys (subscription × metric) that differ are listed; a mismatch opens
-    one exception for finance, repairable with ``checkpoint_repair``."""
+def invoices_due(period: dt.date) -> bool:
+    """Billing invoices a month's usage after it ends (Stripe: the draft of the period's
+    invoice finalizes about an hour later); ``HUB_USAGE_INVOICE_AFTER_HOURS`` after the
+    month, the invoice stages are part of the key control."""
+    end = _period_bounds(period)[1]
+    return timezone.now() >= end + dt.timedelta(hours=settings.HUB_USAGE_INVOICE_AFTER_HOURS)
+
+
+class _Key:
+    """One reconciliation key: billing connection × billing customer × metric (what
+    Stripe's meter event summaries are per), with its subscriptions' figures."""
+
+    __slots__ = ("connection", "customer", "metric", "entities", "currency", "stages", "subscriptions", "invoices")
+
+    def __init__(self, connection: str, customer: str, metric: str):
+        self.connection, self.customer, self.metric = connection, customer, metric
+        self.entities: set[int] = set()
+        self.currency = ""
+        self.stages = {stage: [0, 0] for stage in STAGES}
+        self.subscriptions: dict[str, dict[str, list[int]]] = {}
+        self.invoices: list[dict[str, Any]] = []
+
+    def subscription(self, name: str, entity: int) -> dict[str, list[int]]:
+        self.entities.add(entity)
+        return self.subscriptions.setdefault(name, {"loaded": [0, 0], "aggregated": [0, 0], "pushed": [0, 0]})
+
+
+def _metered_prices() -> tuple[dict[tuple[str, str], str], dict[str, str]]:
+    """The metered prices of the catalog: billing price id (per billing system) → meter
+    event name, and the platform's price id → meter event name. The catalog is small."""
+    from canonical.models import CrossReference, PriceVersion
+
+    metric_of = {pk: content.get("meter_event_name") for pk, content in PriceVersion.objects.filter(
+        content__usage_type="metered").values_list("pk", "content")}
+    metric_of = {pk: metric for pk, metric in metric_of.items() if metric}
+    billing = {(system, ref): metric_of[pk] for system, ref, pk in CrossReference.objects.filter(
+        object_type="price_version", canonical_id__in=metric_of).values_list("system", "external_id", "canonical_id")}
+    platform = {ref: metric_of[pk] for pk, ref in PriceVersion.objects.filter(pk__in=metric_of).values_list(
+        "pk", "price__source_id")}
+    return billing, platform
+
+
+_USAGE_LINES = """
+    FROM canonical_invoiceline l
+    JOIN canonical_invoice i ON i.id = l.invoice_id
+    LEFT JOIN canonical_crossreference x
+      ON x.system = i.source_system AND x.object_type = 'customer' AND x.canonical_id = i.customer_id
+    WHERE l.period_start >= %s AND l.period_start < %s AND i.status <> 'void' AND l.price_ref IN ({refs})"""
+_POSTED = ("EXISTS (SELECT 1 FROM runtime_delivery d WHERE d.object_type = 'invoice' AND d.object_id = i.id "
+           "AND d.action = %s AND d.status = 'posted')")
+
+
+def checkpoint_run(period: dt.date, *, trigger: str = "api", invoice_stages: bool | None = None) -> Checkpoint:
+    """Reconcile a billing period. The key is billing customer × metric (per billing
+    connection), because that is what billing aggregates: records loaded ↔ aggregates ↔
+    meter events pushed ↔ billing's meter event summary ↔ the usage lines of billing's
+    invoices for the period ↔ those of them posted to the ERP. Every loaded record must
+    be in its aggregate (per subscription), billing must hold the aggregates, and, once
+    the period's invoices are due (``invoices_due``, or ``invoice_stages``), the invoices
+    must bill what billing holds and the ERP must have them. The report is per legal
+    entity × currency × metric; a mismatch opens one exception for finance naming the
+    keys (customer, subscriptions, metric, invoices), repairable with ``checkpoint_repair``.
+    Set-based: one grouped query per stage, one billing read per key."""
     found = period_get(period)
-    keys: dict[tuple[str, str], dict[str, Any]] = {}
-
-    def key(subscription: str, metric: str) -> dict[str, Any]:
-        return keys.setdefault((subscription, metric), {stage: [0, 0] for stage in STAGES})
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT subscription, metric, COUNT(*), SUM(quantity) FROM usage_record "
-                       "WHERE billing_period = %s AND matched GROUP BY subscription, metric", [found.period])
-        for subscription, metric, count, total in cursor.fetchall():
-            key(subscription, metric)["loaded"] = [int(count), int(total)]
-    for a in UsageAggregate.objects.filter(period=found.period):
-        key(a.subscription, a.metric)["aggregated"] = [a.records, a.quantity]
-    sent = (UsageMeterEvent.objects.filter(push__period=found, push__sent_at__isnull=False)
-            .values("aggregate__subscription", "aggregate__metric").annotate(n=Count("id"), q=Sum("quantity"))
-            .values_list("aggregate__subscription", "aggregate__metric", "n", "q"))
-    for subscription, metric, count, total in sent:
-        key(subscription, metric)["pushed"] = [int(count), int(total)]
-    subscriptions = {s.subscription: s for s in UsageSubscription.objects.select_related("legal_entity")
-                     .filter(subscription__in={s for s, _ in keys})}
     start, end = _period_bounds(found.period)
-    for (subscription, metric), stages in keys.items():
-        sub = subscriptions[subscription]
-        billing = connection_for_role("billing", name=sub.legal_entity.billing_connection)
-        value = connector_for(billing).meter_usage(event_name=metric, customer=sub.billing_customer,
-                                                   start=start, end=end)
-        stages["billed"] = [stages["pushed"][0], loading_quantity(value)]
-    lines: dict[tuple[str, str, str], dict[str, Any]] = {}
-    mismatches = []
-    for (subscription, metric), stages in sorted(keys.items()):
-        entity = subscriptions[subscription].legal_entity
-        line = lines.setdefault((entity.code, entity.currency, metric), {
-            "legal_entity": entity.code, "currency": entity.currency, "metric": metric, "keys": 0,
-            **{f"{stage}_{part}": 0 for stage in STAGES for part in ("count", "quantity")}})
-        line["keys"] += 1
-        for stage in STAGES:
-            line[f"{stage}_count"] += stages[stage][0]
-            line[f"{stage}_quantity"] += stages[stage][1]
-        quantities = {stage: stages[stage][1] for stage in STAGES}
-        # The key control: every loaded record is in its aggregate, and billing holds each
-        # aggregate. "pushed" is what the hub sent (a lost event plus its repair is more).
-        if (quantities["loaded"], stages["loaded"][0]) != (quantities["aggregated"], stages["aggregated"][0]) \
-                or quantities["aggregated"] != quantities["billed"]:
-            mismatches.append({"subscription": subscription, "metric": metric, "legal_entity": entity.code,
-                               **{stage: quantity_format(q) for stage, q in quantities.items()}})
+    check_invoices = invoices_due(found.period) if invoice_stages is None else invoice_stages
+    entities = {e.pk: e for e in LegalEntity.objects.all()}
+    billing_of: dict[int, Any] = {}
+
+    def billing(entity_id: int):
+        if entity_id not in billing_of:
+            billing_of[entity_id] = connection_for_role("billing", name=entities[entity_id].billing_connection)
+        return billing_of[entity_id]
+
+    keys: dict[tuple[str, str, str], _Key] = {}
+
+    def key(connection_name: str, customer: str, metric: str) -> _Key:
+        found_key = keys.get((connection_name, customer, metric))
+        if found_key is None:
+            found_key = keys[(connection_name, customer, metric)] = _Key(connection_name, customer, metric)
+        return found_key
+
+    by_subscription = {
+        "loaded": ("SELECT r.subscription, r.metric, s.legal_entity_id, s.billing_customer, COUNT(*), SUM(r.quantity) "
+                   "FROM usage_record r JOIN usage_usagesubscription s ON s.subscription = r.subscription "
+                   "WHERE r.billing_period = %s AND r.matched "
+                   "GROUP BY r.subscription, r.metric, s.legal_entity_id, s.billing_customer", [found.period]),
+        "aggregated": ("SELECT a.subscription, a.metric, s.legal_entity_id, s.billing_customer, a.records, a.quantity "
+                       "FROM usage_aggregate a JOIN usage_usagesubscription s ON s.subscription = a.subscription "
+                       "WHERE a.period = %s", [found.period]),
+        "pushed": ("SELECT a.subscription, a.metric, s.legal_entity_id, s.billing_customer, COUNT(*), SUM(e.quantity) "
+                   "FROM usage_usagemeterevent e JOIN usage_usagepush p ON p.id = e.push_id "
+                   "JOIN usage_aggregate a ON a.id = e.aggregate_id "
+                   "JOIN usage_usagesubscription s ON s.subscription = a.subscription "
+                   "WHERE p.period_id = %s AND p.sent_at IS NOT NULL "
+                   "GROUP BY a.subscription, a.metric, s.legal_entity_id, s.billing_customer", [found.pk]),
+    }
+    with connection.cursor() as cursor:
+        for stage, (sql, params) in by_subscription.items():
+            cursor.execute(sql, params)
+            for subscription, metric, entity_id, customer, count, total in cursor.fetchall():
+                item = key(billing(entity_id).name, customer, metric)
+                figures = [int(count), int(total or 0)]
+                item.subscription(subscription, entity_id)[stage] = figures
+                item.stages[stage][0] += figures[0]
+                item.stages[stage][1] += figures[1]
+        _invoice_stages(cursor, start.date(), end.date(), key)
+
+    sinks: dict[str, Any] = {}
+    for connection_name in {item.connection for item in keys.values()}:
+        try:
+            sinks[connection_name] = connector_for(connection_for_role("billing", name=connection_name))
+        except NeedsConfiguration:  # invoices of a billing system no longer connected: nothing to ask
+            log.warning("usage_checkpoint_billing_unknown", connection=connection_name)
+    for item in keys.values():
+        sink = sinks.get(item.connection)
+        if sink is not None:
+            value = sink.meter_usage(event_name=item.metric, customer=item.customer, start=start, end=end)
+            item.stages["billed"] = [item.stages["pushed"][0], loading_quantity(value)]
+
+    lines, mismatches = _checkpoint_report(keys, entities, check_invoices)
+    checked = ["loaded", "aggregated", "billed", *(INVOICE_STAGES if check_invoices else ())]
     with transaction.atomic():
         checkpoint = Checkpoint.objects.create(
-            period=found, trigger=trigger, lines=list(lines.values()), mismatches=mismatches,
+            period=found, trigger=trigger, lines=lines, mismatches=mismatches, checked=checked,
             status=Checkpoint.Status.MISMATCH if mismatches else Checkpoint.Status.BALANCED)
         if mismatches:
             checkpoint.exception = exception_open(
                 transaction_id=found.transaction_id, owner_team=Team.FINANCE, category=Category.RECONCILIATION,
                 summary=f"Usage {found.period:%Y-%m} does not reconcile: {len(mismatches)} key(s) differ",
-                detail="\n".join(f"{m['subscription']} × {m['metric']} ({m['legal_entity']}): loaded {m['loaded']}, "
-                                 f"aggregated {m['aggregated']}, pushed {m['pushed']}, billed {m['billed']}"
-                                 for m in mismatches)
-                + f"\nRepair (re-push what billing lacks): POST /api/reconciliations/{checkpoint.pk}/repair/")
+                detail=_mismatch_detail(checkpoint, mismatches))
             checkpoint.save(update_fields=["exception"])
+    log.info("usage_checkpoint", period=f"{found.period:%Y-%m}", status=checkpoint.status, keys=len(keys),
+             mismatches=len(mismatches))
     return checkpoint
 
 
+def _invoice_stages(cursor, start: dt.date, end: dt.date, key) -> None:
+    """The usage lines of the period's invoices, per billing system × customer × metric:
+    a line bills usage when its price is a metered catalog price (bound to billing when
+    it was released, or named by the platform's price id) and its service period starts
+    in the month; a void invoice bills nothing. ``posted``: its invoice's ERP post
+    delivery is posted. Lines of invoices not posted are listed on their key."""
+    billing_refs, platform_refs = _metered_prices()
+    refs = sorted({ref for _, ref in billing_refs} | set(platform_refs))
+    if not refs:
+        return
+
+    def metric(system: str, ref: str) -> str | None:
+        return billing_refs.get((system, ref)) or platform_refs.get(ref)
+
+    placeholders = ", ".join(["%s"] * len(refs))
+    cursor.execute(
+        "SELECT system, customer, price_ref, currency, legal_entity_id, COUNT(*), SUM(quantity), SUM(posted), "
+        "SUM(posted * quantity) FROM (SELECT i.source_system AS system, COALESCE(x.external_id, '') AS customer, "
+        "l.price_ref, i.currency, i.legal_entity_id, l.quantity, "
+        f"CASE WHEN {_POSTED} THEN 1 ELSE 0 END AS posted {_USAGE_LINES.format(refs=placeholders)}) lines "
+        "GROUP BY system, customer, price_ref, currency, legal_entity_id",
+        [INVOICE_POST, start, end, *refs])
+    for system, customer, ref, currency, entity_id, count, quantity, posted, posted_quantity in cursor.fetchall():
+        name = metric(system, ref)
+        if name is None:
+            continue  # a platform ref of another billing system's metered price: not this one's
+        item = key(system, customer, name)
+        item.entities.add(entity_id)
+        item.currency = item.currency or currency
+        for stage, figures in (("invoiced", (count, quantity)), ("posted", (posted, posted_quantity))):
+            item.stages[stage][0] += int(figures[0] or 0)
+            item.stages[stage][1] += int((Decimal(figures[1] or 0) * _MILLIONTHS).to_integral_value())
+    cursor.execute(
+        "SELECT DISTINCT i.source_system, COALESCE(x.external_id, ''), l.price_ref, i.source_id, d.id, d.status "
+        "FROM canonical_invoiceline l JOIN canonical_invoice i ON i.id = l.invoice_id "
+        "LEFT JOIN canonical_crossreference x ON x.system = i.source_system AND x.object_type = 'customer' "
+        "AND x.canonical_id = i.customer_id "
+        "LEFT JOIN runtime_delivery d ON d.object_type = 'invoice' AND d.object_id = i.id AND d.action = %s "
+        f"WHERE l.period_start >= %s AND l.period_start < %s AND i.status <> 'void' AND l.price_ref IN ({placeholders}) "
+        f"AND NOT {_POSTED} ORDER BY i.source_id",
+        [INVOICE_POST, start, end, *refs, INVOICE_POST])
+    for system, customer, ref, invoice, delivery, status in cursor.fetchall():
+        name = metric(system, ref)
+        if name is not None:
+            key(system, customer, name).invoices.append({"invoice": invoice, "delivery": delivery,
+                                                         "status": status or "not planned"})
+
+
+def _checkpoint_report(keys: dict[tuple[str, str, str], _Key], entities: dict[int, Any],
+                       check_invoices: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The report lines (legal entity × currency × metric, counts and sums per stage) and
+    the keys that do not agree, each with what differs and the action that fixes it."""
+    lines: dict[tuple[str, str, str], dict[str, Any]] = {}
+    mismatches = []
+    for (_, customer, metric), item in sorted(keys.items()):
+        codes = sorted(entities[pk].code for pk in item.entities)
+        entity = next(e for e in entities.values() if e.code == codes[0])
+        currency = item.currency or entity.currency
+        line = lines.setdefault((entity.code, currency, metric), {
+            "legal_entity": entity.code, "currency": currency, "metric": metric, "keys": 0,
+            **{f"{stage}_{part}": 0 for stage in STAGES for part in ("count", "quantity")}})
+        line["keys"] += 1
+        for stage in STAGES:
+            line[f"{stage}_count"] += item.stages[stage][0]
+            line[f"{stage}_quantity"] += item.stages[stage][1]
+        quantity = {stage: item.stages[stage][1] for stage in STAGES}
+        differs, actions = [], []
+        unaggregated = sorted(name for name, figures in item.subscriptions.items()
+                              if figures["loaded"] != figures["aggregated"])
+        if unaggregated:
+            differs.append("aggregated")  # records not in their aggregate: a person looks at the period
+        if quantity["aggregated"] != quantity["billed"]:
+            differs.append("billed")
+            actions.append("re-push" if quantity["billed"] < quantity["aggregated"] else "person")
+        if check_invoices and quantity["invoiced"] != quantity["billed"]:
+            differs.append("invoiced")  # billing's invoice lacks or exceeds its usage: billing's to answer
+            actions.append("person")
+        if check_invoices and item.stages["posted"] != item.stages["invoiced"]:
+            differs.append("posted")
+            states = {invoice["status"] for invoice in item.invoices}
+            actions.append("replay" if states == {"dead"} else
+                           "wait" if states <= {"pending", "held", "in_flight", "dead"} and states else "person")
+        if differs:
+            mismatches.append({
+                "customer": customer, "metric": metric, "legal_entity": "+".join(codes), "currency": currency,
+                "subscription": ", ".join(sorted(item.subscriptions)), "subscriptions": sorted(item.subscriptions),
+                **{stage: quantity_format(q) for stage, q in quantity.items()},
+                "differs": differs, "actions": sorted(set(actions)), "unaggregated": unaggregated,
+                "invoices": item.invoices[:50], "connection": item.connection})
+    return list(lines.values()), mismatches
+
+
+def _mismatch_detail(checkpoint: Checkpoint, mismatches: list[dict[str, Any]]) -> str:
+    rows = []
+    for m in mismatches[:200]:
+        stages = ", ".join(f"{stage} {m[stage]}" for stage in STAGES)
+        row = (f"{m['subscription'] or '(no subscription)'} × {m['metric']} (customer {m['customer'] or '?'}, "
+               f"{m['legal_entity']}): {stages}; differs: {', '.join(m['differs'])}; action: {', '.join(m['actions'])}")
+        if m["invoices"] and "posted" in m["differs"]:
+            row += "; not in the ERP: " + ", ".join(f"{i['invoice']} ({i['status']})" for i in m["invoices"][:10])
+        rows.append(row)
+    if len(mismatches) > 200:
+        rows.append(f"… and {len(mismatches) - 200} more key(s): see the report")
+    return "\n".join(rows) + (
+        f"\nRepair (re-push what billing lacks, replay dead ERP postings): "
+        f"POST /api/reconciliations/{checkpoint.pk}/repair/ — report: /api/reconciliations/{checkpoint.pk}/?as=csv")
+
+
 def periods_to_reconcile() -> list[dt.date]:
-    """Closed periods with every push sent and no balanced checkpoint since the last push."""
+    """Closed periods with every push sent whose latest checkpoint is missing or stale:
+    a mismatch with a push (or an ERP posting) since, or a checkpoint taken before the
+    period's invoices were due."""
     due = []
     for period in UsagePeriod.objects.filter(status=UsagePeriod.Status.CLOSED):
         pushes = period.pushes.all()
         if pushes.filter(sent_at__isnull=True).exists():
             continue
-        last_push = pushes.order_by("-sent_at").values_list("sent_at", flat=True).first()
         latest = period.checkpoints.order_by("-created_at").first()
-        if latest is None or latest.status == Checkpoint.Status.MISMATCH and last_push and \
-                last_push > latest.created_at:
+        if latest is None:
+            due.append(period.period)
+            continue
+        if "invoiced" not in latest.checked and invoices_due(period.period):
+            due.append(period.period)
+            continue
+        if latest.status != Checkpoint.Status.MISMATCH:
+            continue
+        last_push = pushes.order_by("-sent_at").values_list("sent_at", flat=True).first()
+        posted_since = "invoiced" in latest.checked and (
+            Delivery.objects.filter(action=INVOICE_POST, updated_at__gt=latest.created_at).exists()
+            or Invoice.objects.filter(updated_at__gt=latest.created_at).exists())
+        if last_push and last_push > latest.created_at or posted_since:
             due.append(period.period)
     return due
 
@@ -441,22 +647,55 @@ def loading_quantity(value: str) -> int:
     return 0 if isinstance(parsed, Rejected) else parsed.quantity
 
 
+@dataclass(frozen=True)
+class Repair:
+    pushes: list[UsagePush]
+    replayed: list[int]  # the ERP post deliveries given a fresh retry budget
+
+    @property
+    def events(self) -> int:
+        return sum(push.events.count() for push in self.pushes)
+
+
 @transaction.atomic
-def checkpoint_repair(checkpoint: Checkpoint) -> list[UsagePush]:
-    """Re-push what billing lacks: for each mismatched key where billing holds less than
-    the aggregate, one meter event for the difference (a new identifier, so billing
-    counts it). Billing holding more than the hub cannot be fixed by an event: it stays
-    in the exception for a person."""
-    period = UsagePeriod.objects.select_for_update().get(pk=checkpoint.period_id)
-    items = []
+def checkpoint_repair(checkpoint: Checkpoint, *, user=None) -> Repair:
+    """One action for what a re-push or a replay fixes; once per checkpoint (a second
+    call finds it repaired and does nothing: run a new checkpoint first).
+
+    * billing holds less than the aggregates of a customer × metric: one meter event per
+      subscription for the difference (new identifiers, so billing counts them), skipped
+      while a push of the key is still on its way (it would count twice);
+    * invoices of a key not in the ERP because their post delivery is dead: replayed.
+
+    Billing holding more than the hub, invoices that disagree with billing, records not
+    in their aggregate cannot be fixed this way: they stay in the exception for a person."""
+    locked = Checkpoint.objects.select_for_update().get(pk=checkpoint.pk)
+    if locked.repaired_at is not None or locked.status != Checkpoint.Status.MISMATCH:
+        return Repair(pushes=[], replayed=[])
+    period = UsagePeriod.objects.select_for_update().get(pk=locked.period_id)
+    items, replayed = [], []
     repairs = UsageMeterEvent.objects.filter(push__period=period, push__kind="repair").count()
-    for mismatch in checkpoint.mismatches:
-        aggregate = UsageAggregate.objects.get(period=period.period, subscription=mismatch["subscription"],
-                                               metric=mismatch["metric"])
-        if aggregate.meter_events.filter(push__sent_at__isnull=True).exists():
-            continue  # still on its way to billing: re-pushing now would count it twice
-        missing = aggregate.quantity - loading_quantity(mismatch["billed"])
-        if missing > 0:
-            repairs += 1
-            items.append((aggregate, missing, f"hub-usage-{aggregate.pk}-r{repairs}"))
-    return _push_plan(period, items, kind="repair") if items else []
+    for mismatch in locked.mismatches:
+        if "re-push" in mismatch["actions"]:
+            aggregates = list(UsageAggregate.objects.filter(
+                period=period.period, subscription__in=mismatch["subscriptions"], metric=mismatch["metric"],
+                quantity__gt=0).order_by("subscription"))
+            if not aggregates or UsageMeterEvent.objects.filter(
+                    aggregate__in=aggregates, push__sent_at__isnull=True).exists():
+                continue  # nothing to send for, or still on its way to billing
+            missing = sum(a.quantity for a in aggregates) - loading_quantity(mismatch["billed"])
+            for index, aggregate in enumerate(aggregates):
+                share = missing if index == len(aggregates) - 1 else min(missing, aggregate.quantity)
+                if share > 0:
+                    repairs += 1
+                    items.append((aggregate, share, f"hub-usage-{aggregate.pk}-r{repairs}"))
+                    missing -= share
+        if "replay" in mismatch["actions"]:
+            for invoice in mismatch["invoices"]:
+                delivery = Delivery.objects.filter(pk=invoice["delivery"], status=Delivery.Status.DEAD).first()
+                if delivery is not None:
+                    delivery_replay(delivery, user=user, reason=f"usage checkpoint #{locked.pk}: not in the ERP")
+                    replayed.append(delivery.pk)
+    locked.repaired_at = timezone.now()
+    locked.save(update_fields=["repaired_at"])
+    return Repair(pushes=_push_plan(period, items, kind="repair") if items else [], replayed=replayed)
