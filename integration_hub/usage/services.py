@@ -9,7 +9,7 @@ import shutil
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any
 
@@ -40,7 +40,7 @@ from integration_hub.usage.models import (
     UsagePush,
     UsageSubscription,
 )
-from integration_hub.usage.rows import FileRefused, Rejected, file_rows, quantity_format, record_parse
+from integration_hub.usage.rows import FileRefused, file_rows, quantity_format, record_parse
 
 log = structlog.get_logger(__name__)
 
@@ -377,48 +377,86 @@ def invoices_due(period: dt.date) -> bool:
     return timezone.now() >= end + dt.timedelta(hours=settings.HUB_USAGE_INVOICE_AFTER_HOURS)
 
 
-class _Key:
-    """One reconciliation key: billing connection × billing customer × metric (what
-    Stripe's meter event summaries are per), with its subscriptions' figures."""
-
-    __slots__ = ("connection", "customer", "metric", "entities", "currency", "stages", "subscriptions", "invoices")
-
-    def __init__(self, connection: str, customer: str, metric: str):
-        self.connection, self.customer, self.metric = connection, customer, metric
-        self.entities: set[int] = set()
-        self.currency = ""
-        self.stages = {stage: [0, 0] for stage in STAGES}
-        self.subscriptions: dict[str, dict[str, list[int]]] = {}
-        self.invoices: list[dict[str, Any]] = []
-
-    def subscription(self, name: str, entity: int) -> dict[str, list[int]]:
-        self.entities.add(entity)
-        return self.subscriptions.setdefault(name, {"loaded": [0, 0], "aggregated": [0, 0], "pushed": [0, 0]})
-
-
-def _metered_prices() -> tuple[dict[tuple[str, str], str], dict[str, str]]:
-    """The metered prices of the catalog: billing price id (per billing system) → meter
-    event name, and the platform's price id → meter event name. The catalog is small."""
+def _metered_prices(systems: Iterable[str]) -> list[tuple[str, str, str]]:
+    """(billing system, price id on its invoices, meter event name) of every metered
+    catalog price: the billing price bound when a version was released there, and the
+    platform's own price id (for invoices that name it) in every billing system. The
+    catalog is small."""
     from canonical.models import CrossReference, PriceVersion
 
     metric_of = {pk: content.get("meter_event_name") for pk, content in PriceVersion.objects.filter(
         content__usage_type="metered").values_list("pk", "content")}
     metric_of = {pk: metric for pk, metric in metric_of.items() if metric}
-    billing = {(system, ref): metric_of[pk] for system, ref, pk in CrossReference.objects.filter(
+    found = {(system, ref): metric_of[pk] for system, ref, pk in CrossReference.objects.filter(
         object_type="price_version", canonical_id__in=metric_of).values_list("system", "external_id", "canonical_id")}
-    platform = {ref: metric_of[pk] for pk, ref in PriceVersion.objects.filter(pk__in=metric_of).values_list(
-        "pk", "price__source_id")}
-    return billing, platform
+    for pk, ref in PriceVersion.objects.filter(pk__in=metric_of).values_list("pk", "price__source_id"):
+        for system in systems:
+            found.setdefault((system, ref), metric_of[pk])
+    return [(system, ref, metric) for (system, ref), metric in sorted(found.items())]
 
 
-_USAGE_LINES = """
-    FROM canonical_invoiceline l
-    JOIN canonical_invoice i ON i.id = l.invoice_id
-    LEFT JOIN canonical_crossreference x
-      ON x.system = i.source_system AND x.object_type = 'customer' AND x.canonical_id = i.customer_id
-    WHERE l.period_start >= %s AND l.period_start < %s AND i.status <> 'void' AND l.price_ref IN ({refs})"""
-_POSTED = ("EXISTS (SELECT 1 FROM runtime_delivery d WHERE d.object_type = 'invoice' AND d.object_id = i.id "
-           "AND d.action = %s AND d.status = 'posted')")
+def _values(rows: list[tuple], width: int) -> tuple[str, list]:
+    """A VALUES list and its parameters; one row of NULLs (matching nothing) when empty."""
+    if not rows:
+        return "(" + ", ".join(["NULL"] * width) + ")", []
+    return ", ".join(["(" + ", ".join(["%s"] * width) + ")"] * len(rows)), [v for row in rows for v in row]
+
+
+# Per subscription × metric: records loaded, its aggregate, the meter events sent for it.
+_PER_SUBSCRIPTION = """
+    loaded AS (SELECT subscription, metric, COUNT(*) AS c, SUM(quantity) AS q FROM usage_record
+               WHERE billing_period = %s AND matched GROUP BY subscription, metric),
+    pushed AS (SELECT e.aggregate_id, COUNT(*) AS c, SUM(e.quantity) AS q FROM usage_usagemeterevent e
+               JOIN usage_usagepush p ON p.id = e.push_id WHERE p.period_id = %s AND p.sent_at IS NOT NULL
+               GROUP BY e.aggregate_id),
+    per_sub AS (
+      SELECT COALESCE(l.subscription, a.subscription) AS subscription, COALESCE(l.metric, a.metric) AS metric,
+             COALESCE(l.c, 0) AS lc, COALESCE(l.q, 0) AS lq, COALESCE(a.records, 0) AS ac,
+             COALESCE(a.quantity, 0) AS aq, COALESCE(pu.c, 0) AS pc, COALESCE(pu.q, 0) AS pq
+      FROM loaded l
+      FULL JOIN (SELECT id, subscription, metric, records, quantity FROM usage_aggregate WHERE period = %s) a
+        ON a.subscription = l.subscription AND a.metric = l.metric
+      LEFT JOIN pushed pu ON pu.aggregate_id = a.id)"""
+
+# Per billing system × customer × metric: the hub's stages, and the invoice lines that
+# bill the period's usage (a metered price, a service period starting in the month, not
+# void) with how many of them are on an invoice posted to the ERP.
+_KEYS = """
+WITH em(entity_id, system) AS (VALUES {entities}),
+    pm(system, price_ref, metric) AS (VALUES {prices}),
+    {per_subscription},
+    hub AS (
+      SELECT em.system, s.billing_customer AS customer, ps.metric, MIN(s.legal_entity_id) AS entity_id,
+             MAX(s.legal_entity_id) AS entity_max, SUM(lc) AS lc, SUM(lq) AS lq, SUM(ac) AS ac, SUM(aq) AS aq,
+             SUM(pc) AS pc, SUM(pq) AS pq, SUM(CASE WHEN lc <> ac OR lq <> aq THEN 1 ELSE 0 END) AS unaggregated
+      FROM per_sub ps JOIN usage_usagesubscription s ON s.subscription = ps.subscription
+      JOIN em ON em.entity_id = s.legal_entity_id
+      GROUP BY em.system, s.billing_customer, ps.metric),
+    usage_lines AS (
+      SELECT i.source_system AS system, COALESCE(x.external_id, '') AS customer, pm.metric, i.legal_entity_id,
+             i.currency, l.quantity,
+             CASE WHEN o.object_id IS NULL THEN 0 ELSE 1 END AS posted
+      FROM canonical_invoiceline l JOIN canonical_invoice i ON i.id = l.invoice_id
+      LEFT JOIN (SELECT DISTINCT object_id FROM runtime_delivery
+                 WHERE object_type = 'invoice' AND action = %s AND status = 'posted') o ON o.object_id = i.id
+      JOIN pm ON pm.price_ref = l.price_ref AND pm.system = i.source_system
+      LEFT JOIN canonical_crossreference x
+        ON x.system = i.source_system AND x.object_type = 'customer' AND x.canonical_id = i.customer_id
+      WHERE l.period_start >= %s AND l.period_start < %s AND i.status <> 'void'),
+    billed_lines AS (
+      SELECT system, customer, metric, MIN(legal_entity_id) AS entity_id, MIN(currency) AS currency,
+             COUNT(*) AS ic, SUM(quantity) AS iq, SUM(posted) AS oc, SUM(posted * quantity) AS oq
+      FROM usage_lines GROUP BY system, customer, metric)
+SELECT COALESCE(h.system, b.system), COALESCE(h.customer, b.customer), COALESCE(h.metric, b.metric),
+       COALESCE(h.entity_id, b.entity_id), COALESCE(h.entity_max, b.entity_id), b.currency,
+       COALESCE(h.lc, 0), COALESCE(h.lq, 0), COALESCE(h.ac, 0), COALESCE(h.aq, 0), COALESCE(h.pc, 0),
+       COALESCE(h.pq, 0), COALESCE(h.unaggregated, 0), COALESCE(b.ic, 0), COALESCE(b.iq, 0), COALESCE(b.oc, 0),
+       COALESCE(b.oq, 0)
+FROM hub h FULL JOIN billed_lines b ON b.system = h.system AND b.customer = h.customer AND b.metric = h.metric"""
+
+
+def _millionths(value) -> int:
+    return int((Decimal(str(value)) * _MILLIONTHS).to_integral_value()) if value else 0
 
 
 def checkpoint_run(period: dt.date, *, trigger: str = "api", invoice_stages: bool | None = None) -> Checkpoint:
@@ -428,72 +466,82 @@ def checkpoint_run(period: dt.date, *, trigger: str = "api", invoice_stages: boo
     invoices for the period ↔ those of them posted to the ERP. Every loaded record must
     be in its aggregate (per subscription), billing must hold the aggregates, and, once
     the period's invoices are due (``invoices_due``, or ``invoice_stages``), the invoices
-    must bill what billing holds and the ERP must have them. The report is per legal
-    entity × currency × metric; a mismatch opens one exception for finance naming the
+    must bill what billing holds and the ERP must have them all. The report is per legal
+    entity × currency × metric (a key's entity is its subscriptions'; its currency its
+    invoices', else the entity's); a mismatch opens one exception for finance naming the
     keys (customer, subscriptions, metric, invoices), repairable with ``checkpoint_repair``.
-    Set-based: one grouped query per stage, one billing read per key."""
+    Set-based: one query for every key's stages, then one billing read per key."""
     found = period_get(period)
     start, end = _period_bounds(found.period)
     check_invoices = invoices_due(found.period) if invoice_stages is None else invoice_stages
     entities = {e.pk: e for e in LegalEntity.objects.all()}
-    billing_of: dict[int, Any] = {}
-
-    def billing(entity_id: int):
-        if entity_id not in billing_of:
-            billing_of[entity_id] = connection_for_role("billing", name=entities[entity_id].billing_connection)
-        return billing_of[entity_id]
-
-    keys: dict[tuple[str, str, str], _Key] = {}
-
-    def key(connection_name: str, customer: str, metric: str) -> _Key:
-        found_key = keys.get((connection_name, customer, metric))
-        if found_key is None:
-            found_key = keys[(connection_name, customer, metric)] = _Key(connection_name, customer, metric)
-        return found_key
-
-    by_subscription = {
-        "loaded": ("SELECT r.subscription, r.metric, s.legal_entity_id, s.billing_customer, COUNT(*), SUM(r.quantity) "
-                   "FROM usage_record r JOIN usage_usagesubscription s ON s.subscription = r.subscription "
-                   "WHERE r.billing_period = %s AND r.matched "
-                   "GROUP BY r.subscription, r.metric, s.legal_entity_id, s.billing_customer", [found.period]),
-        "aggregated": ("SELECT a.subscription, a.metric, s.legal_entity_id, s.billing_customer, a.records, a.quantity "
-                       "FROM usage_aggregate a JOIN usage_usagesubscription s ON s.subscription = a.subscription "
-                       "WHERE a.period = %s", [found.period]),
-        "pushed": ("SELECT a.subscription, a.metric, s.legal_entity_id, s.billing_customer, COUNT(*), SUM(e.quantity) "
-                   "FROM usage_usagemeterevent e JOIN usage_usagepush p ON p.id = e.push_id "
-                   "JOIN usage_aggregate a ON a.id = e.aggregate_id "
-                   "JOIN usage_usagesubscription s ON s.subscription = a.subscription "
-                   "WHERE p.period_id = %s AND p.sent_at IS NOT NULL "
-                   "GROUP BY a.subscription, a.metric, s.legal_entity_id, s.billing_customer", [found.pk]),
-    }
-    with connection.cursor() as cursor:
-        for stage, (sql, params) in by_subscription.items():
-            cursor.execute(sql, params)
-            for subscription, metric, entity_id, customer, count, total in cursor.fetchall():
-                item = key(billing(entity_id).name, customer, metric)
-                figures = [int(count), int(total or 0)]
-                item.subscription(subscription, entity_id)[stage] = figures
-                item.stages[stage][0] += figures[0]
-                item.stages[stage][1] += figures[1]
-        _invoice_stages(cursor, start.date(), end.date(), key)
+    system_of = {}
+    for entity in entities.values():
+        try:
+            system_of[entity.pk] = connection_for_role("billing", name=entity.billing_connection).name
+        except NeedsConfiguration:
+            continue  # an entity without billing has no usage to reconcile
+    entity_sql, entity_params = _values(sorted(system_of.items()), 2)
+    price_sql, price_params = _values(_metered_prices(set(system_of.values())), 3)
+    sql = _KEYS.format(entities=entity_sql, prices=price_sql, per_subscription=_PER_SUBSCRIPTION)
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # One pass over every key: JIT compiling it costs more than it saves, and the
+            # grouping of a month's keys should not spill to disk.
+            cursor.execute("SET LOCAL jit = off")
+            cursor.execute("SET LOCAL work_mem = '64MB'")
+        cursor.execute(sql, [*entity_params, *price_params, found.period, found.pk, found.period, INVOICE_POST,
+                             start.date(), end.date()])
+        rows = cursor.fetchall()
 
     sinks: dict[str, Any] = {}
-    for connection_name in {item.connection for item in keys.values()}:
+    for name in {row[0] for row in rows}:
         try:
-            sinks[connection_name] = connector_for(connection_for_role("billing", name=connection_name))
+            sinks[name] = connector_for(connection_for_role("billing", name=name))
         except NeedsConfiguration:  # invoices of a billing system no longer connected: nothing to ask
-            log.warning("usage_checkpoint_billing_unknown", connection=connection_name)
-    for item in keys.values():
-        sink = sinks.get(item.connection)
-        if sink is not None:
-            value = sink.meter_usage(event_name=item.metric, customer=item.customer, start=start, end=end)
-            item.stages["billed"] = [item.stages["pushed"][0], loading_quantity(value)]
+            log.warning("usage_checkpoint_billing_unknown", connection=name)
+    lines: dict[tuple[str, str, str], list[int]] = {}
+    differing: list[tuple] = []
+    for system, customer, metric, entity_id, entity_max, currency, *figures in rows:
+        # PostgreSQL sums bigints as numeric: back to int; invoice quantities to millionths.
+        lc, lq, ac, aq, pc, pq, unaggregated, ic, iq, oc, oq = figures
+        lc, lq, ac, aq, pc, pq, ic, oc = int(lc), int(lq), int(ac), int(aq), int(pc), int(pq), int(ic), int(oc)
+        iq, oq = _millionths(iq), _millionths(oq)
+        sink = sinks.get(system)
+        bq = loading_quantity(sink.meter_usage(event_name=metric, customer=customer, start=start, end=end)) \
+            if sink is not None else 0
+        entity = entities[entity_id]
+        currency = currency or entity.currency
+        stages = (lc, lq, ac, aq, pc, pq, pc, bq, ic, iq, oc, oq)
+        acc = lines.get((entity.code, currency, metric))
+        if acc is None:
+            acc = lines[(entity.code, currency, metric)] = [0] * 13
+        acc[0] += 1
+        for index, value in enumerate(stages, start=1):
+            acc[index] += value
+        differs = []
+        if unaggregated:
+            differs.append("aggregated")  # records not in their aggregate: a person looks at the period
+        if aq != bq:
+            differs.append("billed")
+        if check_invoices and iq != bq:
+            differs.append("invoiced")  # billing's invoice lacks or exceeds its usage: billing's to answer
+        if check_invoices and (oc, oq) != (ic, iq):
+            differs.append("posted")
+        if differs:
+            codes = entity.code if entity_max == entity_id else f"{entity.code}+{entities[entity_max].code}"
+            quantities = dict(zip(STAGES, stages[1::2], strict=True))
+            differing.append(((system, customer, metric, codes, currency, quantities), differs))
 
-    lines, mismatches = _checkpoint_report(keys, entities, check_invoices)
+    columns = [f"{stage}_{part}" for stage in STAGES for part in ("count", "quantity")]
+    report = [{"legal_entity": code, "currency": currency, "metric": metric, "keys": acc[0],
+               **dict(zip(columns, acc[1:], strict=True))} for (code, currency, metric), acc in sorted(lines.items())]
+    mismatches = _mismatches(found, differing, start.date(), end.date(), entity_sql, entity_params,
+                             price_sql, price_params)
     checked = ["loaded", "aggregated", "billed", *(INVOICE_STAGES if check_invoices else ())]
     with transaction.atomic():
         checkpoint = Checkpoint.objects.create(
-            period=found, trigger=trigger, lines=lines, mismatches=mismatches, checked=checked,
+            period=found, trigger=trigger, lines=report, mismatches=mismatches, checked=checked,
             status=Checkpoint.Status.MISMATCH if mismatches else Checkpoint.Status.BALANCED)
         if mismatches:
             checkpoint.exception = exception_open(
@@ -501,101 +549,73 @@ def checkpoint_run(period: dt.date, *, trigger: str = "api", invoice_stages: boo
                 summary=f"Usage {found.period:%Y-%m} does not reconcile: {len(mismatches)} key(s) differ",
                 detail=_mismatch_detail(checkpoint, mismatches))
             checkpoint.save(update_fields=["exception"])
-    log.info("usage_checkpoint", period=f"{found.period:%Y-%m}", status=checkpoint.status, keys=len(keys),
+    log.info("usage_checkpoint", period=f"{found.period:%Y-%m}", status=checkpoint.status, keys=len(rows),
              mismatches=len(mismatches))
     return checkpoint
 
 
-def _invoice_stages(cursor, start: dt.date, end: dt.date, key) -> None:
-    """The usage lines of the period's invoices, per billing system × customer × metric:
-    a line bills usage when its price is a metered catalog price (bound to billing when
-    it was released, or named by the platform's price id) and its service period starts
-    in the month; a void invoice bills nothing. ``posted``: its invoice's ERP post
-    delivery is posted. Lines of invoices not posted are listed on their key."""
-    billing_refs, platform_refs = _metered_prices()
-    refs = sorted({ref for _, ref in billing_refs} | set(platform_refs))
-    if not refs:
-        return
-
-    def metric(system: str, ref: str) -> str | None:
-        return billing_refs.get((system, ref)) or platform_refs.get(ref)
-
-    placeholders = ", ".join(["%s"] * len(refs))
-    cursor.execute(
-        "SELECT system, customer, price_ref, currency, legal_entity_id, COUNT(*), SUM(quantity), SUM(posted), "
-        "SUM(posted * quantity) FROM (SELECT i.source_system AS system, COALESCE(x.external_id, '') AS customer, "
-        "l.price_ref, i.currency, i.legal_entity_id, l.quantity, "
-        f"CASE WHEN {_POSTED} THEN 1 ELSE 0 END AS posted {_USAGE_LINES.format(refs=placeholders)}) lines "
-        "GROUP BY system, customer, price_ref, currency, legal_entity_id",
-        [INVOICE_POST, start, end, *refs])
-    for system, customer, ref, currency, entity_id, count, quantity, posted, posted_quantity in cursor.fetchall():
-        name = metric(system, ref)
-        if name is None:
-            continue  # a platform ref of another billing system's metered price: not this one's
-        item = key(system, customer, name)
-        item.entities.add(entity_id)
-        item.currency = item.currency or currency
-        for stage, figures in (("invoiced", (count, quantity)), ("posted", (posted, posted_quantity))):
-            item.stages[stage][0] += int(figures[0] or 0)
-            item.stages[stage][1] += int((Decimal(figures[1] or 0) * _MILLIONTHS).to_integral_value())
-    cursor.execute(
-        "SELECT DISTINCT i.source_system, COALESCE(x.external_id, ''), l.price_ref, i.source_id, d.id, d.status "
-        "FROM canonical_invoiceline l JOIN canonical_invoice i ON i.id = l.invoice_id "
-        "LEFT JOIN canonical_crossreference x ON x.system = i.source_system AND x.object_type = 'customer' "
-        "AND x.canonical_id = i.customer_id "
-        "LEFT JOIN runtime_delivery d ON d.object_type = 'invoice' AND d.object_id = i.id AND d.action = %s "
-        f"WHERE l.period_start >= %s AND l.period_start < %s AND i.status <> 'void' AND l.price_ref IN ({placeholders}) "
-        f"AND NOT {_POSTED} ORDER BY i.source_id",
-        [INVOICE_POST, start, end, *refs, INVOICE_POST])
-    for system, customer, ref, invoice, delivery, status in cursor.fetchall():
-        name = metric(system, ref)
-        if name is not None:
-            key(system, customer, name).invoices.append({"invoice": invoice, "delivery": delivery,
-                                                         "status": status or "not planned"})
-
-
-def _checkpoint_report(keys: dict[tuple[str, str, str], _Key], entities: dict[int, Any],
-                       check_invoices: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The report lines (legal entity × currency × metric, counts and sums per stage) and
-    the keys that do not agree, each with what differs and the action that fixes it."""
-    lines: dict[tuple[str, str, str], dict[str, Any]] = {}
+def _mismatches(found: UsagePeriod, differing: list[tuple], start: dt.date, end: dt.date, entity_sql: str,
+                entity_params: list, price_sql: str, price_params: list) -> list[dict[str, Any]]:
+    """The keys that differ, each named: its subscriptions (and those whose records are
+    not all in their aggregate), its invoices not in the ERP with their post delivery's
+    state, and the actions that fix it (re-push, replay, wait, or a person)."""
+    if not differing:
+        return []
+    customers = sorted({(system, customer) for (system, customer, *_), _ in differing})
+    subscriptions: dict[tuple[str, str, str], list[str]] = {}
+    unaggregated: dict[tuple[str, str, str], list[str]] = {}
+    invoices: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    with connection.cursor() as cursor:
+        for chunk in range(0, len(customers), 500):
+            names = sorted({customer for _, customer in customers[chunk:chunk + 500]})
+            marks = ", ".join(["%s"] * len(names))
+            cursor.execute(
+                f"WITH em(entity_id, system) AS (VALUES {entity_sql}), {_PER_SUBSCRIPTION} "
+                "SELECT em.system, s.billing_customer, ps.metric, ps.subscription, "
+                "CASE WHEN lc <> ac OR lq <> aq THEN 1 ELSE 0 END FROM per_sub ps "
+                "JOIN usage_usagesubscription s ON s.subscription = ps.subscription "
+                f"JOIN em ON em.entity_id = s.legal_entity_id WHERE s.billing_customer IN ({marks}) "
+                "ORDER BY ps.subscription", [*entity_params, found.period, found.pk, found.period, *names])
+            for system, customer, metric, subscription, off in cursor.fetchall():
+                subscriptions.setdefault((system, customer, metric), []).append(subscription)
+                if off:
+                    unaggregated.setdefault((system, customer, metric), []).append(subscription)
+        cursor.execute(
+            f"WITH pm(system, price_ref, metric) AS (VALUES {price_sql}) "
+            "SELECT DISTINCT i.source_system, COALESCE(x.external_id, ''), pm.metric, i.source_id, d.id, d.status "
+            "FROM canonical_invoiceline l JOIN canonical_invoice i ON i.id = l.invoice_id "
+            "JOIN pm ON pm.price_ref = l.price_ref AND pm.system = i.source_system "
+            "LEFT JOIN canonical_crossreference x ON x.system = i.source_system AND x.object_type = 'customer' "
+            "AND x.canonical_id = i.customer_id "
+            "LEFT JOIN runtime_delivery d ON d.object_type = 'invoice' AND d.object_id = i.id AND d.action = %s "
+            "WHERE l.period_start >= %s AND l.period_start < %s AND i.status <> 'void' "
+            "AND NOT EXISTS (SELECT 1 FROM runtime_delivery p WHERE p.object_type = 'invoice' AND p.object_id = i.id "
+            "AND p.action = %s AND p.status = 'posted') ORDER BY i.source_id",
+            [*price_params, INVOICE_POST, start, end, INVOICE_POST])
+        for system, customer, metric, invoice, delivery, state in cursor.fetchall():
+            invoices.setdefault((system, customer, metric), []).append(
+                {"invoice": invoice, "delivery": delivery, "status": state or "not planned"})
     mismatches = []
-    for (_, customer, metric), item in sorted(keys.items()):
-        codes = sorted(entities[pk].code for pk in item.entities)
-        entity = next(e for e in entities.values() if e.code == codes[0])
-        currency = item.currency or entity.currency
-        line = lines.setdefault((entity.code, currency, metric), {
-            "legal_entity": entity.code, "currency": currency, "metric": metric, "keys": 0,
-            **{f"{stage}_{part}": 0 for stage in STAGES for part in ("count", "quantity")}})
-        line["keys"] += 1
-        for stage in STAGES:
-            line[f"{stage}_count"] += item.stages[stage][0]
-            line[f"{stage}_quantity"] += item.stages[stage][1]
-        quantity = {stage: item.stages[stage][1] for stage in STAGES}
-        differs, actions = [], []
-        unaggregated = sorted(name for name, figures in item.subscriptions.items()
-                              if figures["loaded"] != figures["aggregated"])
-        if unaggregated:
-            differs.append("aggregated")  # records not in their aggregate: a person looks at the period
-        if quantity["aggregated"] != quantity["billed"]:
-            differs.append("billed")
+    for (system, customer, metric, codes, currency, quantity), differs in differing:
+        key = (system, customer, metric)
+        unposted = invoices.get(key, [])
+        actions = []
+        if "billed" in differs:
             actions.append("re-push" if quantity["billed"] < quantity["aggregated"] else "person")
-        if check_invoices and quantity["invoiced"] != quantity["billed"]:
-            differs.append("invoiced")  # billing's invoice lacks or exceeds its usage: billing's to answer
+        if "invoiced" in differs or "aggregated" in differs:
             actions.append("person")
-        if check_invoices and item.stages["posted"] != item.stages["invoiced"]:
-            differs.append("posted")
-            states = {invoice["status"] for invoice in item.invoices}
+        if "posted" in differs:
+            states = {invoice["status"] for invoice in unposted}
             actions.append("replay" if states == {"dead"} else
-                           "wait" if states <= {"pending", "held", "in_flight", "dead"} and states else "person")
-        if differs:
-            mismatches.append({
-                "customer": customer, "metric": metric, "legal_entity": "+".join(codes), "currency": currency,
-                "subscription": ", ".join(sorted(item.subscriptions)), "subscriptions": sorted(item.subscriptions),
-                **{stage: quantity_format(q) for stage, q in quantity.items()},
-                "differs": differs, "actions": sorted(set(actions)), "unaggregated": unaggregated,
-                "invoices": item.invoices[:50], "connection": item.connection})
-    return list(lines.values()), mismatches
+                           "wait" if states and states <= {"pending", "held", "in_flight", "dead"} else "person")
+        names = subscriptions.get(key, [])
+        mismatches.append({
+            "customer": customer, "metric": metric, "legal_entity": codes, "currency": currency,
+            "subscription": ", ".join(names), "subscriptions": names,
+            **{stage: quantity_format(q) for stage, q in quantity.items()},
+            "differs": differs, "actions": sorted(set(actions)), "unaggregated": unaggregated.get(key, []),
+            "invoices": unposted[:50], "connection": system})
+    return mismatches
 
 
 def _mismatch_detail(checkpoint: Checkpoint, mismatches: list[dict[str, Any]]) -> str:
@@ -642,9 +662,11 @@ def periods_to_reconcile() -> list[dt.date]:
 
 
 def loading_quantity(value: str) -> int:
-    parsed = record_parse(0, {"id": "x", "subscription": "x", "metric": "x", "quantity": value,
-                              "timestamp": "0"}, "")
-    return 0 if isinstance(parsed, Rejected) else parsed.quantity
+    """A billing figure (a decimal string) in millionths; 0 for what is not a number."""
+    try:
+        return int((Decimal(value) * _MILLIONTHS).to_integral_value())
+    except (InvalidOperation, TypeError, ValueError):
+        return 0
 
 
 @dataclass(frozen=True)
