@@ -728,6 +728,7 @@ class Suite:
         ``checkpoint_run`` of the month with every stage, each run in a fresh process."""
         invoices = self.plan.reconcile_invoices
         database = f"{NAMESPACE}_reconcile"
+        loads: list[float] = []
         db_clone(database)
         try:
             log(f"reconcile: seeding {invoices:,} invoices and their usage")
@@ -737,6 +738,7 @@ class Suite:
                 *report, seconds = child("reconcile_run", database, capture=True).strip().splitlines()
                 (self.logdir / "reconcile-lines.json").write_text("\n".join(report))
                 runs.append(float(seconds))
+                loads.append(os.getloadavg()[0])
         finally:
             db_drop(database)
         self.figure("reconcile_seconds", title=f"Reconciliation of a month with {invoices:,} invoices", unit="s",
@@ -744,7 +746,8 @@ class Suite:
                     met=max(runs) < 10 if invoices >= 100_000 else None, higher_is_better=False,
                     note=f"{2 * invoices:,} customer × metric keys, {4 * invoices:,} records, {3 * invoices:,} "
                          "invoice lines; billing's summaries from an in-process stand-in (Stripe answers one "
-                         "request per customer × meter, bound by its API rate, not measured here)")
+                         "request per customer × meter, bound by its API rate, not measured here); load average "
+                         f"{statistics.median(loads):.1f} on {os.cpu_count()} cores during the runs")
 
     # -- catalog full sync ------------------------------------------------------------
 

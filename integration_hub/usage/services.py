@@ -449,14 +449,12 @@ WITH em(entity_id, system) AS (VALUES {entities}),
       FROM usage_lines GROUP BY system, customer, metric)
 SELECT COALESCE(h.system, b.system), COALESCE(h.customer, b.customer), COALESCE(h.metric, b.metric),
        COALESCE(h.entity_id, b.entity_id), COALESCE(h.entity_max, b.entity_id), b.currency,
-       COALESCE(h.lc, 0), COALESCE(h.lq, 0), COALESCE(h.ac, 0), COALESCE(h.aq, 0), COALESCE(h.pc, 0),
-       COALESCE(h.pq, 0), COALESCE(h.unaggregated, 0), COALESCE(b.ic, 0), COALESCE(b.iq, 0), COALESCE(b.oc, 0),
-       COALESCE(b.oq, 0)
+       CAST(COALESCE(h.lc, 0) AS BIGINT), CAST(COALESCE(h.lq, 0) AS BIGINT), CAST(COALESCE(h.ac, 0) AS BIGINT),
+       CAST(COALESCE(h.aq, 0) AS BIGINT), CAST(COALESCE(h.pc, 0) AS BIGINT), CAST(COALESCE(h.pq, 0) AS BIGINT),
+       COALESCE(h.unaggregated, 0), CAST(COALESCE(b.ic, 0) AS BIGINT),
+       CAST(ROUND(COALESCE(b.iq, 0) * 1000000) AS BIGINT), CAST(COALESCE(b.oc, 0) AS BIGINT),
+       CAST(ROUND(COALESCE(b.oq, 0) * 1000000) AS BIGINT)
 FROM hub h FULL JOIN billed_lines b ON b.system = h.system AND b.customer = h.customer AND b.metric = h.metric"""
-
-
-def _millionths(value) -> int:
-    return int((Decimal(str(value)) * _MILLIONTHS).to_integral_value()) if value else 0
 
 
 def checkpoint_run(period: dt.date, *, trigger: str = "api", invoice_stages: bool | None = None) -> Checkpoint:
@@ -489,7 +487,7 @@ def checkpoint_run(period: dt.date, *, trigger: str = "api", invoice_stages: boo
             # One pass over every key: JIT compiling it costs more than it saves, and the
             # grouping of a month's keys should not spill to disk.
             cursor.execute("SET LOCAL jit = off")
-            cursor.execute("SET LOCAL work_mem = '64MB'")
+            cursor.execute("SET LOCAL work_mem = '128MB'")
         cursor.execute(sql, [*entity_params, *price_params, found.period, found.pk, found.period, INVOICE_POST,
                              start.date(), end.date()])
         rows = cursor.fetchall()
@@ -503,10 +501,7 @@ def checkpoint_run(period: dt.date, *, trigger: str = "api", invoice_stages: boo
     lines: dict[tuple[str, str, str], list[int]] = {}
     differing: list[tuple] = []
     for system, customer, metric, entity_id, entity_max, currency, *figures in rows:
-        # PostgreSQL sums bigints as numeric: back to int; invoice quantities to millionths.
-        lc, lq, ac, aq, pc, pq, unaggregated, ic, iq, oc, oq = figures
-        lc, lq, ac, aq, pc, pq, ic, oc = int(lc), int(lq), int(ac), int(aq), int(pc), int(pq), int(ic), int(oc)
-        iq, oq = _millionths(iq), _millionths(oq)
+        lc, lq, ac, aq, pc, pq, unaggregated, ic, iq, oc, oq = figures  # quantities in millionths
         sink = sinks.get(system)
         bq = loading_quantity(sink.meter_usage(event_name=metric, customer=customer, start=start, end=end)) \
             if sink is not None else 0

@@ -207,3 +207,20 @@ def test_the_api_runs_a_checkpoint_with_the_invoice_stages_and_serves_the_csv(
     assert repaired.status_code == 202
     assert repaired.json() == {"pushes": [], "events": 0,
                                "replayed": [Delivery.objects.get(idempotency_key="invoice.post:1").pk]}
+
+
+def test_the_schedule_checks_a_closed_period_again_once_its_invoices_are_due_and_after_a_posting(
+        month, billing, invoices, settings):
+    period = month(("sub_acme", "api_calls", "120.5"))
+    assert services.periods_to_reconcile() == [period]  # closed, pushed, never reconciled
+    services.checkpoint_run(period, trigger="schedule")
+    assert services.periods_to_reconcile() == []  # balanced; its invoices are not due yet
+
+    settings.HUB_USAGE_INVOICE_AFTER_HOURS = -24 * 40  # as if the invoices were due
+    assert services.periods_to_reconcile() == [period]
+    invoices(1, billing["acme"], [("price_api_metered", "120.5")], delivery="dead")
+    assert services.checkpoint_run(period, trigger="schedule").status == "mismatch"
+    assert services.periods_to_reconcile() == []  # nothing changed since
+    Delivery.objects.filter(action="invoice.post").update(status="posted", updated_at=timezone.now())
+    assert services.periods_to_reconcile() == [period]
+    assert services.checkpoint_run(period, trigger="schedule").status == "balanced"
