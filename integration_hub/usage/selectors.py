@@ -26,7 +26,9 @@ def checkpoint_detail(checkpoint: Checkpoint) -> dict[str, Any]:
     return {
         "id": checkpoint.pk, "period": f"{checkpoint.period.period:%Y-%m}", "status": checkpoint.status,
         "trigger": checkpoint.trigger, "created_at": checkpoint.created_at,
-        "lines": [{**line, **{f"{stage}_quantity": quantity_format(line[f"{stage}_quantity"]) for stage in STAGES}}
+        # A checkpoint taken before a stage existed reports it as 0.
+        "lines": [{**line, **{f"{stage}_count": line.get(f"{stage}_count", 0) for stage in STAGES},
+                   **{f"{stage}_quantity": quantity_format(line.get(f"{stage}_quantity", 0)) for stage in STAGES}}
                   for line in checkpoint.lines],
         "checked": checkpoint.checked, "mismatches": checkpoint.mismatches, "exception": checkpoint.exception_id,
         "csv": f"/api/reconciliations/{checkpoint.pk}/?as=csv",
@@ -46,6 +48,8 @@ def checkpoint_csv_rows(checkpoint: Checkpoint) -> Iterable[list[str]]:
     yield ["mismatch: customer", "metric", "legal_entity", "currency", "subscriptions", *STAGES, "differs",
            "actions", "invoices not in the ERP"]
     for m in checkpoint.mismatches:
-        yield [m["customer"], m["metric"], m["legal_entity"], m["currency"], " ".join(m["subscriptions"]),
-               *(m[s] for s in STAGES), " ".join(m["differs"]), " ".join(m["actions"]),
-               " ".join(f"{i['invoice']}:{i['status']}" for i in m["invoices"] if "posted" in m["differs"])]
+        differs = m.get("differs", [])
+        yield [m.get("customer", ""), m["metric"], m["legal_entity"], m.get("currency", ""),
+               " ".join(m.get("subscriptions", [m.get("subscription", "")])), *(m.get(s, "") for s in STAGES),
+               " ".join(differs), " ".join(m.get("actions", [])),
+               " ".join(f"{i['invoice']}:{i['status']}" for i in m.get("invoices", []) if "posted" in differs)]

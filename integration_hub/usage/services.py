@@ -693,7 +693,8 @@ def checkpoint_repair(checkpoint: Checkpoint, *, user=None) -> Repair:
     items, replayed = [], []
     repairs = UsageMeterEvent.objects.filter(push__period=period, push__kind="repair").count()
     for mismatch in locked.mismatches:
-        if "re-push" in mismatch["actions"]:
+        actions = mismatch.get("actions", [])  # a checkpoint taken before actions were stated has none
+        if "re-push" in actions:
             aggregates = list(UsageAggregate.objects.filter(
                 period=period.period, subscription__in=mismatch["subscriptions"], metric=mismatch["metric"],
                 quantity__gt=0).order_by("subscription"))
@@ -707,7 +708,7 @@ def checkpoint_repair(checkpoint: Checkpoint, *, user=None) -> Repair:
                     repairs += 1
                     items.append((aggregate, share, f"hub-usage-{aggregate.pk}-r{repairs}"))
                     missing -= share
-        if "replay" in mismatch["actions"]:
+        if "replay" in actions:
             for invoice in mismatch["invoices"]:
                 delivery = Delivery.objects.filter(pk=invoice["delivery"], status=Delivery.Status.DEAD).first()
                 if delivery is not None:
