@@ -19,7 +19,7 @@ from django.db import connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from canonical.models import Invoice, LegalEntity
+from canonical.models import CrossReference, Invoice, LegalEntity, PriceVersion
 from connectors.base import ExternalDocument, MeterEvent
 from connectors.errors import NeedsConfiguration
 from connectors.services import connection_for_role, connector_for
@@ -382,8 +382,6 @@ def _metered_prices(systems: Iterable[str]) -> list[tuple[str, str, str]]:
     catalog price: the billing price bound when a version was released there, and the
     platform's own price id (for invoices that name it) in every billing system. The
     catalog is small."""
-    from canonical.models import CrossReference, PriceVersion
-
     metric_of = {pk: content.get("meter_event_name") for pk, content in PriceVersion.objects.filter(
         content__usage_type="metered").values_list("pk", "content")}
     metric_of = {pk: metric for pk, metric in metric_of.items() if metric}
