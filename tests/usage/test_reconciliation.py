@@ -224,3 +224,22 @@ def test_the_schedule_checks_a_closed_period_again_once_its_invoices_are_due_and
     Delivery.objects.filter(action="invoice.post").update(status="posted", updated_at=timezone.now())
     assert services.periods_to_reconcile() == [period]
     assert services.checkpoint_run(period, trigger="schedule").status == "balanced"
+
+
+def test_the_admin_shows_the_report_and_repairs_in_one_action(
+        admin_client, month, billing, invoices, stripe_api, sent_tasks, django_capture_on_commit_callbacks):
+    period = month(("sub_acme", "api_calls", "120.5"), ("sub_globex", "api_calls", "7"))
+    invoices(1, billing["acme"], [("price_api_metered", "120.5")])
+    invoices(2, billing["globex"], [("price_api_metered", "7")], delivery="dead")
+    stripe_api.meters.meter_event_remove(UsageMeterEvent.objects.get(aggregate__subscription="sub_acme").identifier)
+    checkpoint = services.checkpoint_run(period, invoice_stages=True)
+    assert {m["subscription"]: m["actions"] for m in checkpoint.mismatches} == {
+        "sub_acme": ["person", "re-push"],  # billing lacks it; its invoice billed it anyway: both are listed
+        "sub_globex": ["replay"]}
+    assert admin_client.get(f"/admin/usage/checkpoint/{checkpoint.pk}/change/").status_code == 200
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post("/admin/usage/checkpoint/", {"action": "repair",
+                                                                  "_selected_action": [checkpoint.pk]}, follow=True)
+    assert "1 repair push(es) planned, 1 ERP posting(s) replayed" in response.content.decode()
+    assert Delivery.objects.get(idempotency_key="invoice.post:2").status == "pending"
