@@ -236,7 +236,9 @@ def test_the_admin_shows_the_report_and_repairs_in_one_action(
     assert {m["subscription"]: m["actions"] for m in checkpoint.mismatches} == {
         "sub_acme": ["person", "re-push"],  # billing lacks it; its invoice billed it anyway: both are listed
         "sub_globex": ["replay"]}
-    assert admin_client.get(f"/admin/usage/checkpoint/{checkpoint.pk}/change/").status_code == 200
+    page = admin_client.get(f"/admin/usage/checkpoint/{checkpoint.pk}/change/").content.decode()
+    assert "<td>US</td><td>USD</td><td>api_calls</td><td>2</td>" in page
+    assert "in_2 (dead)" in page and "re-push" in page
 
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post("/admin/usage/checkpoint/", {"action": "repair",
