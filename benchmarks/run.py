@@ -69,6 +69,7 @@ class Plan:
     # The stated size: 2,000 SKUs, 10,000 versions (about 30 minutes on this machine).
     catalog_skus: int = 2_000
     catalog_pairs: int = 1
+    reconcile_invoices: int = 100_000
 
 
 FULL = Plan(
@@ -81,7 +82,7 @@ SMOKE = Plan(
     name="smoke", pairs=1, ingest_connections=(8, 32), ingest_seconds=1.0, ingest_max_requests=200,
     pipeline_events=150, worker_concurrency=2, slow_docs=12, slow_latency_ms=200, slow_cap=4,
     slow_worker_concurrency=8, history_rows=(100, 2_000), history_events=60, sweep_repeats=3,
-    profile_events=0, usage_rows=20_000, catalog_skus=8,
+    profile_events=0, usage_rows=20_000, catalog_skus=8, reconcile_invoices=2_000,
 )
 
 # The figures every run must produce (bench-smoke checks they are all there).
@@ -92,6 +93,7 @@ FIGURES = [
     "web_rss_mb", "worker_rss_mb",
     "usage_load_rps", "usage_load_rss_mb", "usage_aggregate_seconds",
     "catalog_full_sync_seconds",
+    "reconcile_seconds",
 ]
 
 
@@ -716,6 +718,36 @@ class Suite:
                     unit="s", hub=timings["aggregate"], baseline=None, goal="< 5 s (1,000,000 records)",
                     met=max(timings["aggregate"]) < 5 if rows >= 1_000_000 else None, higher_is_better=False)
 
+    # -- reconciliation checkpoint ----------------------------------------------------
+
+    def reconcile(self) -> None:
+        """A month of ``reconcile_invoices`` customers, each one subscription with two
+        metered metrics (two records per metric loaded, aggregated, pushed) and one invoice
+        (two metered lines and a licensed one) posted to the ERP, seeded set-based; then
+        ``checkpoint_run`` of the month with every stage, each run in a fresh process."""
+        invoices = self.plan.reconcile_invoices
+        database = f"{NAMESPACE}_reconcile"
+        loads: list[float] = []
+        db_clone(database)
+        try:
+            log(f"reconcile: seeding {invoices:,} invoices and their usage")
+            child("reconcile_seed", database, "--rows", str(invoices))
+            runs = []
+            for _ in range(self.plan.pairs):
+                *report, seconds = child("reconcile_run", database, capture=True).strip().splitlines()
+                (self.logdir / "reconcile-lines.json").write_text("\n".join(report))
+                runs.append(float(seconds))
+                loads.append(os.getloadavg()[0])
+        finally:
+            db_drop(database)
+        self.figure("reconcile_seconds", title=f"Reconciliation of a month with {invoices:,} invoices", unit="s",
+                    hub=runs, baseline=None, goal="< 10 s (100,000 invoices)",
+                    met=max(runs) < 10 if invoices >= 100_000 else None, higher_is_better=False,
+                    note=f"{2 * invoices:,} customer × metric keys, {4 * invoices:,} records, {3 * invoices:,} "
+                         "invoice lines; billing's summaries from an in-process stand-in (Stripe answers one "
+                         "request per customer × meter, bound by its API rate, not measured here); load average "
+                         f"{statistics.median(loads):.1f} on {os.cpu_count()} cores during the runs")
+
     # -- catalog full sync ------------------------------------------------------------
 
     def catalog(self) -> None:
@@ -888,6 +920,8 @@ def carry_over(suite: Suite, out_json: Path) -> None:
     for key, fig in earlier["figures"].items():
         if key not in suite.figures:
             suite.figures[key] = {**fig, "measured": fig.get("measured", stamp)}
+    for key, detail in earlier.get("details", {}).items():  # e.g. the sweeper's query plans
+        suite.extra.setdefault(key, detail)
 
 
 def write_report(suite: Suite, out_md: Path, out_json: Path, seconds: float) -> None:
@@ -1237,6 +1271,135 @@ def step_usage_aggregate(args) -> None:
     print(f"{time.perf_counter() - start:.3f}")
 
 
+RECONCILE_PERIOD = dt.date(2025, 1, 1)
+
+
+def step_reconcile_seed(args) -> None:
+    """``--rows`` customers, subscriptions and invoices of January 2025 with their usage
+    records, aggregates, sent meter events, metered catalog prices, invoice lines and
+    posted ERP deliveries (INSERT … SELECT generate_series), then ANALYZE."""
+    _django()
+    from django.db import connection
+
+    import benchmarks.stub_billing  # noqa: F401 - registers bench-billing
+    from canonical.models import CrossReference, LegalEntity, Price, PriceVersion, Product
+    from connectors.services import connection_upsert
+    from integration_hub.usage.services import period_get
+
+    n, period = args.rows, RECONCILE_PERIOD
+    billing = connection_upsert(name="bench-billing", vendor="bench-billing", role="billing", config={},
+                                credentials={})
+    entity = LegalEntity.objects.get(code="US")
+    entity.billing_connection = billing.name
+    entity.save(update_fields=["billing_connection"])
+    found = period_get(period)
+    product = Product.objects.create(sku="BENCH-USAGE", name="Bench usage")
+    for metric in ("api_calls", "storage_gb"):
+        price = Price.objects.create(product=product, currency="USD", source_system="platform",
+                                     source_id=f"bench-{metric}")
+        version = PriceVersion.objects.create(price=price, number=1, status="released", content_hash=metric, content={
+            "usage_type": "metered", "meter_event_name": metric, "type": "recurring", "interval": "month"})
+        CrossReference.objects.create(system=billing.name, object_type="price_version", canonical_id=version.pk,
+                                      external_id=f"price_bench_{metric}")
+    quantity = "(((n % 97) + 1) * 1000000 + 500000)"  # millionths, per record
+    metrics = "(VALUES ('api_calls'), ('storage_gb')) mm(metric)"
+    with connection.cursor() as cur:
+        cur.execute("SELECT id FROM connectors_connection WHERE name = 'erp'")
+        erp = cur.fetchone()[0]
+        cur.execute(f"CREATE TABLE IF NOT EXISTS usage_record_y{period:%Y}m{period:%m} PARTITION OF usage_record "
+                    f"FOR VALUES FROM ('{period} 00:00:00+00') TO ('2025-02-01 00:00:00+00')")
+        cur.execute("CREATE TEMP TABLE rc AS SELECT g AS n FROM generate_series(1, %s) g", [n])
+        inserts = [
+            ("usage_usagesubscription", {"subscription": "'rsub_' || n", "legal_entity_id": str(entity.pk),
+                                         "billing_customer": "'cus_r' || n", "created_at": "now()"}, "rc"),
+            ("usage_record", {
+                "event_id": "'rev-' || n || '-' || metric || '-' || k", "batch_id": "0", "line": "k",
+                "subscription": "'rsub_' || n", "metric": "metric", "quantity": quantity,
+                "occurred_at": "'2025-01-15 10:00:00+00'", "day": "'2025-01-15'", "period": f"'{period}'",
+                "billing_period": f"'{period}'", "matched": "true"}, f"rc, {metrics}, generate_series(1, 2) k"),
+            ("usage_aggregate", {"period": f"'{period}'", "subscription": "'rsub_' || n", "metric": "metric",
+                                 "quantity": f"2 * {quantity}", "records": "2", "updated_at": "now()"},
+             f"rc, {metrics}"),
+            ("usage_usagepush", {"period_id": str(found.pk), "connection_id": str(billing.pk), "kind": "'period'",
+                                 "sent_at": "now()", "created_at": "now()"},
+             f"generate_series(1, {(2 * n + 99) // 100}) n"),
+            ("canonical_customer", {"display_name": "'rc-' || n", "email": "''", "address": "'{}'::jsonb",
+                                    "country": "'US'", "tax_ids": "'[]'::jsonb", "currency": "'USD'",
+                                    "version": "1", "created_at": "now()", "updated_at": "now()"}, "rc"),
+        ]
+        for table, given, source in inserts:
+            columns, values = _fill(cur, table, given)
+            cur.execute(f"INSERT INTO {table} ({columns}) SELECT {values} FROM {source}")
+        cur.execute("SELECT MIN(id) FROM usage_usagepush")
+        first_push = cur.fetchone()[0]
+        columns, values = _fill(cur, "usage_usagemeterevent", {
+            "aggregate_id": "id", "push_id": f"{first_push} + (rn - 1) / 100",
+            "identifier": "'hub-usage-' || id || '-p'", "quantity": "quantity",
+            "timestamp": "'2025-01-31 23:59:59+00'"})
+        cur.execute(f"INSERT INTO usage_usagemeterevent ({columns}) SELECT {values} FROM "
+                    "(SELECT id, quantity, row_number() OVER (ORDER BY id) AS rn FROM usage_aggregate) a")
+        cur.execute("CREATE TEMP TABLE rcc AS SELECT id AS customer, substr(display_name, 4)::int AS n "
+                    "FROM canonical_customer WHERE display_name LIKE 'rc-%%'")
+        cur.execute("INSERT INTO runtime_businesstransaction (id, kind, subject, created_at) "
+                    "VALUES (gen_random_uuid(), 'invoice', 'bench:reconcile', now()) RETURNING id")
+        txn = cur.fetchone()[0]
+        later = [
+            ("canonical_crossreference", {"system": f"'{billing.name}'", "object_type": "'customer'",
+                                          "canonical_id": "customer", "external_id": "'cus_r' || n",
+                                          "external_number": "''", "created_at": "now()"}, "rcc"),
+            ("canonical_invoice", {
+                "source_system": f"'{billing.name}'", "source_id": "'in_rc_' || n", "number": "'R-' || n",
+                "customer_id": "customer", "legal_entity_id": str(entity.pk), "currency": "'USD'",
+                "status": "'paid'", "issued_on": "'2025-02-01'", "subtotal": "0", "tax": "0", "total": "0",
+                "amount_paid": "0", "subscription_ref": "''", "version": "1", "created_at": "now()",
+                "updated_at": "now()"}, "rcc"),
+        ]
+        for table, given, source in later:
+            columns, values = _fill(cur, table, given)
+            cur.execute(f"INSERT INTO {table} ({columns}) SELECT {values} FROM {source}")
+        cur.execute("CREATE TEMP TABLE rci AS SELECT id AS invoice, substr(source_id, 7)::int AS n "
+                    "FROM canonical_invoice WHERE source_id LIKE 'in_rc_%%'")
+        lines = ("(VALUES (1, 'price_bench_api_calls'), (2, 'price_bench_storage_gb'), (3, 'price_bench_seats')) "
+                 "ll(position, price_ref)")
+        columns, values = _fill(cur, "canonical_invoiceline", {
+            "invoice_id": "invoice", "position": "position", "description": "price_ref", "source_line_id": "''",
+            "quantity": f"CASE WHEN position = 3 THEN 5 ELSE 2 * {quantity} / 1000000.0 END", "amount": "0",
+            "tax_amount": "0", "product_ref": "''", "price_ref": "price_ref", "period_start": f"'{period}'",
+            "period_end": "'2025-02-01'"})
+        cur.execute(f"INSERT INTO canonical_invoiceline ({columns}) SELECT {values} FROM rci, {lines}")
+        columns, values = _fill(cur, "runtime_delivery", {
+            "transaction_id": f"'{txn}'", "connection_id": str(erp), "action": "'invoice.post'",
+            "object_type": "'invoice'", "object_id": "invoice",
+            "idempotency_key": "'invoice.post:erp:invoice:' || invoice || ':v1'", "status": "'posted'",
+            "attempts": "1", "next_attempt_at": "now()", "external_id": "'erp-rc-' || n", "external_number": "''",
+            "last_error": "''", "hold_reason": "''", "serial_key": "''", "lookup_first": "false",
+            "created_at": "now()", "updated_at": "now()"})
+        cur.execute(f"INSERT INTO runtime_delivery ({columns}) SELECT {values} FROM rci")
+    with connection.cursor() as cur:
+        cur.execute("VACUUM (FREEZE, ANALYZE)")
+        cur.execute("CHECKPOINT")
+
+
+def step_reconcile_run(args) -> None:
+    """Prints the seconds one checkpoint of the seeded month takes (it must balance)."""
+    _django()
+    import benchmarks.stub_billing  # noqa: F401 - registers bench-billing
+    from connectors.services import connection_for_role, connector_for
+    from integration_hub.usage.services import _period_bounds, checkpoint_run
+
+    # Billing's side is not the hub's time: the stand-in reads its totals before the clock starts.
+    connector_for(connection_for_role("billing", name="bench-billing")).meter_usage(
+        event_name="api_calls", customer="", start=_period_bounds(RECONCILE_PERIOD)[0],
+        end=_period_bounds(RECONCILE_PERIOD)[1])
+    start = time.perf_counter()
+    checkpoint = checkpoint_run(RECONCILE_PERIOD, trigger="bench", invoice_stages=True)
+    seconds = time.perf_counter() - start
+    if checkpoint.status != "balanced":
+        raise SystemExit(f"the seeded month does not balance: {checkpoint.mismatches[:3]}")
+    print(json.dumps(checkpoint.lines))  # the stages' counts, for the log
+    print(f"{seconds:.3f}")
+
+
 def step_catalog_baseline(args) -> None:
     """Write ``--events`` SKUs (the sandbox's generated plans) straight into Tryton:
     one template with its variant, then each company's list price. Prints the seconds."""
@@ -1330,6 +1493,7 @@ STEPS = {
     "_setup": step_setup, "_slow_erp_setup": step_slow_erp_setup, "_feed": step_feed,
     "_noop_send": step_noop_send, "_load_history": step_load_history, "_history_marks": step_history_marks,
     "_history_trim": step_history_trim, "_sweep": step_sweep,
+    "_reconcile_seed": step_reconcile_seed, "_reconcile_run": step_reconcile_run,
 }
 
 
@@ -1357,7 +1521,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipeline-events", type=int, default=0,
                         help="events per pipeline run (the stated figure is 20000: about N / rate seconds per run)")
     parser.add_argument("--only", default="",
-                        help="comma-separated: ingest,pipeline,slow,history,usage,catalog,profile")
+                        help="comma-separated: ingest,pipeline,slow,history,usage,catalog,reconcile,profile")
     parser.add_argument("--catalog-skus", type=int, default=0,
                         help="SKUs of the catalog full sync (the stated figure is 2000; the full plan runs 200)")
     parser.add_argument("--merge", action="store_true",
@@ -1381,7 +1545,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name, run in (("ingest", suite.ingest), ("pipeline", suite.pipeline), ("slow", suite.slow_erp),
                           ("history", suite.history), ("usage", suite.usage), ("catalog", suite.catalog),
-                          ("profile", suite.profile)):
+                          ("reconcile", suite.reconcile), ("profile", suite.profile)):
             if not only or name in only:
                 run()
         if not only or {"ingest", "pipeline"} <= only:

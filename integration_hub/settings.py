@@ -343,6 +343,8 @@ HUB_USAGE_LATE_POLICY = env.str("HUB_USAGE_LATE_POLICY", default="next_period")
 if HUB_USAGE_LATE_POLICY not in ("next_period", "hold"):
     raise ImproperlyConfigured("HUB_USAGE_LATE_POLICY must be next_period or hold")
 HUB_USAGE_CLOSE_AFTER_HOURS = env.int("HUB_USAGE_CLOSE_AFTER_HOURS", default=24)
+# After the month ends, when its invoices (and their ERP postings) are part of the checkpoint.
+HUB_USAGE_INVOICE_AFTER_HOURS = env.int("HUB_USAGE_INVOICE_AFTER_HOURS", default=72)
 HUB_USAGE_TASK_SOFT_TIME_LIMIT = env.int("HUB_USAGE_TASK_SOFT_TIME_LIMIT", default=1800)
 HUB_USAGE_TASK_TIME_LIMIT = env.int("HUB_USAGE_TASK_TIME_LIMIT", default=1900)
 HUB_USAGE_SWEEP_INTERVAL_SECONDS = env.int("HUB_USAGE_SWEEP_INTERVAL_SECONDS", default=60)

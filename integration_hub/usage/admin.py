@@ -8,9 +8,9 @@ from django.contrib import admin, messages
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
-from integration_hub.usage import services
+from integration_hub.usage import selectors, services
 from integration_hub.usage.models import Checkpoint, UsageBatch, UsagePeriod, UsageSubscription
 
 
@@ -81,19 +81,46 @@ class UsagePeriodAdmin(admin.ModelAdmin):
 class CheckpointAdmin(admin.ModelAdmin):
     list_display = ("id", "period", "status", "trigger", "mismatch_count", "created_at", "csv")
     list_filter = ("status",)
-    readonly_fields = ("period", "status", "trigger", "lines", "mismatches", "exception", "created_at")
+    readonly_fields = ("period", "status", "trigger", "checked", "report", "differences", "exception", "repaired_at",
+                       "created_at")
+    exclude = ("lines", "mismatches")
     actions = ["repair"]
 
     @admin.display(description="mismatches")
     def mismatch_count(self, checkpoint: Checkpoint) -> int:
         return len(checkpoint.mismatches)
 
+    @admin.display(description="per legal entity × currency × metric (count / quantity)")
+    def report(self, checkpoint: Checkpoint):
+        stages = services.STAGES
+        head = format_html_join("", "<th>{}</th>", ((name,) for name in ("entity", "currency", "metric", "keys",
+                                                                          *stages)))
+        rows = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}</tr>", (
+            (line["legal_entity"], line["currency"], line["metric"], line["keys"],
+             format_html_join("", "<td>{} / {}</td>", ((line[f"{s}_count"], line[f"{s}_quantity"]) for s in stages)))
+            for line in selectors.checkpoint_detail(checkpoint)["lines"]))
+        return format_html("<table><tr>{}</tr>{}</table>", head, rows)
+
+    @admin.display(description="keys that differ")
+    def differences(self, checkpoint: Checkpoint):
+        if not checkpoint.mismatches:
+            return "—"
+        return format_html("<table><tr><th>customer</th><th>subscriptions</th><th>metric</th><th>entity</th>"
+                           "<th>quantities</th><th>differs</th><th>action</th><th>not in the ERP</th></tr>{}</table>",
+                           format_html_join("", "<tr>" + "<td>{}</td>" * 8 + "</tr>", (
+                               (m.get("customer", ""), ", ".join(m.get("subscriptions", [])), m["metric"],
+                                m["legal_entity"], " · ".join(f"{s} {m.get(s, '')}" for s in services.STAGES),
+                                ", ".join(m.get("differs", [])), ", ".join(m.get("actions", [])),
+                                ", ".join(f"{i['invoice']} ({i['status']})" for i in m.get("invoices", [])))
+                               for m in checkpoint.mismatches[:500])))
+
     @admin.display(description="report")
     def csv(self, checkpoint: Checkpoint):
         return format_html('<a href="/api/reconciliations/{}/?as=csv">CSV</a>', checkpoint.pk)
 
-    @admin.action(description="Repair: re-push what billing lacks")
+    @admin.action(description="Repair: re-push what billing lacks, replay dead ERP postings")
     def repair(self, request, queryset):
         for checkpoint in queryset.filter(status=Checkpoint.Status.MISMATCH):
-            pushes = services.checkpoint_repair(checkpoint)
-            self.message_user(request, f"checkpoint #{checkpoint.pk}: {len(pushes)} repair push(es) planned")
+            repair = services.checkpoint_repair(checkpoint, user=request.user)
+            self.message_user(request, f"checkpoint #{checkpoint.pk}: {len(repair.pushes)} repair push(es) planned, "
+                                       f"{len(repair.replayed)} ERP posting(s) replayed")

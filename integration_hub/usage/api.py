@@ -127,13 +127,18 @@ def period_close(request: Request, period: str) -> Response:
 @api_view(["GET", "POST"])
 @permission_classes([USAGE_OWNERS])
 def reconciliations(request: Request) -> Response:
-    """POST ``{"period": "YYYY-MM"}``: run a checkpoint now (201 with its report)."""
+    """POST ``{"period": "YYYY-MM"}`` (and ``"invoice_stages": true`` to compare invoice lines
+    and ERP postings before the period's invoices are due): run a checkpoint now (201 with
+    its report)."""
     if request.method == "GET":
         return Response([selectors.checkpoint_detail(c) for c in Checkpoint.objects.all()[:50]])
     parsed = _period(str(request.data.get("period", "")))
     if parsed is None:
         return Response({"period": ["YYYY-MM required"]}, status=status.HTTP_400_BAD_REQUEST)
-    checkpoint = services.checkpoint_run(parsed, trigger="api")
+    invoice_stages = request.data.get("invoice_stages")
+    if invoice_stages not in (None, True, False):
+        return Response({"invoice_stages": ["true, false or null"]}, status=status.HTTP_400_BAD_REQUEST)
+    checkpoint = services.checkpoint_run(parsed, trigger="api", invoice_stages=invoice_stages)
     return Response(selectors.checkpoint_detail(checkpoint), status=status.HTTP_201_CREATED)
 
 
@@ -153,6 +158,6 @@ def reconciliation_detail(request: Request, checkpoint_id: int):
 @permission_classes([USAGE_OWNERS])
 def reconciliation_repair(request: Request, checkpoint_id: int) -> Response:
     checkpoint = get_object_or_404(Checkpoint, pk=checkpoint_id)
-    pushes = services.checkpoint_repair(checkpoint)
-    return Response({"pushes": [p.pk for p in pushes], "events": sum(p.events.count() for p in pushes)},
+    repair = services.checkpoint_repair(checkpoint, user=request.user)
+    return Response({"pushes": [p.pk for p in repair.pushes], "events": repair.events, "replayed": repair.replayed},
                     status=status.HTTP_202_ACCEPTED)

@@ -180,7 +180,8 @@ class UsageMeterEvent(models.Model):
 
 class Checkpoint(models.Model):
     """One reconciliation of a period: per legal entity × currency × metric, the counts and
-    sums each stage holds, and the keys (subscription × metric) that do not agree."""
+    sums each stage holds, and the keys (billing customer × metric, with its subscriptions
+    and invoices) that do not agree."""
 
     class Status(models.TextChoices):
         BALANCED = "balanced"
@@ -191,6 +192,8 @@ class Checkpoint(models.Model):
     trigger = models.CharField(max_length=20, default="api")
     lines = models.JSONField(default=list)
     mismatches = models.JSONField(default=list)
+    checked = models.JSONField(default=list, help_text="The stages compared (the invoice stages once they are due)")
+    repaired_at = models.DateTimeField(null=True, blank=True, help_text="When its repair ran (once)")
     exception = models.ForeignKey("runtime.ExceptionRecord", null=True, blank=True, on_delete=models.SET_NULL,
                                   related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -26,20 +26,30 @@ def checkpoint_detail(checkpoint: Checkpoint) -> dict[str, Any]:
     return {
         "id": checkpoint.pk, "period": f"{checkpoint.period.period:%Y-%m}", "status": checkpoint.status,
         "trigger": checkpoint.trigger, "created_at": checkpoint.created_at,
-        "lines": [{**line, **{f"{stage}_quantity": quantity_format(line[f"{stage}_quantity"]) for stage in STAGES}}
+        # A checkpoint taken before a stage existed reports it as 0.
+        "lines": [{**line, **{f"{stage}_count": line.get(f"{stage}_count", 0) for stage in STAGES},
+                   **{f"{stage}_quantity": quantity_format(line.get(f"{stage}_quantity", 0)) for stage in STAGES}}
                   for line in checkpoint.lines],
-        "mismatches": checkpoint.mismatches, "exception": checkpoint.exception_id,
+        "checked": checkpoint.checked, "mismatches": checkpoint.mismatches, "exception": checkpoint.exception_id,
         "csv": f"/api/reconciliations/{checkpoint.pk}/?as=csv",
     }
 
 
 def checkpoint_csv_rows(checkpoint: Checkpoint) -> Iterable[list[str]]:
+    """The report: one row per legal entity × currency × metric, then one per key that
+    differs (billing customer × metric, its subscriptions, what differs, the fix)."""
+    detail = checkpoint_detail(checkpoint)
     columns = ["legal_entity", "currency", "metric", "keys"] + [
         f"{stage}_{part}" for stage in STAGES for part in ("count", "quantity")]
     yield ["period", *columns]
-    for line in checkpoint_detail(checkpoint)["lines"]:
-        yield [checkpoint_detail(checkpoint)["period"], *(str(line[c]) for c in columns)]
+    for line in detail["lines"]:
+        yield [detail["period"], *(str(line[c]) for c in columns)]
     yield []
-    yield ["mismatch: subscription", "metric", "legal_entity", *STAGES]
+    yield ["mismatch: customer", "metric", "legal_entity", "currency", "subscriptions", *STAGES, "differs",
+           "actions", "invoices not in the ERP"]
     for m in checkpoint.mismatches:
-        yield [m["subscription"], m["metric"], m["legal_entity"], *(m[s] for s in STAGES)]
+        differs = m.get("differs", [])
+        yield [m.get("customer", ""), m["metric"], m["legal_entity"], m.get("currency", ""),
+               " ".join(m.get("subscriptions", [m.get("subscription", "")])), *(m.get(s, "") for s in STAGES),
+               " ".join(differs), " ".join(m.get("actions", [])),
+               " ".join(f"{i['invoice']}:{i['status']}" for i in m.get("invoices", []) if "posted" in differs)]

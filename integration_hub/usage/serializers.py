@@ -45,6 +45,9 @@ class PeriodClosedSerializer(serializers.Serializer):
 
 class CheckpointRequestSerializer(serializers.Serializer):
     period = serializers.RegexField(r"^\d{4}-\d{2}$", help_text="YYYY-MM")
+    invoice_stages = serializers.BooleanField(
+        required=False, allow_null=True, default=None,
+        help_text="Compare invoice lines and ERP postings too (default: once the period's invoices are due)")
 
 
 class CheckpointSerializer(serializers.Serializer):
@@ -56,9 +59,13 @@ class CheckpointSerializer(serializers.Serializer):
     lines = serializers.ListField(
         child=serializers.DictField(),
         help_text="Per legal entity, currency and metric: count and quantity at each stage "
-                  "(loaded, aggregated, pushed, billed)",
+                  "(loaded, aggregated, pushed, billed, invoiced, posted)",
     )
-    mismatches = serializers.ListField(child=serializers.DictField())
+    checked = serializers.ListField(child=serializers.CharField(), help_text="The stages compared")
+    mismatches = serializers.ListField(
+        child=serializers.DictField(),
+        help_text="Per billing customer × metric that differs: its subscriptions, each stage's quantity, what "
+                  "differs, the actions that fix it (re-push, replay, wait, person) and the invoices not in the ERP")
     exception = serializers.IntegerField(allow_null=True, help_text="The exception record opened for a mismatch")
     csv = serializers.CharField()
 
@@ -66,3 +73,4 @@ class CheckpointSerializer(serializers.Serializer):
 class RepairSerializer(serializers.Serializer):
     pushes = serializers.ListField(child=serializers.IntegerField())
     events = serializers.IntegerField(help_text="Meter events sent again")
+    replayed = serializers.ListField(child=serializers.IntegerField(), help_text="ERP post deliveries replayed")

@@ -8,19 +8,28 @@ import datetime as dt
 import shutil
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any
 
 import structlog
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Sum
+from django.db.models import Count
 from django.utils import timezone
 
+from canonical.models import CrossReference, Invoice, LegalEntity, PriceVersion
 from connectors.base import ExternalDocument, MeterEvent
+from connectors.errors import NeedsConfiguration
 from connectors.services import connection_for_role, connector_for
-from integration_hub.runtime.models import BusinessTransaction, ExceptionRecord
-from integration_hub.runtime.services import delivery_plan, enqueue_after_commit, exception_open
+from integration_hub.runtime.models import BusinessTransaction, Delivery, ExceptionRecord
+from integration_hub.runtime.services import (
+    delivery_plan,
+    delivery_replay,
+    enqueue_after_commit,
+    exception_open,
+)
 from integration_hub.usage import loading
 from integration_hub.usage.models import (
     Checkpoint,
@@ -31,7 +40,7 @@ from integration_hub.usage.models import (
     UsagePush,
     UsageSubscription,
 )
-from integration_hub.usage.rows import FileRefused, Rejected, file_rows, quantity_format, record_parse
+from integration_hub.usage.rows import FileRefused, file_rows, quantity_format, record_parse
 
 log = structlog.get_logger(__name__)
 
@@ -348,116 +357,362 @@ def push_bind(push_id: int, document: ExternalDocument) -> None:
 
 # ---------------------------------------------------------------- reconciliation
 
-STAGES = ("loaded", "aggregated", "pushed", "billed")
+# Counts and sums per stage: records loaded, aggregated, meter events pushed, what billing
+# aggregated (meter event summaries), invoice lines billed, and of those the ones whose
+# invoice is posted to the ERP.
+STAGES = ("loaded", "aggregated", "pushed", "billed", "invoiced", "posted")
+INVOICE_STAGES = ("invoiced", "posted")
+INVOICE_POST = "invoice.post"
+_MILLIONTHS = 1_000_000
 
 
 def _period_bounds(period: dt.date) -> tuple[dt.datetime, dt.datetime]:
     return (dt.datetime.combine(period, dt.time(), dt.UTC), dt.datetime.combine(month_after(period), dt.time(), dt.UTC))
 
 
-def checkpoint_run(period: dt.date, *, trigger: str = "api") -> Checkpoint:
-    """Reconcile a billing period, per legal entity × currency × metric: records loaded ↔
-    aggregates ↔ meter events pushed ↔ what billing aggregated (Stripe's meter event
-    summaries). Keys (subscription × metric) that differ are listed; a mismatch opens
-    one exception for finance, repairable with ``checkpoint_repair``."""
+def invoices_due(period: dt.date) -> bool:
+    """Billing invoices a month's usage after it ends (Stripe: the draft of the period's
+    invoice finalizes about an hour later); ``HUB_USAGE_INVOICE_AFTER_HOURS`` after the
+    month, the invoice stages are part of the key control."""
+    end = _period_bounds(period)[1]
+    return timezone.now() >= end + dt.timedelta(hours=settings.HUB_USAGE_INVOICE_AFTER_HOURS)
+
+
+def _metered_prices(systems: Iterable[str]) -> list[tuple[str, str, str]]:
+    """(billing system, price id on its invoices, meter event name) of every metered
+    catalog price: the billing price bound when a version was released there, and the
+    platform's own price id (for invoices that name it) in every billing system. The
+    catalog is small."""
+    metric_of = {pk: content.get("meter_event_name") for pk, content in PriceVersion.objects.filter(
+        content__usage_type="metered").values_list("pk", "content")}
+    metric_of = {pk: metric for pk, metric in metric_of.items() if metric}
+    found = {(system, ref): metric_of[pk] for system, ref, pk in CrossReference.objects.filter(
+        object_type="price_version", canonical_id__in=metric_of).values_list("system", "external_id", "canonical_id")}
+    for pk, ref in PriceVersion.objects.filter(pk__in=metric_of).values_list("pk", "price__source_id"):
+        for system in systems:
+            found.setdefault((system, ref), metric_of[pk])
+    return [(system, ref, metric) for (system, ref), metric in sorted(found.items())]
+
+
+def _values(rows: list[tuple], width: int) -> tuple[str, list]:
+    """A VALUES list and its parameters; one row of NULLs (matching nothing) when empty."""
+    if not rows:
+        return "(" + ", ".join(["NULL"] * width) + ")", []
+    return ", ".join(["(" + ", ".join(["%s"] * width) + ")"] * len(rows)), [v for row in rows for v in row]
+
+
+# Per subscription × metric: records loaded, its aggregate, the meter events sent for it.
+_PER_SUBSCRIPTION = """
+    loaded AS (SELECT subscription, metric, COUNT(*) AS c, SUM(quantity) AS q FROM usage_record
+               WHERE billing_period = %s AND matched GROUP BY subscription, metric),
+    pushed AS (SELECT e.aggregate_id, COUNT(*) AS c, SUM(e.quantity) AS q FROM usage_usagemeterevent e
+               JOIN usage_usagepush p ON p.id = e.push_id WHERE p.period_id = %s AND p.sent_at IS NOT NULL
+               GROUP BY e.aggregate_id),
+    per_sub AS (
+      SELECT COALESCE(l.subscription, a.subscription) AS subscription, COALESCE(l.metric, a.metric) AS metric,
+             COALESCE(l.c, 0) AS lc, COALESCE(l.q, 0) AS lq, COALESCE(a.records, 0) AS ac,
+             COALESCE(a.quantity, 0) AS aq, COALESCE(pu.c, 0) AS pc, COALESCE(pu.q, 0) AS pq
+      FROM loaded l
+      FULL JOIN (SELECT id, subscription, metric, records, quantity FROM usage_aggregate WHERE period = %s) a
+        ON a.subscription = l.subscription AND a.metric = l.metric
+      LEFT JOIN pushed pu ON pu.aggregate_id = a.id)"""
+
+# Per billing system × customer × metric: the hub's stages, and the invoice lines that
+# bill the period's usage (a metered price, a service period starting in the month, not
+# void) with how many of them are on an invoice posted to the ERP.
+_KEYS = """
+WITH em(entity_id, system) AS (VALUES {entities}),
+    pm(system, price_ref, metric) AS (VALUES {prices}),
+    {per_subscription},
+    hub AS (
+      SELECT em.system, s.billing_customer AS customer, ps.metric, MIN(s.legal_entity_id) AS entity_id,
+             MAX(s.legal_entity_id) AS entity_max, SUM(lc) AS lc, SUM(lq) AS lq, SUM(ac) AS ac, SUM(aq) AS aq,
+             SUM(pc) AS pc, SUM(pq) AS pq, SUM(CASE WHEN lc <> ac OR lq <> aq THEN 1 ELSE 0 END) AS unaggregated
+      FROM per_sub ps JOIN usage_usagesubscription s ON s.subscription = ps.subscription
+      JOIN em ON em.entity_id = s.legal_entity_id
+      GROUP BY em.system, s.billing_customer, ps.metric),
+    usage_lines AS (
+      SELECT i.source_system AS system, COALESCE(x.external_id, '') AS customer, pm.metric, i.legal_entity_id,
+             i.currency, l.quantity,
+             CASE WHEN o.object_id IS NULL THEN 0 ELSE 1 END AS posted
+      FROM canonical_invoiceline l JOIN canonical_invoice i ON i.id = l.invoice_id
+      LEFT JOIN (SELECT DISTINCT object_id FROM runtime_delivery
+                 WHERE object_type = 'invoice' AND action = %s AND status = 'posted') o ON o.object_id = i.id
+      JOIN pm ON pm.price_ref = l.price_ref AND pm.system = i.source_system
+      LEFT JOIN canonical_crossreference x
+        ON x.system = i.source_system AND x.object_type = 'customer' AND x.canonical_id = i.customer_id
+      WHERE l.period_start >= %s AND l.period_start < %s AND i.status <> 'void'),
+    billed_lines AS (
+      SELECT system, customer, metric, MIN(legal_entity_id) AS entity_id, MIN(currency) AS currency,
+             COUNT(*) AS ic, SUM(quantity) AS iq, SUM(posted) AS oc, SUM(posted * quantity) AS oq
+      FROM usage_lines GROUP BY system, customer, metric)
+SELECT COALESCE(h.system, b.system), COALESCE(h.customer, b.customer), COALESCE(h.metric, b.metric),
+       COALESCE(h.entity_id, b.entity_id), COALESCE(h.entity_max, b.entity_id), b.currency,
+       CAST(COALESCE(h.lc, 0) AS BIGINT), CAST(COALESCE(h.lq, 0) AS BIGINT), CAST(COALESCE(h.ac, 0) AS BIGINT),
+       CAST(COALESCE(h.aq, 0) AS BIGINT), CAST(COALESCE(h.pc, 0) AS BIGINT), CAST(COALESCE(h.pq, 0) AS BIGINT),
+       COALESCE(h.unaggregated, 0), CAST(COALESCE(b.ic, 0) AS BIGINT),
+       CAST(ROUND(COALESCE(b.iq, 0) * 1000000) AS BIGINT), CAST(COALESCE(b.oc, 0) AS BIGINT),
+       CAST(ROUND(COALESCE(b.oq, 0) * 1000000) AS BIGINT)
+FROM hub h FULL JOIN billed_lines b ON b.system = h.system AND b.customer = h.customer AND b.metric = h.metric"""
+
+
+def checkpoint_run(period: dt.date, *, trigger: str = "api", invoice_stages: bool | None = None) -> Checkpoint:
+    """Reconcile a billing period. The key is billing customer × metric (per billing
+    connection), because that is what billing aggregates: records loaded ↔ aggregates ↔
+    meter events pushed ↔ billing's meter event summary ↔ the usage lines of billing's
+    invoices for the period ↔ those of them posted to the ERP. Every loaded record must
+    be in its aggregate (per subscription), billing must hold the aggregates, and, once
+    the period's invoices are due (``invoices_due``, or ``invoice_stages``), the invoices
+    must bill what billing holds and the ERP must have them all. The report is per legal
+    entity × currency × metric (a key's entity is its subscriptions'; its currency its
+    invoices', else the entity's); a mismatch opens one exception for finance naming the
+    keys (customer, subscriptions, metric, invoices), repairable with ``checkpoint_repair``.
+    Set-based: one query for every key's stages, then one billing read per key."""
     found = period_get(period)
-    keys: dict[tuple[str, str], dict[str, Any]] = {}
-
-    def key(subscription: str, metric: str) -> dict[str, Any]:
-        return keys.setdefault((subscription, metric), {stage: [0, 0] for stage in STAGES})
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT subscription, metric, COUNT(*), SUM(quantity) FROM usage_record "
-                       "WHERE billing_period = %s AND matched GROUP BY subscription, metric", [found.period])
-        for subscription, metric, count, total in cursor.fetchall():
-            key(subscription, metric)["loaded"] = [int(count), int(total)]
-    for a in UsageAggregate.objects.filter(period=found.period):
-        key(a.subscription, a.metric)["aggregated"] = [a.records, a.quantity]
-    sent = (UsageMeterEvent.objects.filter(push__period=found, push__sent_at__isnull=False)
-            .values("aggregate__subscription", "aggregate__metric").annotate(n=Count("id"), q=Sum("quantity"))
-            .values_list("aggregate__subscription", "aggregate__metric", "n", "q"))
-    for subscription, metric, count, total in sent:
-        key(subscription, metric)["pushed"] = [int(count), int(total)]
-    subscriptions = {s.subscription: s for s in UsageSubscription.objects.select_related("legal_entity")
-                     .filter(subscription__in={s for s, _ in keys})}
     start, end = _period_bounds(found.period)
-    for (subscription, metric), stages in keys.items():
-        sub = subscriptions[subscription]
-        billing = connection_for_role("billing", name=sub.legal_entity.billing_connection)
-        value = connector_for(billing).meter_usage(event_name=metric, customer=sub.billing_customer,
-                                                   start=start, end=end)
-        stages["billed"] = [stages["pushed"][0], loading_quantity(value)]
-    lines: dict[tuple[str, str, str], dict[str, Any]] = {}
-    mismatches = []
-    for (subscription, metric), stages in sorted(keys.items()):
-        entity = subscriptions[subscription].legal_entity
-        line = lines.setdefault((entity.code, entity.currency, metric), {
-            "legal_entity": entity.code, "currency": entity.currency, "metric": metric, "keys": 0,
-            **{f"{stage}_{part}": 0 for stage in STAGES for part in ("count", "quantity")}})
-        line["keys"] += 1
-        for stage in STAGES:
-            line[f"{stage}_count"] += stages[stage][0]
-            line[f"{stage}_quantity"] += stages[stage][1]
-        quantities = {stage: stages[stage][1] for stage in STAGES}
-        # The key control: every loaded record is in its aggregate, and billing holds each
-        # aggregate. "pushed" is what the hub sent (a lost event plus its repair is more).
-        if (quantities["loaded"], stages["loaded"][0]) != (quantities["aggregated"], stages["aggregated"][0]) \
-                or quantities["aggregated"] != quantities["billed"]:
-            mismatches.append({"subscription": subscription, "metric": metric, "legal_entity": entity.code,
-                               **{stage: quantity_format(q) for stage, q in quantities.items()}})
+    check_invoices = invoices_due(found.period) if invoice_stages is None else invoice_stages
+    entities = {e.pk: e for e in LegalEntity.objects.all()}
+    system_of = {}
+    for entity in entities.values():
+        try:
+            system_of[entity.pk] = connection_for_role("billing", name=entity.billing_connection).name
+        except NeedsConfiguration:
+            continue  # an entity without billing has no usage to reconcile
+    entity_sql, entity_params = _values(sorted(system_of.items()), 2)
+    price_sql, price_params = _values(_metered_prices(set(system_of.values())), 3)
+    sql = _KEYS.format(entities=entity_sql, prices=price_sql, per_subscription=_PER_SUBSCRIPTION)
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # One pass over every key: JIT compiling it costs more than it saves, and the
+            # grouping of a month's keys should not spill to disk.
+            cursor.execute("SET LOCAL jit = off")
+            cursor.execute("SET LOCAL work_mem = '128MB'")
+        cursor.execute(sql, [*entity_params, *price_params, found.period, found.pk, found.period, INVOICE_POST,
+                             start.date(), end.date()])
+        rows = cursor.fetchall()
+
+    sinks: dict[str, Any] = {}
+    for name in {row[0] for row in rows}:
+        try:
+            sinks[name] = connector_for(connection_for_role("billing", name=name))
+        except NeedsConfiguration:  # invoices of a billing system no longer connected: nothing to ask
+            log.warning("usage_checkpoint_billing_unknown", connection=name)
+    lines: dict[tuple[str, str, str], list[int]] = {}
+    differing: list[tuple] = []
+    for system, customer, metric, entity_id, entity_max, currency, *figures in rows:
+        lc, lq, ac, aq, pc, pq, unaggregated, ic, iq, oc, oq = figures  # quantities in millionths
+        sink = sinks.get(system)
+        bq = loading_quantity(sink.meter_usage(event_name=metric, customer=customer, start=start, end=end)) \
+            if sink is not None else 0
+        entity = entities[entity_id]
+        currency = currency or entity.currency
+        stages = (lc, lq, ac, aq, pc, pq, pc, bq, ic, iq, oc, oq)
+        acc = lines.get((entity.code, currency, metric))
+        if acc is None:
+            acc = lines[(entity.code, currency, metric)] = [0] * 13
+        acc[0] += 1
+        for index, value in enumerate(stages, start=1):
+            acc[index] += value
+        differs = []
+        if unaggregated:
+            differs.append("aggregated")  # records not in their aggregate: a person looks at the period
+        if aq != bq:
+            differs.append("billed")
+        if check_invoices and iq != bq:
+            differs.append("invoiced")  # billing's invoice lacks or exceeds its usage: billing's to answer
+        if check_invoices and (oc, oq) != (ic, iq):
+            differs.append("posted")
+        if differs:
+            codes = entity.code if entity_max == entity_id else f"{entity.code}+{entities[entity_max].code}"
+            quantities = dict(zip(STAGES, stages[1::2], strict=True))
+            differing.append(((system, customer, metric, codes, currency, quantities), differs))
+
+    columns = [f"{stage}_{part}" for stage in STAGES for part in ("count", "quantity")]
+    report = [{"legal_entity": code, "currency": currency, "metric": metric, "keys": acc[0],
+               **dict(zip(columns, acc[1:], strict=True))} for (code, currency, metric), acc in sorted(lines.items())]
+    mismatches = _mismatches(found, differing, start.date(), end.date(), entity_sql, entity_params,
+                             price_sql, price_params)
+    checked = ["loaded", "aggregated", "billed", *(INVOICE_STAGES if check_invoices else ())]
     with transaction.atomic():
         checkpoint = Checkpoint.objects.create(
-            period=found, trigger=trigger, lines=list(lines.values()), mismatches=mismatches,
+            period=found, trigger=trigger, lines=report, mismatches=mismatches, checked=checked,
             status=Checkpoint.Status.MISMATCH if mismatches else Checkpoint.Status.BALANCED)
         if mismatches:
             checkpoint.exception = exception_open(
                 transaction_id=found.transaction_id, owner_team=Team.FINANCE, category=Category.RECONCILIATION,
                 summary=f"Usage {found.period:%Y-%m} does not reconcile: {len(mismatches)} key(s) differ",
-                detail="\n".join(f"{m['subscription']} × {m['metric']} ({m['legal_entity']}): loaded {m['loaded']}, "
-                                 f"aggregated {m['aggregated']}, pushed {m['pushed']}, billed {m['billed']}"
-                                 for m in mismatches)
-                + f"\nRepair (re-push what billing lacks): POST /api/reconciliations/{checkpoint.pk}/repair/")
+                detail=_mismatch_detail(checkpoint, mismatches))
             checkpoint.save(update_fields=["exception"])
+    log.info("usage_checkpoint", period=f"{found.period:%Y-%m}", status=checkpoint.status, keys=len(rows),
+             mismatches=len(mismatches))
     return checkpoint
 
 
+def _mismatches(found: UsagePeriod, differing: list[tuple], start: dt.date, end: dt.date, entity_sql: str,
+                entity_params: list, price_sql: str, price_params: list) -> list[dict[str, Any]]:
+    """The keys that differ, each named: its subscriptions (and those whose records are
+    not all in their aggregate), its invoices not in the ERP with their post delivery's
+    state, and the actions that fix it (re-push, replay, wait, or a person)."""
+    if not differing:
+        return []
+    customers = sorted({(system, customer) for (system, customer, *_), _ in differing})
+    subscriptions: dict[tuple[str, str, str], list[str]] = {}
+    unaggregated: dict[tuple[str, str, str], list[str]] = {}
+    invoices: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    with connection.cursor() as cursor:
+        for chunk in range(0, len(customers), 500):
+            names = sorted({customer for _, customer in customers[chunk:chunk + 500]})
+            marks = ", ".join(["%s"] * len(names))
+            cursor.execute(
+                f"WITH em(entity_id, system) AS (VALUES {entity_sql}), {_PER_SUBSCRIPTION} "
+                "SELECT em.system, s.billing_customer, ps.metric, ps.subscription, "
+                "CASE WHEN lc <> ac OR lq <> aq THEN 1 ELSE 0 END FROM per_sub ps "
+                "JOIN usage_usagesubscription s ON s.subscription = ps.subscription "
+                f"JOIN em ON em.entity_id = s.legal_entity_id WHERE s.billing_customer IN ({marks}) "
+                "ORDER BY ps.subscription", [*entity_params, found.period, found.pk, found.period, *names])
+            for system, customer, metric, subscription, off in cursor.fetchall():
+                subscriptions.setdefault((system, customer, metric), []).append(subscription)
+                if off:
+                    unaggregated.setdefault((system, customer, metric), []).append(subscription)
+        cursor.execute(
+            f"WITH pm(system, price_ref, metric) AS (VALUES {price_sql}) "
+            "SELECT DISTINCT i.source_system, COALESCE(x.external_id, ''), pm.metric, i.source_id, d.id, d.status "
+            "FROM canonical_invoiceline l JOIN canonical_invoice i ON i.id = l.invoice_id "
+            "JOIN pm ON pm.price_ref = l.price_ref AND pm.system = i.source_system "
+            "LEFT JOIN canonical_crossreference x ON x.system = i.source_system AND x.object_type = 'customer' "
+            "AND x.canonical_id = i.customer_id "
+            "LEFT JOIN runtime_delivery d ON d.object_type = 'invoice' AND d.object_id = i.id AND d.action = %s "
+            "WHERE l.period_start >= %s AND l.period_start < %s AND i.status <> 'void' "
+            "AND NOT EXISTS (SELECT 1 FROM runtime_delivery p WHERE p.object_type = 'invoice' AND p.object_id = i.id "
+            "AND p.action = %s AND p.status = 'posted') ORDER BY i.source_id",
+            [*price_params, INVOICE_POST, start, end, INVOICE_POST])
+        for system, customer, metric, invoice, delivery, state in cursor.fetchall():
+            invoices.setdefault((system, customer, metric), []).append(
+                {"invoice": invoice, "delivery": delivery, "status": state or "not planned"})
+    mismatches = []
+    for (system, customer, metric, codes, currency, quantity), differs in differing:
+        key = (system, customer, metric)
+        unposted = invoices.get(key, [])
+        actions = []
+        if "billed" in differs:
+            actions.append("re-push" if quantity["billed"] < quantity["aggregated"] else "person")
+        if "invoiced" in differs or "aggregated" in differs:
+            actions.append("person")
+        if "posted" in differs:
+            states = {invoice["status"] for invoice in unposted}
+            actions.append("replay" if states == {"dead"} else
+                           "wait" if states and states <= {"pending", "held", "in_flight", "dead"} else "person")
+        names = subscriptions.get(key, [])
+        mismatches.append({
+            "customer": customer, "metric": metric, "legal_entity": codes, "currency": currency,
+            "subscription": ", ".join(names), "subscriptions": names,
+            **{stage: quantity_format(q) for stage, q in quantity.items()},
+            "differs": differs, "actions": sorted(set(actions)), "unaggregated": unaggregated.get(key, []),
+            "invoices": unposted[:50], "connection": system})
+    return mismatches
+
+
+def _mismatch_detail(checkpoint: Checkpoint, mismatches: list[dict[str, Any]]) -> str:
+    rows = []
+    for m in mismatches[:200]:
+        stages = ", ".join(f"{stage} {m[stage]}" for stage in STAGES)
+        row = (f"{m['subscription'] or '(no subscription)'} × {m['metric']} (customer {m['customer'] or '?'}, "
+               f"{m['legal_entity']}): {stages}; differs: {', '.join(m['differs'])}; action: {', '.join(m['actions'])}")
+        if m["invoices"] and "posted" in m["differs"]:
+            row += "; not in the ERP: " + ", ".join(f"{i['invoice']} ({i['status']})" for i in m["invoices"][:10])
+        rows.append(row)
+    if len(mismatches) > 200:
+        rows.append(f"… and {len(mismatches) - 200} more key(s): see the report")
+    return "\n".join(rows) + (
+        f"\nRepair (re-push what billing lacks, replay dead ERP postings): "
+        f"POST /api/reconciliations/{checkpoint.pk}/repair/ — report: /api/reconciliations/{checkpoint.pk}/?as=csv")
+
+
 def periods_to_reconcile() -> list[dt.date]:
-    """Closed periods with every push sent and no balanced checkpoint since the last push."""
+    """Closed periods with every push sent whose latest checkpoint is missing or stale:
+    a mismatch with a push (or an ERP posting) since, or a checkpoint taken before the
+    period's invoices were due."""
     due = []
     for period in UsagePeriod.objects.filter(status=UsagePeriod.Status.CLOSED):
         pushes = period.pushes.all()
         if pushes.filter(sent_at__isnull=True).exists():
             continue
-        last_push = pushes.order_by("-sent_at").values_list("sent_at", flat=True).first()
         latest = period.checkpoints.order_by("-created_at").first()
-        if latest is None or latest.status == Checkpoint.Status.MISMATCH and last_push and \
-                last_push > latest.created_at:
+        if latest is None:
+            due.append(period.period)
+            continue
+        if "invoiced" not in latest.checked and invoices_due(period.period):
+            due.append(period.period)
+            continue
+        if latest.status != Checkpoint.Status.MISMATCH:
+            continue
+        last_push = pushes.order_by("-sent_at").values_list("sent_at", flat=True).first()
+        posted_since = "invoiced" in latest.checked and (
+            Delivery.objects.filter(action=INVOICE_POST, updated_at__gt=latest.created_at).exists()
+            or Invoice.objects.filter(updated_at__gt=latest.created_at).exists())
+        if last_push and last_push > latest.created_at or posted_since:
             due.append(period.period)
     return due
 
 
 def loading_quantity(value: str) -> int:
-    parsed = record_parse(0, {"id": "x", "subscription": "x", "metric": "x", "quantity": value,
-                              "timestamp": "0"}, "")
-    return 0 if isinstance(parsed, Rejected) else parsed.quantity
+    """A billing figure (a decimal string) in millionths; 0 for what is not a number."""
+    try:
+        return int((Decimal(value) * _MILLIONTHS).to_integral_value())
+    except (InvalidOperation, TypeError, ValueError):
+        return 0
+
+
+@dataclass(frozen=True)
+class Repair:
+    pushes: list[UsagePush]
+    replayed: list[int]  # the ERP post deliveries given a fresh retry budget
+
+    @property
+    def events(self) -> int:
+        return sum(push.events.count() for push in self.pushes)
 
 
 @transaction.atomic
-def checkpoint_repair(checkpoint: Checkpoint) -> list[UsagePush]:
-    """Re-push what billing lacks: for each mismatched key where billing holds less than
-    the aggregate, one meter event for the difference (a new identifier, so billing
-    counts it). Billing holding more than the hub cannot be fixed by an event: it stays
-    in the exception for a person."""
-    period = UsagePeriod.objects.select_for_update().get(pk=checkpoint.period_id)
-    items = []
+def checkpoint_repair(checkpoint: Checkpoint, *, user=None) -> Repair:
+    """One action for what a re-push or a replay fixes; once per checkpoint (a second
+    call finds it repaired and does nothing: run a new checkpoint first).
+
+    * billing holds less than the aggregates of a customer × metric: one meter event per
+      subscription for the difference (new identifiers, so billing counts them), skipped
+      while a push of the key is still on its way (it would count twice);
+    * invoices of a key not in the ERP because their post delivery is dead: replayed.
+
+    Billing holding more than the hub, invoices that disagree with billing, records not
+    in their aggregate cannot be fixed this way: they stay in the exception for a person."""
+    locked = Checkpoint.objects.select_for_update().get(pk=checkpoint.pk)
+    if locked.repaired_at is not None or locked.status != Checkpoint.Status.MISMATCH:
+        return Repair(pushes=[], replayed=[])
+    period = UsagePeriod.objects.select_for_update().get(pk=locked.period_id)
+    items, replayed = [], []
     repairs = UsageMeterEvent.objects.filter(push__period=period, push__kind="repair").count()
-    for mismatch in checkpoint.mismatches:
-        aggregate = UsageAggregate.objects.get(period=period.period, subscription=mismatch["subscription"],
-                                               metric=mismatch["metric"])
-        if aggregate.meter_events.filter(push__sent_at__isnull=True).exists():
-            continue  # still on its way to billing: re-pushing now would count it twice
-        missing = aggregate.quantity - loading_quantity(mismatch["billed"])
-        if missing > 0:
-            repairs += 1
-            items.append((aggregate, missing, f"hub-usage-{aggregate.pk}-r{repairs}"))
-    return _push_plan(period, items, kind="repair") if items else []
+    for mismatch in locked.mismatches:
+        actions = mismatch.get("actions", [])  # a checkpoint taken before actions were stated has none
+        if "re-push" in actions:
+            aggregates = list(UsageAggregate.objects.filter(
+                period=period.period, subscription__in=mismatch["subscriptions"], metric=mismatch["metric"],
+                quantity__gt=0).order_by("subscription"))
+            if not aggregates or UsageMeterEvent.objects.filter(
+                    aggregate__in=aggregates, push__sent_at__isnull=True).exists():
+                continue  # nothing to send for, or still on its way to billing
+            missing = sum(a.quantity for a in aggregates) - loading_quantity(mismatch["billed"])
+            for index, aggregate in enumerate(aggregates):
+                share = missing if index == len(aggregates) - 1 else min(missing, aggregate.quantity)
+                if share > 0:
+                    repairs += 1
+                    items.append((aggregate, share, f"hub-usage-{aggregate.pk}-r{repairs}"))
+                    missing -= share
+        if "replay" in actions:
+            for invoice in mismatch["invoices"]:
+                delivery = Delivery.objects.filter(pk=invoice["delivery"], status=Delivery.Status.DEAD).first()
+                if delivery is not None:
+                    delivery_replay(delivery, user=user, reason=f"usage checkpoint #{locked.pk}: not in the ERP")
+                    replayed.append(delivery.pk)
+    locked.repaired_at = timezone.now()
+    locked.save(update_fields=["repaired_at"])
+    return Repair(pushes=_push_plan(period, items, kind="repair") if items else [], replayed=replayed)

@@ -76,17 +76,24 @@ def test_batch_to_meter_events_to_a_balanced_checkpoint_then_a_lost_event_is_rep
     stripe_api.meters.meter_event_remove(lost.identifier)
     mismatch = services.checkpoint_run(period)
     assert mismatch.status == "mismatch"
-    assert mismatch.mismatches == [{"subscription": "sub_acme", "metric": "api_calls", "legal_entity": "US",
-                                    "loaded": "120.5", "aggregated": "120.5", "pushed": "120.5", "billed": "0"}]
+    [lost_key] = mismatch.mismatches
+    assert {k: lost_key[k] for k in ("subscriptions", "metric", "customer", "legal_entity", "loaded", "aggregated",
+                                     "pushed", "billed", "differs", "actions")} == {
+        "subscriptions": ["sub_acme"], "metric": "api_calls", "customer": billing["acme"], "legal_entity": "US",
+        "loaded": "120.5", "aggregated": "120.5", "pushed": "120.5", "billed": "0", "differs": ["billed"],
+        "actions": ["re-push"]}
+    assert mismatch.checked == ["loaded", "aggregated", "billed"]  # this month's invoices are not due yet
     record = ExceptionRecord.objects.get(category="reconciliation")
     assert record.owner_team == "finance" and "sub_acme × api_calls" in record.detail
 
     with django_capture_on_commit_callbacks(execute=True):
-        [repair] = services.checkpoint_repair(mismatch)
+        repair = services.checkpoint_repair(mismatch)
+    assert (len(repair.pushes), repair.events, repair.replayed) == (1, 1, [])
     assert deliver(sent_tasks) == 1
+    assert services.checkpoint_repair(mismatch).pushes == []  # a checkpoint is repaired once
     assert services.checkpoint_run(period).status == "balanced"
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.checkpoint_repair(services.checkpoint_run(period)) == []  # nothing left to repair
+        assert services.checkpoint_repair(services.checkpoint_run(period)).pushes == []  # nothing left to repair
 
 
 def test_the_push_failing_half_way_retries_without_losing_or_doubling_events(
