@@ -933,6 +933,8 @@ def write_report(suite: Suite, out_md: Path, out_json: Path, seconds: float) -> 
             "details": {k: v for k, v in suite.extra.items() if k not in ("profile",)}}
     out_json.write_text(json.dumps(data, indent=2, default=str) + "\n")
 
+    earlier = [f"* {fig['title']}: {fig['measured']['date']}, commit {fig['measured']['commit']}"
+               for fig in suite.figures.values() if fig["measured"]["date"] != info["date"]]
     rows = []
     for key in FIGURES:
         fig = suite.figures.get(key)
@@ -950,8 +952,10 @@ def write_report(suite: Suite, out_md: Path, out_json: Path, seconds: float) -> 
     lines = [
         "# Benchmark results",
         "",
-        f"Written by `make {'bench' if plan.name == 'full' else 'bench-smoke'}` ({plan.name} plan) in {seconds:.0f} s."
-        " Every figure is the median of interleaved runs (baseline, hub, baseline, hub, …) in the same run, on the"
+        (f"Written by `make {'bench' if plan.name == 'full' else 'bench-smoke'}` ({plan.name} plan) in {seconds:.0f} s."
+         if len(earlier) < len(suite.figures) else
+         "Assembled by `--merge` from the runs listed under the table (each figure's date and commit).")
+        + " Every figure is the median of interleaved runs (baseline, hub, baseline, hub, …) in the same run, on the"
         " same services and settings; spread is (max − min) / median over the runs. See docs/benchmarks.md.",
         "",
         "| figure | hub | baseline | ratio | spread hub / baseline | goal | status |",
@@ -963,8 +967,6 @@ def write_report(suite: Suite, out_md: Path, out_json: Path, seconds: float) -> 
         " Latency and memory figures are better when lower.",
         "",
     ]
-    earlier = [f"* {fig['title']}: {fig['measured']['date']}, commit {fig['measured']['commit']}"
-               for fig in suite.figures.values() if fig["measured"]["date"] != info["date"]]
     if earlier:
         lines += ["Carried over from an earlier run (`--merge`; each figure against its own baseline of that run):",
                   "", *earlier, ""]
