@@ -196,7 +196,7 @@ def drop_folder_scan() -> list[int]:
 def batches_stalled() -> list[int]:
     """Batches whose load message the broker lost, or whose worker died: load again."""
     now = timezone.now()
-    lease = dt.timedelta(seconds=settings.HUB_USAGE_TASK_TIME_LIMIT + 30)
+    lease = dt.timedelta(seconds=settings.HUB_USAGE_LOAD_LEASE_SECONDS)
     received = UsageBatch.objects.filter(status=UsageBatch.Status.RECEIVED,
                                          created_at__lt=now - dt.timedelta(seconds=settings.HUB_REENQUEUE_AFTER_SECONDS))
     loading_ = UsageBatch.objects.filter(status=UsageBatch.Status.LOADING, started_at__lt=now - lease)
