@@ -158,9 +158,11 @@ def _checkpoint(cmd, api: httpx.Client, period: dt.date) -> dict:
                 f"{line.get('keys', '')} subscription(s): {figures}  "
                 + ("→ loaded = aggregated = billed" if len(quantities) == 1 else "→ DIFFERENT"))
     if report["status"] == "balanced":
+        resent = any(line.get("pushed_quantity") != line.get("billed_quantity") for line in report.get("lines", []))
         cmd.say(f"  checkpoint #{report['id']}: balanced — every record loaded is in an aggregate, and Stripe "
-                "bills exactly what the hub aggregated (\"pushed\" is what the hub sent: a lost event and its "
-                "repair both count there)")
+                "bills exactly what the hub aggregated"
+                + (" (\"pushed\" is what the hub sent: the lost event and its repair both count there)"
+                   if resent else ""))
     else:
         cmd.say(f"  checkpoint #{report['id']}: {report['status']} — a finance exception names each key that differs:")
         for mismatch in report.get("mismatches", []):
