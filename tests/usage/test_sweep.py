@@ -36,3 +36,27 @@ def test_a_load_past_its_lease_is_sent_again_and_a_live_one_is_left_alone(known,
     loaded = batch_load(batch.pk)  # what the sent task does: the dead attempt's rows go, the file loads again
     assert (loaded.status, loaded.read, loaded.loaded) == ("loaded", 2, 2)
     assert tasks.usage_sweep_task() == [] and sent == [batch.pk]  # loaded: nothing to send again
+
+
+def test_a_second_load_of_a_batch_being_loaded_leaves_it_alone(known):
+    """Two messages for one batch (the sweep re-sent it; two usage workers): the second
+    finds the batch taken and returns, instead of resetting the first one's stage."""
+    import psycopg
+    import pytest
+    from django.db import connection
+
+    from integration_hub.usage.services import _LOAD_LOCK_CLASS
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the load lock is PostgreSQL's advisory lock; SQLite runs one process")
+    known("sub_1")
+    batch = batch_receive(stream=io.BytesIO(csv_file(f"e1,sub_1,m,1,{T}").encode()), filename="jan.csv",
+                          source="shell", load=False)
+    db = connection.settings_dict
+    with psycopg.connect(dbname=db["NAME"], user=db["USER"], password=db["PASSWORD"] or None,
+                         host=db["HOST"] or None, port=db["PORT"] or None, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s, %s)", [_LOAD_LOCK_CLASS, batch.pk])  # another worker's load
+        assert batch_load(batch.pk).status == "received"
+        assert UsageBatch.objects.get(pk=batch.pk).read == 0
+        other.execute("SELECT pg_advisory_unlock(%s, %s)", [_LOAD_LOCK_CLASS, batch.pk])
+    assert (batch_load(batch.pk).status, UsageBatch.objects.get(pk=batch.pk).loaded) == ("loaded", 1)
