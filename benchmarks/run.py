@@ -43,7 +43,7 @@ REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/5")
 NAMESPACE = os.environ.get("BENCH_NAMESPACE", "bench")
 QUEUE = f"hub-{NAMESPACE}"
 WEBHOOK_SECRET = "whsec_bench_0123456789abcdef"
-SLOW_ERP_PREFIX = "bench:slow-erp"
+SLOW_ERP_PREFIX = f"{NAMESPACE}:slow-erp"
 TEMPLATE_DB = f"{NAMESPACE}_template"
 ENCRYPTION_KEY = "mT0d8tqH8Y2t7kq4V2b0v5lS3aQ9cX1eR6uY4iO0pWk="  # bench only: a fixed Fernet key
 

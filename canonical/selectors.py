@@ -204,6 +204,16 @@ def catalog_products_of_prices(refs: set[str], *, system: str) -> dict[str, Prod
     return {ref: products[product_id] for ref, product_id in product_of.items()}
 
 
+def price_refs_of_product(product_id: int) -> set[str]:
+    """Every id an invoice line may name a price of this catalog product by: the billing
+    ids its price versions were released as, and the platform's price ids (the inverse
+    of ``catalog_products_of_prices``)."""
+    versions = PriceVersion.objects.filter(price__product_id=product_id).values("pk")
+    billed = CrossReference.objects.filter(object_type="price_version", canonical_id__in=versions)
+    return ({ref for ref in billed.values_list("external_id", flat=True)}
+            | {ref for ref in Price.objects.filter(product_id=product_id).values_list("source_id", flat=True) if ref})
+
+
 def price_released_for_sku(sku: str, currency: str, *, interval: str | None = None) -> list[PriceVersion]:
     """The released prices of a SKU in one currency (optionally one billing interval)."""
     found = PriceVersion.objects.select_related("price__product").filter(

@@ -12,7 +12,7 @@ import datetime as dt
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 
@@ -333,6 +333,29 @@ def delivery_wake(delivery_id: int) -> None:
         _send(DELIVER_TASK, delivery_id)
 
 
+def deliveries_retry_now(deliveries: Iterable[Delivery], *, reason: str) -> int:
+    """What these deliveries failed on is gone (a record they need now exists): a dead one
+    is replayed with a fresh retry budget, one waiting for its backoff is due now. Returns
+    how many were sent. One in flight is left alone: its own attempt decides."""
+    sent = 0
+    for delivery in deliveries:
+        with transaction.atomic():
+            if delivery.status == Delivery.Status.DEAD:
+                try:
+                    delivery_replay(delivery, user=None, reason=reason)
+                except InvalidTransition:  # replayed meanwhile
+                    continue
+            else:
+                now = timezone.now()
+                if not Delivery.objects.filter(pk=delivery.pk, status__in=Delivery.WAITING).update(
+                        next_attempt_at=now, enqueued_at=now):
+                    continue
+                enqueue_after_commit(DELIVER_TASK, delivery.pk)
+                log.info("delivery_due_now", delivery=delivery.pk, reason=reason)
+        sent += 1
+    return sent
+
+
 def _attempt_call(delivery: Delivery, release: Callable[..., None]) -> None:
     """One call through the connector: tell the governor how it went (``release``),
     then record it as an attempt. After an unknown outcome the action's ``lookup``
@@ -543,10 +566,10 @@ def delivery_replay(delivery: Delivery, *, user, reason: str) -> Delivery:
     locked.status, locked.attempts = Delivery.Status.PENDING, 0
     locked.next_attempt_at = locked.enqueued_at = now
     locked.save(update_fields=["status", "attempts", "next_attempt_at", "enqueued_at", "updated_at"])
-    _resolve_open(locked.exceptions.all(), user=user, note=f"Replayed by {user}: {reason}")
+    _resolve_open(locked.exceptions.all(), user=user, note=f"Replayed by {user or 'the hub'}: {reason}")
     audit_record(actor=user, action="replay", obj=locked, reason=reason)
     enqueue_after_commit(DELIVER_TASK, locked.pk)
-    log.info("delivery_replayed", delivery=locked.pk, by=str(user), reason=reason)
+    log.info("delivery_replayed", delivery=locked.pk, by=str(user or "the hub"), reason=reason)
     return locked
 
 

@@ -43,6 +43,7 @@ from canonical.models import (
 )
 from canonical.selectors import price_contract, product_contract
 from canonical.services import xref_bind
+from canonical.signals import product_released
 from canonical.versions import (
     InvalidVersionTransition,
     catalog_item_ingest,
@@ -272,6 +273,9 @@ def _product_bind(delivery: Delivery, document: ExternalDocument) -> None:
     version = ProductVersion.objects.get(pk=delivery.object_id)
     xref_bind(system=delivery.connection.name, object_type="product", canonical_id=version.product_id,
               external_id=document.external_id, number=document.number or "")
+    # Whatever waits for this SKU there (an invoice line on it) may go on now.
+    transaction.on_commit(partial(product_released.send, sender=Product, product_id=version.product_id,
+                                  system=delivery.connection.name))
     _release_if_complete(ProductVersion, version.pk)
 
 

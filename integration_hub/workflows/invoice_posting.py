@@ -16,8 +16,9 @@ later delivery of that invoice posts by it. A document no rule covers is a
 A line whose billing price belongs to the catalog posts against that SKU's ERP
 product (revenue by product), resolved at each attempt: while the SKU is not
 released to the ERP yet the post is retried (``ProductMissing``), then it is a
-product-operations exception, replayed once the product is released. It is never
-posted as free text. A line the catalog does not know posts as text, as always.
+product-operations exception. Once the product is released there, every post waiting
+for it (dead or in its backoff) is retried at once, without anyone replaying it
+(``product_released``). It is never posted as free text. A line the catalog does not know posts as text, as always.
 
 Adjustments of invoices (credit notes, partial payments, refunds, lost disputes,
 write-offs) are handled in ``invoice_adjustments`` and declared here with the rest.
@@ -29,7 +30,8 @@ from functools import partial
 
 import structlog
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, OuterRef, Q, Subquery
+from django.dispatch import receiver
 from django.utils import timezone
 
 from canonical.contracts import CreditNoteV1, InvoiceV1, PaymentV1, RefundV1
@@ -49,8 +51,14 @@ from canonical.policy_services import (
     posting_decide,
     posting_decision_record,
 )
-from canonical.selectors import catalog_products_of_prices, invoice_contract, payment_contract
+from canonical.selectors import (
+    catalog_products_of_prices,
+    invoice_contract,
+    payment_contract,
+    price_refs_of_product,
+)
 from canonical.services import AdjustmentMismatch, customer_ingest, invoice_upsert, payment_upsert, xref_bind
+from canonical.signals import product_released
 from connectors.base import ExternalDocument, InvoicePoster, LinePosting, PostingInstructions
 from connectors.errors import ProductMissing
 from connectors.models import Connection
@@ -63,6 +71,7 @@ from integration_hub.runtime.dispatch import (
 )
 from integration_hub.runtime.failures import DATA_OWNER, Failure
 from integration_hub.runtime.models import Delivery, DeliveryAttempt, ExceptionRecord, InboundEvent
+from integration_hub.runtime.services import deliveries_retry_now
 from integration_hub.workflows import invoice_adjustments as adjustments
 from integration_hub.workflows.invoice_corrections import INVOICE_CORRECTION
 
@@ -131,6 +140,26 @@ def line_products(invoice: Invoice, *, erp: str) -> list[str]:
                 f"line {index + 1} bills price {ref} of catalog SKU {product.sku}, which is not released to "
                 f"{erp} yet; release the SKU (approve its product version), then replay", sku=product.sku)
     return [products[ref].sku if ref in products else "" for ref in lines]
+
+
+def posts_waiting_for_product(product_id: int, system: str) -> list[Delivery]:
+    """Posts to ``system`` of invoices billing this product whose last attempt failed
+    because the ERP did not have it yet (dead, or waiting for their backoff)."""
+    last_error = DeliveryAttempt.objects.filter(delivery=OuterRef("pk")).order_by("-pk").values("error_class")[:1]
+    invoices = Invoice.objects.filter(lines__price_ref__in=price_refs_of_product(product_id)).values("pk")
+    return list(Delivery.objects.filter(
+        action=POST, connection__name=system, object_type="invoice", object_id__in=invoices,
+        status__in=[*Delivery.WAITING, Delivery.Status.DEAD], attempts__gt=0,
+    ).annotate(last_error_class=Subquery(last_error)).filter(last_error_class=ProductMissing.__name__))
+
+
+@receiver(product_released)
+def _product_released(sender, *, product_id: int, system: str, **kwargs) -> None:
+    """A SKU reached the ERP: the invoices waiting for it post now, nobody replays them."""
+    waiting = posts_waiting_for_product(product_id, system)
+    if waiting:
+        sent = deliveries_retry_now(waiting, reason=f"its catalog SKU was released to {system}")
+        log.info("invoice_posts_resumed_after_release", product=product_id, system=system, deliveries=sent)
 
 
 def posting_instructions(invoice: Invoice, *, erp: str) -> PostingInstructions | None:

@@ -16,7 +16,7 @@ from canonical.models import CatalogVersion, PriceVersion, ProductVersion
 from connectors.models import Connection
 from connectors.services import connection_upsert
 from integration_hub.runtime.models import Delivery, DeliveryAttempt, ExceptionRecord
-from integration_hub.runtime.services import DELIVER_TASK, _send, exception_replay
+from integration_hub.runtime.services import DELIVER_TASK, _send
 from integration_hub.workflows.catalog import version_decide, versions_approve
 from integration_hub.workflows.catalog_alerts import catalog_drift_check
 from integration_hub.workflows.catalog_pull import catalog_pull_now
@@ -190,10 +190,12 @@ def test_invoice_lines_on_catalog_skus_post_against_their_tryton_products(hub, e
     assert (record.owner_team, record.category) == ("product_operations", "retries_exhausted")
     assert erp.invoices(reference=invoice["id"]) == []
 
-    # Released, then replayed: every catalog line is booked against its Tryton product.
+    # Released: the waiting post goes on by itself (nobody replays it), and every catalog
+    # line is booked against its Tryton product.
     approve_sku(f"{tag}-ENTERPRISE", admin_user)
-    exception_replay(record, user=admin_user, reason="Enterprise released")
-    wait_for(lambda: Delivery.objects.filter(pk=post.pk, status="posted").exists(), what="the replayed post")
+    wait_for(lambda: Delivery.objects.filter(pk=post.pk, status="posted").exists(), what="the resumed post")
+    record.refresh_from_db()
+    assert record.status == "resolved" and "released to" in record.resolution
     [posted] = erp.invoices(reference=invoice["id"])
     assert posted["state"] == "posted" and posted["total_amount"] == Decimal("821.70")
     assert erp_invoice_lines(erp, posted["id"]) == [

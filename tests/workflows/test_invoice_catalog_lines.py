@@ -4,13 +4,18 @@ retried, then a product-operations exception replayed after the release; a line 
 catalog does not know posts as free text, as before."""
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
-from canonical.models import CatalogVersion, Price, PriceVersion, Product
+from canonical.models import CatalogVersion, Invoice, Price, PriceVersion, Product, ProductVersion
 from canonical.services import xref_bind
+from canonical.signals import product_released
+from connectors.base import ExternalDocument
 from connectors.errors import ProductMissing
-from integration_hub.runtime.models import Delivery, ExceptionRecord
+from connectors.models import Connection
+from integration_hub.runtime.models import BusinessTransaction, Delivery, ExceptionRecord
 from integration_hub.runtime.services import DELIVER_TASK, exception_replay
+from integration_hub.workflows.catalog import _product_bind
 from tests.helpers import drain
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -156,3 +161,72 @@ def test_the_erp_refusing_the_product_code_is_retried_the_same_way(hub, post_web
 
     record = ExceptionRecord.objects.get()
     assert (record.owner_team, record.category) == ("product_operations", "retries_exhausted")
+
+
+def test_a_dead_post_waiting_for_its_sku_posts_by_itself_once_the_sku_is_released(
+        hub, post_webhook, sandbox, sent_tasks, settings):
+    settings.HUB_DELIVERY_MAX_ATTEMPTS = 1
+    product = catalog_price("SCALE", "scale-usd", in_erp=False)
+    other = issue(post_webhook, sandbox, [("Support", 1, 1000)])
+    invoice = issue(post_webhook, sandbox, [("Scale", 1, 2500, "SCALE", "scale-usd")])
+    drain(sent_tasks)
+    delivery = Delivery.objects.get(action="invoice.post", status="dead")
+    record = ExceptionRecord.objects.get(delivery=delivery, status="open")
+
+    release_to_erp(product)
+    product_released.send(sender=Product, product_id=product.pk, system="erp")
+    drain(sent_tasks)
+
+    delivery.refresh_from_db()
+    record.refresh_from_db()
+    assert delivery.status == "posted" and posted_products(hub, invoice) == ["SCALE"]
+    assert record.status == "resolved" and "its catalog SKU was released to erp" in record.resolution
+    assert other["id"] in hub.postings  # posted before, not posted twice
+    assert Delivery.objects.filter(action="invoice.post", status="posted").count() == 2
+
+
+def test_a_post_in_its_backoff_is_due_at_once_and_posts_waiting_for_other_skus_stay(
+        hub, post_webhook, sandbox, sent_tasks):
+    team = catalog_price("TEAM", "team-usd", in_erp=False)
+    catalog_price("SOLO", "solo-usd", in_erp=False)
+    on_team = issue(post_webhook, sandbox, [("Team", 1, 2500, "TEAM", "team-usd")])
+    on_solo = issue(post_webhook, sandbox, [("Solo", 1, 900, "SOLO", "solo-usd")])
+    drain(sent_tasks)
+
+    def post_of(invoice) -> Delivery:
+        return Delivery.objects.get(action="invoice.post", object_id=Invoice.objects.get(source_id=invoice["id"]).pk)
+
+    for invoice in (on_team, on_solo):
+        waiting = post_of(invoice)
+        assert waiting.status == "pending" and waiting.next_attempt_at > timezone.now()  # in its backoff
+
+    release_to_erp(team)
+    product_released.send(sender=Product, product_id=team.pk, system="another-erp")  # none of its posts there
+    assert post_of(on_team).next_attempt_at > timezone.now()
+    product_released.send(sender=Product, product_id=team.pk, system="erp")
+    drain(sent_tasks)
+
+    assert (post_of(on_team).status, post_of(on_team).attempts) == ("posted", 2)  # one retry, at once
+    assert posted_products(hub, on_team) == ["TEAM"]
+    solo = post_of(on_solo)
+    assert (solo.status, solo.attempts) == ("pending", 1) and solo.next_attempt_at > timezone.now()  # untouched
+
+
+def test_the_catalog_announces_a_product_bound_in_a_system(memory_erp):
+    """The catalog's ERP binding sends the notice the posts wait for, once it commits."""
+    product = Product.objects.create(sku="NOTICE", name="Notice", source_system="catalog")
+    version = ProductVersion.objects.create(product=product, number=1, content={}, content_hash="1",
+                                            status=CatalogVersion.Status.APPROVED)
+    delivery = Delivery.objects.create(
+        transaction=BusinessTransaction.objects.create(kind="product", subject="catalog:product:NOTICE"),
+        connection=Connection.objects.get(name="erp"), action="catalog.product.release",
+        object_type="product_version", object_id=version.pk, idempotency_key="notice", next_attempt_at=timezone.now())
+    heard = []
+    product_released.connect(lambda sender, **kw: heard.append(kw), weak=False, dispatch_uid="notice-test")
+    try:
+        with transaction.atomic():
+            _product_bind(delivery, ExternalDocument(external_id="77"))
+            assert heard == []  # not before the binding commits
+        assert heard == [{"signal": product_released, "product_id": product.pk, "system": "erp"}]
+    finally:
+        product_released.disconnect(dispatch_uid="notice-test")
