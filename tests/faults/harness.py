@@ -142,9 +142,11 @@ class FaultProxy:
                 headers = {k: v for k, v in self.headers.items() if k.lower() in proxy.forward_headers}
                 response = httpx.get(proxy.upstream + self.path, headers=headers, timeout=30)
                 self.send_response(response.status_code)
+                self.send_header("Content-Type", response.headers.get("content-type", "application/json"))
                 self.send_header("Content-Length", str(len(response.content)))
                 self.end_headers()
-                self.wfile.write(response.content)
+                with contextlib.suppress(OSError):  # the caller gave up (its read timeout)
+                    self.wfile.write(response.content)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
