@@ -347,4 +347,9 @@ HUB_USAGE_CLOSE_AFTER_HOURS = env.int("HUB_USAGE_CLOSE_AFTER_HOURS", default=24)
 HUB_USAGE_INVOICE_AFTER_HOURS = env.int("HUB_USAGE_INVOICE_AFTER_HOURS", default=72)
 HUB_USAGE_TASK_SOFT_TIME_LIMIT = env.int("HUB_USAGE_TASK_SOFT_TIME_LIMIT", default=1800)
 HUB_USAGE_TASK_TIME_LIMIT = env.int("HUB_USAGE_TASK_TIME_LIMIT", default=1900)
+# A batch loading for longer than this is taken as dead (its worker was killed) and loaded
+# again by the sweep; more than the hard time limit, so a live load is never restarted.
+HUB_USAGE_LOAD_LEASE_SECONDS = env.int("HUB_USAGE_LOAD_LEASE_SECONDS", default=HUB_USAGE_TASK_TIME_LIMIT + 30)
+if HUB_USAGE_LOAD_LEASE_SECONDS <= HUB_USAGE_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured("HUB_USAGE_LOAD_LEASE_SECONDS must be more than HUB_USAGE_TASK_TIME_LIMIT")
 HUB_USAGE_SWEEP_INTERVAL_SECONDS = env.int("HUB_USAGE_SWEEP_INTERVAL_SECONDS", default=60)

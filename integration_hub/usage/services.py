@@ -4,6 +4,7 @@ management command only call these."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import shutil
 import uuid
@@ -15,7 +16,7 @@ from typing import IO, Any
 
 import structlog
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 
@@ -83,12 +84,42 @@ def batch_receive(*, stream: IO[bytes], filename: str, source: str, load: bool =
 
 
 def batch_load(batch_id: int, *, progress: loading.Progress | None = None) -> UsageBatch | None:
-    """Load a received batch from its stored file (or restart one whose worker died)."""
+    """Load a received batch from its stored file (or restart one whose worker died).
+    One load of a batch at a time: a second message for it (the sweep re-sends a batch
+    not started yet) finds it taken and leaves it, instead of resetting its stage."""
     batch = UsageBatch.objects.filter(pk=batch_id).first()
     if batch is None or batch.status in (UsageBatch.Status.LOADED, UsageBatch.Status.FAILED):
         return batch  # finished, or gone: a redelivered message is a no-op
-    with open(batch.file_path, "rb") as stream:
-        return batch_load_rows(batch, _guarded(file_rows(stream)), progress=progress)
+    with _load_lock(batch_id) as taken:
+        if not taken:
+            log.info("usage_batch_load_skipped", batch=batch_id, reason="another worker is loading it")
+            return batch
+        batch.refresh_from_db()
+        if batch.status in (UsageBatch.Status.LOADED, UsageBatch.Status.FAILED):
+            return batch  # finished by the other worker just before
+        with open(batch.file_path, "rb") as stream:
+            return batch_load_rows(batch, _guarded(file_rows(stream)), progress=progress)
+
+
+_LOAD_LOCK_CLASS = 0x05A6E  # the advisory lock namespace of usage batch loads
+
+
+@contextlib.contextmanager
+def _load_lock(batch_id: int):
+    """A PostgreSQL session advisory lock on the batch (released if the worker dies: its
+    connection closes); SQLite runs one process, so no lock."""
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOAD_LOCK_CLASS, batch_id & 0x7FFFFFFF])
+        taken = cursor.fetchone()[0]
+    try:
+        yield taken
+    finally:
+        if taken:  # a connection that broke took its lock with it
+            with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_LOAD_LOCK_CLASS, batch_id & 0x7FFFFFFF])
 
 
 def rows_load(batch: UsageBatch, rows: Iterable[Mapping[str, Any]], **kwargs) -> UsageBatch:
@@ -206,7 +237,7 @@ def drop_folder_scan() -> list[int]:
 def batches_stalled() -> list[int]:
     """Batches whose load message the broker lost, or whose worker died: load again."""
     now = timezone.now()
-    lease = dt.timedelta(seconds=settings.HUB_USAGE_TASK_TIME_LIMIT + 30)
+    lease = dt.timedelta(seconds=settings.HUB_USAGE_LOAD_LEASE_SECONDS)
     received = UsageBatch.objects.filter(status=UsageBatch.Status.RECEIVED,
                                          created_at__lt=now - dt.timedelta(seconds=settings.HUB_REENQUEUE_AFTER_SECONDS))
     loading_ = UsageBatch.objects.filter(status=UsageBatch.Status.LOADING, started_at__lt=now - lease)

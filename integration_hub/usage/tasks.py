@@ -21,12 +21,15 @@ def usage_subscriptions_match_task() -> None:
 
 
 @shared_task(name="hub.usage_sweep", ignore_result=True)
-def usage_sweep_task() -> None:
-    """Beat: take files from the drop folder, restart stalled loads, match held usage."""
+def usage_sweep_task() -> list[int]:
+    """Beat (and ``manage.py hub_sweep``): take files from the drop folder, restart
+    stalled loads, match held usage. Returns the batches sent to load again."""
     services.drop_folder_scan()
-    for batch_id in services.batches_stalled():
+    stalled = services.batches_stalled()
+    for batch_id in stalled:
         usage_batch_load_task.delay(batch_id)
     services.subscriptions_match()
+    return stalled
 
 
 @shared_task(name="hub.usage_periods_close", ignore_result=True, **_LIMITS)

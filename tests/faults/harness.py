@@ -77,14 +77,17 @@ class ProxyCall:
 
 @dataclass
 class FaultProxy:
-    """Forwards JSON-RPC to the ERP, or injects a fault. A scenario sets ``fault``: a
-    function of the RPC method and body returning None (forward) or an action."""
+    """Forwards JSON-RPC to the ERP (or any HTTP API: Stripe's), or injects a fault. A
+    scenario sets ``fault``: a function of the RPC method (for a body that is not
+    JSON-RPC, the request path) and body returning None (forward) or an action."""
 
     upstream: str
     port: int = field(default_factory=free_port)
     fault: Callable[[str, bytes], dict | None] | None = None
     calls: list[ProxyCall] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
+    # Request headers passed upstream (Stripe's API also needs Idempotency-Key and Stripe-Version).
+    forward_headers: tuple[str, ...] = ("authorization", "content-type")
 
     @property
     def url(self) -> str:
@@ -100,9 +103,9 @@ class FaultProxy:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 try:
-                    method = json.loads(body).get("method", "")
-                except ValueError:
-                    method = ""
+                    method = json.loads(body).get("method") or self.path
+                except (ValueError, AttributeError):
+                    method = self.path
                 action = proxy.fault(method, body) if proxy.fault else None
                 if action and action.get("hang"):
                     time.sleep(action["hang"])
@@ -118,7 +121,7 @@ class FaultProxy:
                     proxy.calls.append(ProxyCall(time.monotonic(), method, 0, True, body))
                     self.close_connection = True
                     return
-                headers = {k: v for k, v in self.headers.items() if k.lower() in {"authorization", "content-type"}}
+                headers = {k: v for k, v in self.headers.items() if k.lower() in proxy.forward_headers}
                 response = httpx.post(proxy.upstream + self.path, content=body, headers=headers, timeout=60)
                 if action and action.get("drop_answer"):
                     # The ERP did the work; its answer never reaches the hub.
@@ -136,11 +139,14 @@ class FaultProxy:
                     self.wfile.write(response.content)
 
             def do_GET(self):
-                response = httpx.get(proxy.upstream + self.path, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() in proxy.forward_headers}
+                response = httpx.get(proxy.upstream + self.path, headers=headers, timeout=30)
                 self.send_response(response.status_code)
+                self.send_header("Content-Type", response.headers.get("content-type", "application/json"))
                 self.send_header("Content-Length", str(len(response.content)))
                 self.end_headers()
-                self.wfile.write(response.content)
+                with contextlib.suppress(OSError):  # the caller gave up (its read timeout)
+                    self.wfile.write(response.content)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True

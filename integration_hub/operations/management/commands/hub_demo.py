@@ -2,8 +2,9 @@
 
 Starts a real Tryton ERP, the web app, a Celery worker and beat; the Stripe sandbox
 sends signed webhooks; the command follows the deliveries and prints where each
-invoice ended up in the ERP. Then CRM onboarding, the catalog sync, and a regional
-posting policy with an exchange rate loaded from the ECB sandbox.
+invoice ended up in the ERP. Then CRM onboarding, the catalog sync, a regional
+posting policy with an exchange rate loaded from the ECB sandbox, quote to cash, and
+usage: a batch loaded, aggregated, pushed to billing as meter events and reconciled.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from connectors.tryton.client import TrytonClient
 from connectors.tryton.server import TrytonServer, TrytonServerError
 from integration_hub.operations.demo import adjustments_scenario_build, crm_scenario_build, scenario_build
 from integration_hub.operations.demo_quote_to_cash import quote_to_cash_demo
+from integration_hub.operations.demo_usage import usage_demo
 from integration_hub.runtime.models import Delivery, ExceptionRecord, InboundEvent
 
 LEGAL_ENTITIES = [("US", "Acme US Inc.", "USD", "US"), ("EU", "Acme Europe GmbH", "EUR", "DE"),
@@ -91,6 +93,7 @@ class Command(BaseCommand):
             self.catalog_scenario(tryton, timeout)
             self.policy_scenario(tryton, web_url, timeout)
             quote_to_cash_demo(self, tryton, web_url, timeout)
+            usage_demo(self, web_url, timeout)
             self.report_console(web_url)
             self.step("Done")
             if keep_running:
@@ -134,7 +137,7 @@ class Command(BaseCommand):
                  f"{tryton.connection_config()['companies']}), posting policy v{policy.number} approved")
 
     def start_processes(self) -> str:
-        self.step("Starting the web app (gunicorn), a Celery worker and beat")
+        self.step("Starting the web app (gunicorn), a Celery worker, the usage worker and beat")
         port = _free_port()
         python = sys.executable
         # Prometheus scrapes /metrics with this bearer token (the web process inherits it).
@@ -143,6 +146,10 @@ class Command(BaseCommand):
                            "--workers", "2", "--access-logfile", "-"])
         self.spawn("worker", [python, "-m", "celery", "-A", "integration_hub", "worker", "-c", "2",
                               "--without-gossip", "--without-mingle", "-l", "INFO"])
+        # Usage loads have their own queue and worker (`make usage-worker`).
+        self.spawn("usage-worker", [python, "-m", "celery", "-A", "integration_hub", "worker", "-c", "1", "-Q",
+                                    settings.HUB_USAGE_QUEUE, "-n", "usage@%h", "--without-gossip",
+                                    "--without-mingle", "-l", "INFO"])
         self.spawn("beat", [python, "-m", "celery", "-A", "integration_hub", "beat", "-l", "INFO",
                             "--schedule", str(self.log_dir / "beat-schedule")])
         web_url = f"http://127.0.0.1:{port}"
@@ -243,8 +250,9 @@ class Command(BaseCommand):
                  f"held as possible duplicates: {Customer.objects.filter(status='held').count()} "
                  "(see Duplicate cases in the admin)")
 
-    def follow(self, timeout: float) -> None:
-        self.step("Following the deliveries to the ERP (posting takes about a second per invoice)")
+    def follow(self, timeout: float, what: str = "Following the deliveries to the ERP (posting takes about a "
+                                                 "second per invoice)") -> None:
+        self.step(what)
         deadline, last = time.monotonic() + timeout, None
         while True:
             events_open = InboundEvent.objects.filter(status=InboundEvent.Status.RECEIVED).count()

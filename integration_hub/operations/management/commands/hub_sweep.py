@@ -1,5 +1,6 @@
 """Run the sweeper by hand: once (after an outage, to re-enqueue at once) or in a
-loop (where beat is not running)."""
+loop (where beat is not running). It runs the usage sweep too (``hub.usage_sweep``:
+stalled batch loads sent again, held usage matched, the drop folder read)."""
 
 import time
 
@@ -7,6 +8,7 @@ from django.core.management.base import BaseCommand
 from django.db import DatabaseError, connections
 
 from integration_hub.runtime.services import sweep
+from integration_hub.usage.tasks import usage_sweep_task
 
 
 class Command(BaseCommand):
@@ -19,6 +21,7 @@ class Command(BaseCommand):
         while True:
             try:
                 report = sweep()
+                restarted = usage_sweep_task()
             except DatabaseError as exc:
                 if not every:
                     raise
@@ -29,7 +32,7 @@ class Command(BaseCommand):
                 continue
             self.stdout.write(
                 f"sweep: {report.inbound_requeued} inbox events, {report.deliveries_requeued} deliveries re-enqueued, "
-                f"{report.in_flight_recovered} in-flight recovered"
+                f"{report.in_flight_recovered} in-flight recovered, {len(restarted)} usage batch load(s) restarted"
             )
             if not every:
                 return
