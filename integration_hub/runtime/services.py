@@ -600,7 +600,8 @@ def exception_replay(record: ExceptionRecord, *, user, reason: str) -> None:
 @transaction.atomic
 def exception_resolve(record: ExceptionRecord, *, user, note: str) -> None:
     """Close an exception without replaying it (handled by hand in the target)."""
-    _resolve_open(ExceptionRecord.objects.filter(pk=record.pk), user=user, note=f"Resolved by {user}: {note}")
+    _resolve_open(ExceptionRecord.objects.filter(pk=record.pk), user=user,
+                  note=f"Resolved by {user or 'the hub'}: {note}")
     audit_record(actor=user, action="resolve", obj=record, reason=note)
 
 

@@ -186,6 +186,7 @@ class Checkpoint(models.Model):
     class Status(models.TextChoices):
         BALANCED = "balanced"
         MISMATCH = "mismatch"
+        RESOLVED = "resolved", "mismatch, balanced by a later checkpoint"
 
     period = models.ForeignKey(UsagePeriod, on_delete=models.PROTECT, related_name="checkpoints")
     status = models.CharField(max_length=20, choices=Status.choices)

@@ -30,6 +30,7 @@ from integration_hub.runtime.services import (
     delivery_replay,
     enqueue_after_commit,
     exception_open,
+    exception_resolve,
 )
 from integration_hub.usage import loading
 from integration_hub.usage.models import (
@@ -574,9 +575,23 @@ def checkpoint_run(period: dt.date, *, trigger: str = "api", invoice_stages: boo
                 summary=f"Usage {found.period:%Y-%m} does not reconcile: {len(mismatches)} key(s) differ",
                 detail=_mismatch_detail(checkpoint, mismatches))
             checkpoint.save(update_fields=["exception"])
+        else:
+            _earlier_mismatches_resolve(checkpoint)
     log.info("usage_checkpoint", period=f"{found.period:%Y-%m}", status=checkpoint.status, keys=len(rows),
              mismatches=len(mismatches))
     return checkpoint
+
+
+def _earlier_mismatches_resolve(balanced: Checkpoint) -> None:
+    """The period balances now (after a repair, or once late usage was billed): its earlier
+    mismatches are history — marked resolved, their exceptions closed with a pointer here."""
+    earlier = Checkpoint.objects.filter(period=balanced.period, status=Checkpoint.Status.MISMATCH,
+                                        created_at__lte=balanced.created_at).exclude(pk=balanced.pk)
+    for checkpoint in earlier.select_related("exception"):
+        if checkpoint.exception is not None and checkpoint.exception.status in ExceptionRecord.ACTIVE:
+            exception_resolve(checkpoint.exception, user=None,
+                              note=f"checkpoint {balanced.pk} found {balanced.period.period:%Y-%m} balanced")
+    earlier.update(status=Checkpoint.Status.RESOLVED)
 
 
 def _mismatches(found: UsagePeriod, differing: list[tuple], start: dt.date, end: dt.date, entity_sql: str,

@@ -91,7 +91,13 @@ def test_batch_to_meter_events_to_a_balanced_checkpoint_then_a_lost_event_is_rep
     assert (len(repair.pushes), repair.events, repair.replayed) == (1, 1, [])
     assert deliver(sent_tasks) == 1
     assert services.checkpoint_repair(mismatch).pushes == []  # a checkpoint is repaired once
-    assert services.checkpoint_run(period).status == "balanced"
+    balanced = services.checkpoint_run(period)
+    assert balanced.status == "balanced"
+    # The mismatch is history now: resolved, its exception closed with a pointer to the balance.
+    mismatch.refresh_from_db()
+    record.refresh_from_db()
+    assert mismatch.status == "resolved"
+    assert record.status == "resolved" and f"checkpoint {balanced.pk} found" in record.resolution
     with django_capture_on_commit_callbacks(execute=True):
         assert services.checkpoint_repair(services.checkpoint_run(period)).pushes == []  # nothing left to repair
 
