@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from integration_hub.runtime import services
+from integration_hub.usage import services as usage
 
 RUNNERS = {
+    usage.CHECKPOINT_TASK: usage.checkpoint_fill,
     services.PROCESS_TASK: services.inbound_process,
     services.DELIVER_TASK: services.delivery_attempt,
 }

@@ -145,8 +145,10 @@ def usage_demo(cmd, web_url: str, timeout: float) -> None:
 
 def _checkpoint(cmd, api: httpx.Client, period: dt.date) -> dict:
     answer = api.post("/api/reconciliations/", json={"period": f"{period:%Y-%m}"})
-    answer.raise_for_status()
-    report = answer.json()
+    answer.raise_for_status()  # 202: queued for the usage worker, which reads billing per key
+    location = answer.headers["Location"]
+    report = _wait(lambda: (found := api.get(location).json())["status"] != "running" and found, 60,
+                   f"the usage worker to run checkpoint {answer.json()['id']}")
     for line in report.get("lines", []):
         stages = [key.removesuffix("_quantity") for key in line if key.endswith("_quantity")]
         figures = ", ".join(f"{STAGE_WORDS.get(stage, stage.replace('_', ' '))} {line[f'{stage}_quantity']}"

@@ -73,16 +73,17 @@ class UsagePeriodAdmin(admin.ModelAdmin):
     @admin.action(description="Run a reconciliation checkpoint")
     def reconcile(self, request, queryset):
         for period in queryset:
-            checkpoint = services.checkpoint_run(period.period, trigger="admin")
-            self.message_user(request, f"{period}: {checkpoint.status}")
+            checkpoint = services.checkpoint_request(period.period, trigger="admin")
+            self.message_user(request, f"{period}: checkpoint {checkpoint.pk} queued; the usage worker runs it "
+                                       "(refresh the checkpoints list)")
 
 
 @admin.register(Checkpoint)
 class CheckpointAdmin(admin.ModelAdmin):
     list_display = ("id", "period", "status", "trigger", "mismatch_count", "created_at", "csv")
     list_filter = ("status",)
-    readonly_fields = ("period", "status", "trigger", "checked", "report", "differences", "exception", "repaired_at",
-                       "created_at")
+    readonly_fields = ("period", "status", "trigger", "invoice_stages", "checked", "report", "differences",
+                       "exception", "repaired_at", "error", "created_at")
     exclude = ("lines", "mismatches")
     actions = ["repair"]
 

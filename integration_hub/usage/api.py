@@ -122,14 +122,14 @@ def period_close(request: Request, period: str) -> Response:
 
 @extend_schema(methods=["GET"], responses={200: CheckpointSerializer(many=True)},
                operation_id="reconciliations_list")
-@extend_schema(methods=["POST"], request=CheckpointRequestSerializer, responses={201: CheckpointSerializer},
+@extend_schema(methods=["POST"], request=CheckpointRequestSerializer, responses={202: CheckpointSerializer},
                operation_id="reconciliations_run")
 @api_view(["GET", "POST"])
 @permission_classes([USAGE_OWNERS])
 def reconciliations(request: Request) -> Response:
     """POST ``{"period": "YYYY-MM"}`` (and ``"invoice_stages": true`` to compare invoice lines
-    and ERP postings before the period's invoices are due): run a checkpoint now (201 with
-    its report)."""
+    and ERP postings before the period's invoices are due): queue a checkpoint (202, status
+    ``running``); the usage worker fills it — poll ``GET /api/reconciliations/<id>/``."""
     if request.method == "GET":
         return Response([selectors.checkpoint_detail(c) for c in Checkpoint.objects.all()[:50]])
     parsed = _period(str(request.data.get("period", "")))
@@ -138,8 +138,9 @@ def reconciliations(request: Request) -> Response:
     invoice_stages = request.data.get("invoice_stages")
     if invoice_stages not in (None, True, False):
         return Response({"invoice_stages": ["true, false or null"]}, status=status.HTTP_400_BAD_REQUEST)
-    checkpoint = services.checkpoint_run(parsed, trigger="api", invoice_stages=invoice_stages)
-    return Response(selectors.checkpoint_detail(checkpoint), status=status.HTTP_201_CREATED)
+    checkpoint = services.checkpoint_request(parsed, invoice_stages=invoice_stages)
+    return Response(selectors.checkpoint_detail(checkpoint), status=status.HTTP_202_ACCEPTED,
+                    headers={"Location": f"/api/reconciliations/{checkpoint.pk}/"})
 
 
 @extend_schema(responses={200: CheckpointSerializer, (200, "text/csv"): bytes},

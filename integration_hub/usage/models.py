@@ -184,9 +184,11 @@ class Checkpoint(models.Model):
     and invoices) that do not agree."""
 
     class Status(models.TextChoices):
+        RUNNING = "running", "queued or running"
         BALANCED = "balanced"
         MISMATCH = "mismatch"
         RESOLVED = "resolved", "mismatch, balanced by a later checkpoint"
+        FAILED = "failed", "could not run (see its error)"
 
     period = models.ForeignKey(UsagePeriod, on_delete=models.PROTECT, related_name="checkpoints")
     status = models.CharField(max_length=20, choices=Status.choices)
@@ -195,6 +197,9 @@ class Checkpoint(models.Model):
     mismatches = models.JSONField(default=list)
     checked = models.JSONField(default=list, help_text="The stages compared (the invoice stages once they are due)")
     repaired_at = models.DateTimeField(null=True, blank=True, help_text="When its repair ran (once)")
+    invoice_stages = models.BooleanField(null=True, blank=True, help_text="Asked for: compare the invoice stages "
+                                         "(empty: once the period's invoices are due)")
+    error = models.TextField(blank=True, help_text="Why it could not run (billing unreachable, …)")
     exception = models.ForeignKey("runtime.ExceptionRecord", null=True, blank=True, on_delete=models.SET_NULL,
                                   related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -31,6 +31,7 @@ def checkpoint_detail(checkpoint: Checkpoint) -> dict[str, Any]:
                    **{f"{stage}_quantity": quantity_format(line.get(f"{stage}_quantity", 0)) for stage in STAGES}}
                   for line in checkpoint.lines],
         "checked": checkpoint.checked, "mismatches": checkpoint.mismatches, "exception": checkpoint.exception_id,
+        "error": checkpoint.error,
         "csv": f"/api/reconciliations/{checkpoint.pk}/?as=csv",
     }
 

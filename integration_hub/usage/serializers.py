@@ -53,7 +53,8 @@ class CheckpointRequestSerializer(serializers.Serializer):
 class CheckpointSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     period = serializers.CharField(help_text="YYYY-MM")
-    status = serializers.CharField()
+    status = serializers.CharField(help_text="running (queued or running), balanced, mismatch, resolved (a mismatch "
+                                             "a later checkpoint found balanced) or failed (see error)")
     trigger = serializers.CharField()
     created_at = serializers.DateTimeField()
     lines = serializers.ListField(
@@ -67,6 +68,7 @@ class CheckpointSerializer(serializers.Serializer):
         help_text="Per billing customer × metric that differs: its subscriptions, each stage's quantity, what "
                   "differs, the actions that fix it (re-push, replay, wait, person) and the invoices not in the ERP")
     exception = serializers.IntegerField(allow_null=True, help_text="The exception record opened for a mismatch")
+    error = serializers.CharField(help_text="Why it could not run (status failed)")
     csv = serializers.CharField()
 
 

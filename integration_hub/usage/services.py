@@ -48,6 +48,7 @@ log = structlog.get_logger(__name__)
 
 LOAD_TASK = "hub.usage_batch_load"
 MATCH_TASK = "hub.usage_subscriptions_match"
+CHECKPOINT_TASK = "hub.usage_checkpoint"
 PUSH_ACTION = "usage.meter_events"
 EVENTS_PER_PUSH = 100
 Team, Category = ExceptionRecord.Team, ExceptionRecord.Category
@@ -488,7 +489,35 @@ SELECT COALESCE(h.system, b.system), COALESCE(h.customer, b.customer), COALESCE(
 FROM hub h FULL JOIN billed_lines b ON b.system = h.system AND b.customer = h.customer AND b.metric = h.metric"""
 
 
-def checkpoint_run(period: dt.date, *, trigger: str = "api", invoice_stages: bool | None = None) -> Checkpoint:
+def checkpoint_request(period: dt.date, *, invoice_stages: bool | None = None, trigger: str = "api") -> Checkpoint:
+    """A checkpoint asked for on demand: queued (``running``) and filled by the usage worker,
+    because it reads billing once per key — a month of customers takes longer than a web
+    request may. Poll ``GET /api/reconciliations/<id>/``."""
+    checkpoint = Checkpoint.objects.create(period=period_get(period), trigger=trigger, invoice_stages=invoice_stages,
+                                           status=Checkpoint.Status.RUNNING)
+    enqueue_after_commit(CHECKPOINT_TASK, checkpoint.pk)
+    return checkpoint
+
+
+def checkpoint_fill(checkpoint_id: int) -> Checkpoint | None:
+    """The worker's side of ``checkpoint_request``; a checkpoint already filled is left alone
+    (a redelivered task). One that cannot run says why and stays for a person to see."""
+    queued = Checkpoint.objects.filter(pk=checkpoint_id, status=Checkpoint.Status.RUNNING).select_related(
+        "period").first()
+    if queued is None:
+        return None
+    try:
+        return checkpoint_run(queued.period.period, trigger=queued.trigger, invoice_stages=queued.invoice_stages,
+                              into=queued)
+    except Exception as exc:
+        Checkpoint.objects.filter(pk=queued.pk).update(status=Checkpoint.Status.FAILED,
+                                                       error=f"{type(exc).__name__}: {exc}"[:2000])
+        log.warning("usage_checkpoint_failed", checkpoint=queued.pk, error=str(exc))
+        raise
+
+
+def checkpoint_run(period: dt.date, *, trigger: str = "api", invoice_stages: bool | None = None,
+                   into: Checkpoint | None = None) -> Checkpoint:
     """Reconcile a billing period. The key is billing customer × metric (per billing
     connection), because that is what billing aggregates: records loaded ↔ aggregates ↔
     meter events pushed ↔ billing's meter event summary ↔ the usage lines of billing's
@@ -566,9 +595,10 @@ def checkpoint_run(period: dt.date, *, trigger: str = "api", invoice_stages: boo
                              price_sql, price_params)
     checked = ["loaded", "aggregated", "billed", *(INVOICE_STAGES if check_invoices else ())]
     with transaction.atomic():
-        checkpoint = Checkpoint.objects.create(
-            period=found, trigger=trigger, lines=report, mismatches=mismatches, checked=checked,
-            status=Checkpoint.Status.MISMATCH if mismatches else Checkpoint.Status.BALANCED)
+        checkpoint = into or Checkpoint(period=found, trigger=trigger)
+        checkpoint.lines, checkpoint.mismatches, checkpoint.checked = report, mismatches, checked
+        checkpoint.status = Checkpoint.Status.MISMATCH if mismatches else Checkpoint.Status.BALANCED
+        checkpoint.save()
         if mismatches:
             checkpoint.exception = exception_open(
                 transaction_id=found.transaction_id, owner_team=Team.FINANCE, category=Category.RECONCILIATION,
@@ -683,7 +713,7 @@ def periods_to_reconcile() -> list[dt.date]:
         pushes = period.pushes.all()
         if pushes.filter(sent_at__isnull=True).exists():
             continue
-        latest = period.checkpoints.order_by("-created_at").first()
+        latest = period.checkpoints.exclude(status=Checkpoint.Status.FAILED).order_by("-created_at").first()
         if latest is None:
             due.append(period.period)
             continue

@@ -20,6 +20,11 @@ def usage_subscriptions_match_task() -> None:
     services.subscriptions_match()
 
 
+@shared_task(name=services.CHECKPOINT_TASK, ignore_result=True, acks_late=True, **_LIMITS)
+def usage_checkpoint_task(checkpoint_id: int) -> None:
+    services.checkpoint_fill(checkpoint_id)
+
+
 @shared_task(name="hub.usage_sweep", ignore_result=True)
 def usage_sweep_task() -> list[int]:
     """Beat (and ``manage.py hub_sweep``): take files from the drop folder, restart

@@ -186,9 +186,17 @@ def test_the_api_runs_a_checkpoint_with_the_invoice_stages_and_serves_the_csv(
     invoices(2, billing["globex"], [("price_api_metered", "7")])
     assert api.post("/api/reconciliations/", {"period": f"{period:%Y-%m}", "invoice_stages": "yes"},
                     format="json").status_code == 400
-    response = api.post("/api/reconciliations/", {"period": f"{period:%Y-%m}", "invoice_stages": True}, format="json")
-    assert response.status_code == 201
-    report = response.json()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post("/api/reconciliations/", {"period": f"{period:%Y-%m}", "invoice_stages": True},
+                            format="json")
+    assert response.status_code == 202  # queued: the usage worker reads billing once per key
+    queued = response.json()
+    assert queued["status"] == "running" and response["Location"] == f"/api/reconciliations/{queued['id']}/"
+    assert (services.CHECKPOINT_TASK, queued["id"], None) in sent_tasks
+    services.checkpoint_fill(queued["id"])
+    assert services.checkpoint_fill(queued["id"]) is None  # a redelivered task leaves it alone
+    report = api.get(response["Location"]).json()
+    assert report["id"] == queued["id"]
     assert report["status"] == "mismatch" and report["checked"][-2:] == ["invoiced", "posted"]
     assert report["lines"][0]["posted_quantity"] == "7"
 
@@ -245,3 +253,25 @@ def test_the_admin_shows_the_report_and_repairs_in_one_action(
                                                                   "_selected_action": [checkpoint.pk]}, follow=True)
     assert "1 repair push(es) planned, 1 ERP posting(s) replayed" in response.content.decode()
     assert Delivery.objects.get(idempotency_key="invoice.post:2").status == "pending"
+
+
+def test_a_queued_checkpoint_that_cannot_reach_billing_fails_with_its_reason_and_the_schedule_tries_again(
+        month, monkeypatch, django_capture_on_commit_callbacks):
+    period = month(("sub_acme", "api_calls", "120.5"))
+
+    class Unreachable:
+        def meter_usage(self, **kwargs):
+            raise ConnectionError("billing did not answer")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        queued = services.checkpoint_request(period)
+    with monkeypatch.context() as patch, pytest.raises(ConnectionError):
+        patch.setattr(services, "connector_for", lambda connection: Unreachable())
+        services.checkpoint_fill(queued.pk)
+    queued.refresh_from_db()
+    assert queued.status == "failed" and queued.error == "ConnectionError: billing did not answer"
+    assert queued.lines == [] and not ExceptionRecord.objects.filter(category="reconciliation").exists()
+    assert services.periods_to_reconcile() == [period]  # a failed checkpoint is not a result
+
+    assert services.checkpoint_run(period, trigger="schedule").status == "balanced"
+    assert services.periods_to_reconcile() == []
