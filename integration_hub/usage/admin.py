@@ -87,6 +87,17 @@ class CheckpointAdmin(admin.ModelAdmin):
     exclude = ("lines", "mismatches")
     actions = ["repair"]
 
+    # A checkpoint is a report: it is made by running one (the period's action, the API
+    # or the schedule) and changed only by its repair action.
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return obj is None and super().has_change_permission(request)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
     @admin.display(description="mismatches")
     def mismatch_count(self, checkpoint: Checkpoint) -> int:
         return len(checkpoint.mismatches)

@@ -206,3 +206,6 @@ class Checkpoint(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"checkpoint #{self.pk} of {self.period.period:%Y-%m} ({self.get_status_display()})"
