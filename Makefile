@@ -56,7 +56,7 @@ month: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check integration_hub canonical connectors tests benchmarks
 
-## The fault-injection suite (real processes; needs redis-server and PostgreSQL, as in CI)
+## The fault-injection suite (real processes; needs redis-server, rabbitmq-server and PostgreSQL, as in CI)
 ## and its reliability table, also written to var/reliability-report.md.
 faults: $(STAMP)
 	$(BIN)/python -m pytest tests/faults -m faults -p no:cacheprovider $(PYTEST_ARGS)
