@@ -56,8 +56,8 @@ month: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check integration_hub canonical connectors tests benchmarks
 
-## The fault-injection suite (real processes; needs redis-server and PostgreSQL, as in CI)
-## and its reliability table, also written to var/reliability-report.md. Sizes:
+## The fault-injection suite (real processes; needs redis-server, rabbitmq-server and PostgreSQL,
+## as in CI) and its reliability table, also written to var/reliability-report.md. Sizes:
 ## FAULTS_CATALOG_PLANS (40; CI 10) and FAULTS_USAGE_RECORDS (100000; CI 20000).
 faults: $(STAMP)
 	$(BIN)/python -m pytest tests/faults -m faults -p no:cacheprovider $(PYTEST_ARGS)

@@ -39,6 +39,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 PYTHON = sys.executable
 PG = os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/5")
+# The Celery broker (--broker): Redis by default, or RabbitMQ (amqp://…, quorum queues).
+# The governor's state stays in REDIS either way, so only the broker differs.
+BROKER = os.environ.get("BENCH_BROKER", REDIS)
 # Database names and the queue start with this, so two runs on one machine can keep apart.
 NAMESPACE = os.environ.get("BENCH_NAMESPACE", "bench")
 QUEUE = f"hub-{NAMESPACE}"
@@ -113,7 +116,7 @@ def hub_env(database: str, **extra: str) -> dict[str, str]:
         "SECRET_KEY": "bench-only-secret-key-not-for-production-0123456789",
         "HUB_ENCRYPTION_KEYS": ENCRYPTION_KEY,
         "DATABASE_URL": f"{PG}/{database}",
-        "CELERY_BROKER_URL": REDIS,
+        "CELERY_BROKER_URL": BROKER,
         "HUB_REDIS_URL": REDIS,  # the governor's state, in our Redis db too
         "HUB_QUEUE": QUEUE,
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
@@ -170,7 +173,21 @@ def redis_client():
     return redis.Redis.from_url(REDIS)
 
 
+def amqp() -> bool:
+    return BROKER.startswith(("amqp://", "amqps://", "pyamqp://"))
+
+
+def _amqp_queues() -> list[str]:
+    return [QUEUE, f"{QUEUE}-usage"]
+
+
 def queue_purge() -> None:
+    if amqp():
+        from kombu import Connection
+
+        with Connection(BROKER) as connection:
+            for name in _amqp_queues():
+                connection.default_channel.queue_delete(name)
     client = redis_client()
     # The governor's per-connection state lives here too (HUB_REDIS_URL defaults to the
     # broker): every run starts with closed circuits and free slots.
@@ -180,6 +197,20 @@ def queue_purge() -> None:
 
 
 def queue_depth() -> int:
+    if amqp():
+        # Ready messages only (AMQP does not count the unacknowledged ones): the last
+        # few tasks still running when it reaches 0 are not timed.
+        from amqp.exceptions import NotFound
+        from kombu import Connection
+
+        depth = 0
+        with Connection(BROKER) as connection:
+            for name in _amqp_queues():
+                try:
+                    depth += connection.channel().queue_declare(name, passive=True).message_count
+                except NotFound:
+                    pass
+        return depth
     client = redis_client()
     return sum(client.llen(key) for key in client.keys(f"{QUEUE}*") if client.type(key) == b"list") + client.hlen(
         "unacked"
@@ -929,7 +960,8 @@ def write_report(suite: Suite, out_md: Path, out_json: Path, seconds: float) -> 
     plan = suite.plan
     for fig in suite.figures.values():
         fig.setdefault("measured", {"date": info["date"], "commit": info["commit"]})
-    data = {"plan": plan.__dict__, "machine": info, "seconds": seconds, "figures": suite.figures,
+    broker = "RabbitMQ (quorum queues)" if amqp() else "Redis"
+    data = {"plan": plan.__dict__, "machine": info, "broker": broker, "seconds": seconds, "figures": suite.figures,
             "details": {k: v for k, v in suite.extra.items() if k not in ("profile",)}}
     out_json.write_text(json.dumps(data, indent=2, default=str) + "\n")
 
@@ -956,7 +988,8 @@ def write_report(suite: Suite, out_md: Path, out_json: Path, seconds: float) -> 
          if len(earlier) < len(suite.figures) else
          "Assembled by `--merge` from the runs listed under the table (each figure's date and commit).")
         + " Every figure is the median of interleaved runs (baseline, hub, baseline, hub, …) in the same run, on the"
-        " same services and settings; spread is (max − min) / median over the runs. See docs/benchmarks.md.",
+        " same services and settings; spread is (max − min) / median over the runs. See docs/benchmarks.md."
+        f" Celery broker: {broker}.",
         "",
         "| figure | hub | baseline | ratio | spread hub / baseline | goal | status |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -1530,7 +1563,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the earlier results' figures this run does not measure (with --only)")
     parser.add_argument("--output", default="", help="where the results go (default: benchmarks/, or the"
                         " run's log folder for --smoke)")
+    parser.add_argument("--broker", default="", help="the Celery broker's URL (default: BENCH_REDIS); amqp://…"
+                        " runs on RabbitMQ with quorum queues (docs/scaling.md)")
     args = parser.parse_args(argv)
+    global BROKER
+    BROKER = args.broker or BROKER
     plan = SMOKE if args.smoke else FULL
     if args.pipeline_events:
         plan = dataclasses.replace(plan, pipeline_events=args.pipeline_events)

@@ -337,6 +337,26 @@ LOGGING = {
 # finance postings: run a worker for it (`celery worker -Q $HUB_USAGE_QUEUE`).
 HUB_USAGE_QUEUE = env.str("HUB_USAGE_QUEUE", default=f"{CELERY_TASK_DEFAULT_QUEUE}-usage")
 CELERY_TASK_ROUTES = {"hub.usage_*": {"queue": HUB_USAGE_QUEUE}}
+# RabbitMQ (docs/scaling.md): the hub's queues are quorum queues (replicated, durable),
+# each on its own topic exchange so that Celery's native delayed delivery can route a
+# countdown task (a retry, a held delivery) back to it through the broker's
+# celery_delayed_* queues instead of a worker holding it unacknowledged. The default
+# queue is declared here; the usage queue, and any other a route or `-Q` names, is
+# declared the same way when first used, so a worker without -Q still consumes only the
+# default queue. Publisher confirms: a send returns once the broker has the message.
+HUB_NATIVE_DELAYED_DELIVERY = CELERY_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://"))
+if HUB_NATIVE_DELAYED_DELIVERY:
+    from kombu import Exchange, Queue
+
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+    CELERY_TASK_QUEUES = (
+        Queue(CELERY_TASK_DEFAULT_QUEUE, Exchange(CELERY_TASK_DEFAULT_QUEUE, type="topic"),
+              routing_key=CELERY_TASK_DEFAULT_QUEUE, queue_arguments={"x-queue-type": "quorum"}),
+    )
+    CELERY_TASK_CREATE_MISSING_QUEUE_TYPE = "quorum"
+    CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE = "topic"
+    CELERY_BROKER_NATIVE_DELAYED_DELIVERY_QUEUE_TYPE = "quorum"
+    CELERY_WORKER_DETECT_QUORUM_QUEUES = True  # per-consumer prefetch: quorum queues have no global QoS
 HUB_USAGE_STORAGE_DIR = env.str("HUB_USAGE_STORAGE_DIR", default=str(VAR_DIR / "usage"))
 HUB_USAGE_DROP_DIR = env.str("HUB_USAGE_DROP_DIR", default="")
 HUB_USAGE_LATE_POLICY = env.str("HUB_USAGE_LATE_POLICY", default="next_period")

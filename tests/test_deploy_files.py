@@ -15,7 +15,7 @@ COMMANDS = {
     "collectstatic": ["python", "manage.py", "collectstatic", "--no-input"],
     "web": ["gunicorn", "integration_hub.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2", "--timeout", "30"],
     "worker": ["celery", "-A", "integration_hub", "worker", "--loglevel=INFO", "--concurrency=2"],
-    "usage-worker": ["celery", "-A", "integration_hub", "worker", "-Q", "hub-usage", "--loglevel=INFO",
+    "usage-worker": ["celery", "-A", "integration_hub", "worker", "-Q", "hub-usage", "-n", "usage@%h", "--loglevel=INFO",
                      "--concurrency=1"],
     "beat": ["celery", "-A", "integration_hub", "beat", "--loglevel=INFO"],
 }

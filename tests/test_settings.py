@@ -102,3 +102,38 @@ def test_check_deploy_passes_in_production_mode():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+_BROKER_CODE = (
+    "import json, django; django.setup(); from integration_hub.celery import app; c = app.conf; "
+    "q = list(app.amqp.queues.values()); usage = app.amqp.queues[c.task_routes['hub.usage_*']['queue']]; "
+    "print(json.dumps([c.broker_transport_options, c.task_acks_late, c.task_reject_on_worker_lost, "
+    "[(x.name, x.exchange.type, x.routing_key, x.queue_arguments) for x in q + [usage]], "
+    "c.task_create_missing_queue_type]))"
+)
+
+
+def test_on_rabbitmq_the_queues_are_quorum_queues_on_topic_exchanges_with_publisher_confirms():
+    import json
+
+    result = _load_settings({"HUB_ENV": "development", "CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//",
+                             "HUB_QUEUE": "hub-x"}, _BROKER_CODE)
+    assert result.returncode == 0, result.stderr
+    options, acks_late, reject_on_lost, queues, missing = json.loads(result.stdout.strip().splitlines()[-1])
+    assert options == {"confirm_publish": True} and acks_late and reject_on_lost
+    # The default queue and the usage queue (declared when first routed to) alike.
+    assert queues == [["hub-x", "topic", "hub-x", {"x-queue-type": "quorum"}],
+                      ["hub-x-usage", "topic", "hub-x-usage", {"x-queue-type": "quorum"}]]
+    assert missing == "quorum"
+
+
+def test_on_redis_the_queues_stay_plain_lists_with_the_visibility_timeout():
+    import json
+
+    result = _load_settings({"HUB_ENV": "development", "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
+                             "HUB_QUEUE": "hub-x"}, _BROKER_CODE)
+    assert result.returncode == 0, result.stderr
+    options, _, _, queues, missing = json.loads(result.stdout.strip().splitlines()[-1])
+    assert options == {"visibility_timeout": 3600, "socket_timeout": 5, "socket_connect_timeout": 5}
+    assert [(name, arguments) for name, _, _, arguments in queues] == [("hub-x", None), ("hub-x-usage", None)]
+    assert missing != "quorum"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
 import time
 import traceback
 import uuid
@@ -71,6 +72,10 @@ class InvalidTransition(Exception):
 
 
 def _send(task_name: str, object_id: int, countdown: float | None = None) -> None:
+    if countdown and settings.HUB_NATIVE_DELAYED_DELIVERY:
+        # RabbitMQ's delayed delivery counts whole seconds and refuses less than one:
+        # round up, so a task never arrives before its row is due.
+        countdown = math.ceil(countdown)
     try:
         celery_app.send_task(task_name, args=[object_id], countdown=countdown)
     except Exception as exc:  # noqa: BLE001 - any broker failure; the row is safe in the database

@@ -1,17 +1,22 @@
 """The production stack, natively: the compose file's own commands (migrate,
 collectstatic, gunicorn, worker, beat) with HUB_ENV=production and the compose
 file's settings, against PostgreSQL and Redis, driven by a signed Stripe webhook
-into the real Tryton ERP. Docker cannot run here; this runs what the containers run."""
+into the real Tryton ERP. Docker cannot run here; this runs what the containers run.
+The same stack also runs with RabbitMQ as the broker (quorum queues), with the ERP's
+first answer a 503 so that the retry rides on a countdown through the broker."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -27,6 +32,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+# CI's RabbitMQ (the machine's own); a developer may point it at a vhost of their own.
+AMQP_URL = os.environ.get("HUB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 
 def _compose() -> dict:
@@ -39,13 +46,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _native(command: list[str], port: int) -> list[str]:
-    """The container's command on this machine: the venv's executables, and the web
-    bind on a private loopback port instead of 0.0.0.0:8000."""
+def _native(command: list[str], port: int, usage_queue: str = "hub-usage") -> list[str]:
+    """The container's command on this machine: the venv's executables, the web bind
+    on a private loopback port instead of 0.0.0.0:8000, and the usage worker on this
+    run's usage queue."""
     program = {"python": sys.executable}.get(command[0], str(BIN / command[0]))
     args = list(command[1:])
     if "--bind" in args:
         args[args.index("--bind") + 1] = f"127.0.0.1:{port}"
+    if "-Q" in args:
+        args[args.index("-Q") + 1] = usage_queue
     return [program, *args]
 
 
@@ -69,9 +79,114 @@ def production_database():
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def rabbitmq():
+    """The RabbitMQ broker's URL; fails (never skips) when it is unreachable, like CI's
+    other services."""
+    from kombu import Connection
+
+    try:
+        with Connection(AMQP_URL, connect_timeout=5) as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the broker
+        pytest.fail(f"RabbitMQ is unreachable at HUB_TEST_AMQP_URL={AMQP_URL}: {exc}", pytrace=False)
+    return AMQP_URL
+
+
+class FlakyProxy:
+    """An HTTP proxy in front of the ERP that answers its first ``failures`` requests
+    with 503 and forwards the rest."""
+
+    def __init__(self, target: str, failures: int = 1):
+        self.target, self.failures, self.answered_503 = target.rstrip("/"), failures, 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if proxy.answered_503 < proxy.failures:
+                    proxy.answered_503 += 1
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                answer = httpx.post(proxy.target + self.path, content=body, headers=headers, timeout=30)
+                self.send_response(answer.status_code)
+                for name in ("Content-Type", "Set-Cookie"):
+                    if name in answer.headers:
+                        self.send_header(name, answer.headers[name])
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def test_the_compose_services_in_production_mode_post_a_signed_webhook_into_the_erp(
     production_database, tryton_server, erp, tmp_path
 ):
+    _run_stack(production_database, tryton_server, erp, tmp_path, broker=settings.CELERY_BROKER_URL)
+
+
+def test_the_stack_on_rabbitmq_quorum_queues_posts_once_with_the_retry_delayed_by_the_broker(
+    production_database, rabbitmq, tryton_server, erp, tmp_path
+):
+    from kombu import Connection
+
+    queue = f"{settings.CELERY_TASK_DEFAULT_QUEUE}-prod-amqp"
+    queues = (queue, f"{queue}-usage")
+
+    def delete_queues():
+        with Connection(rabbitmq) as connection:
+            for name in queues:
+                connection.default_channel.queue_delete(name)
+
+    delete_queues()  # a run killed midway may have left messages behind
+    proxy = FlakyProxy(tryton_server.url, failures=1)
+    try:
+        config = {**tryton_server.connection_config(), "url": proxy.url}
+        env, attempts = _run_stack(
+            production_database, tryton_server, erp, tmp_path, broker=rabbitmq, queue=queue, erp_config=config,
+            # Only the broker can bring the retry back in time: the sweeper would wait 10 min.
+            extra_env={"HUB_REENQUEUE_AFTER_SECONDS": "600"},
+        )
+        assert proxy.answered_503 == 1
+        # One attempt met the 503 and was retried after a countdown; every delivery posted.
+        failed = [a for a in attempts if a["outcome"] != "posted"]
+        assert [(a["outcome"], a["http_status"]) for a in failed] == [("retryable", 503)], attempts
+        with Connection(rabbitmq) as connection:
+            channel = connection.default_channel
+            for name in queues:
+                # A quorum queue redeclared as quorum is accepted; as classic it is refused.
+                channel.queue_declare(name, durable=True, auto_delete=False, arguments={"x-queue-type": "quorum"})
+            from amqp.exceptions import PreconditionFailed
+
+            with pytest.raises(PreconditionFailed):
+                connection.channel().queue_declare(queue, durable=True, auto_delete=False,
+                                                   arguments={"x-queue-type": "classic"})
+            # Native delayed delivery's exchanges exist (declared by the worker at start).
+            connection.channel().exchange_declare("celery_delayed_27", "topic", durable=True, passive=True)
+            connection.channel().exchange_declare("celery_delayed_delivery", "topic", durable=True, passive=True)
+    finally:
+        proxy.close()
+        delete_queues()
+
+
+def _run_stack(production_database, tryton_server, erp, tmp_path, *, broker: str, queue: str | None = None,
+               erp_config: dict | None = None, extra_env: dict | None = None):
+    """Run the compose services natively against ``broker``, post one signed invoice
+    webhook and wait for the invoice to be posted in the ERP exactly once. Returns the
+    environment and the delivery's attempts (outcome, http_status), oldest first."""
     compose = _compose()
     hub_environment = compose["x-hub"]["environment"]
     port = _free_port()
@@ -82,17 +197,20 @@ def test_the_compose_services_in_production_mode_post_a_signed_webhook_into_the_
         "SECRET_KEY": secrets.token_urlsafe(50),
         "HUB_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "DATABASE_URL": production_database,
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "CELERY_BROKER_URL": broker,
         "HUB_CACHE_URL": settings.CELERY_BROKER_URL,
+        # The governor's state stays in Redis whatever the broker (docs/scaling.md).
+        "HUB_REDIS_URL": settings.CELERY_BROKER_URL,
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         # The Tryton under test is on loopback: a self-hosted ERP must be named.
         "HUB_ALLOWED_INTERNAL_HOSTS": "127.0.0.1",
         "LOG_JSON": hub_environment["LOG_JSON"],
-        "HUB_QUEUE": f"{settings.CELERY_TASK_DEFAULT_QUEUE}-prod",
+        "HUB_QUEUE": queue or f"{settings.CELERY_TASK_DEFAULT_QUEUE}-prod",
         "HUB_VAR_DIR": str(tmp_path / "var"),
         "HUB_USAGE_STORAGE_DIR": str(tmp_path / "usage"),
         "HUB_SWEEP_INTERVAL_SECONDS": "5",
         "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
     }
     assert set(hub_environment) <= set(env), set(hub_environment) - set(env)  # every compose setting is given
     services = {name: spec for name, spec in compose["services"].items() if "build" in spec}
@@ -102,10 +220,11 @@ def test_the_compose_services_in_production_mode_post_a_signed_webhook_into_the_
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         return result.stdout
 
+    usage_queue = f"{env['HUB_QUEUE']}-usage"
     run(_native(services["migrate"]["command"], port))
     run(_native(services["collectstatic"]["command"], port))
     run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"])
-    config, credentials = tryton_server.connection_config(), tryton_server.credentials()
+    config, credentials = erp_config or tryton_server.connection_config(), tryton_server.credentials()
     run([sys.executable, "manage.py", "shell", "-c", (
         "from canonical.models import LegalEntity; from connectors.services import connection_upsert; "
         "LegalEntity.objects.create(code='US', name='Acme US Inc.', currency='USD', country='US'); "
@@ -121,7 +240,7 @@ def test_the_compose_services_in_production_mode_post_a_signed_webhook_into_the_
         for name in ("web", "worker", "usage-worker", "beat"):
             log = open(tmp_path / f"{name}.log", "w")
             logs[name] = tmp_path / f"{name}.log"
-            processes.append(subprocess.Popen(_native(services[name]["command"], port), cwd=ROOT, env=env,
+            processes.append(subprocess.Popen(_native(services[name]["command"], port, usage_queue), cwd=ROOT, env=env,
                                               stdout=log, stderr=subprocess.STDOUT))
         base = f"http://127.0.0.1:{port}"
         https = {"X-Forwarded-Proto": "https"}  # what the TLS proxy in front adds
@@ -155,6 +274,14 @@ def test_the_compose_services_in_production_mode_post_a_signed_webhook_into_the_
         posted = wait_for(lambda: [i for i in erp.invoices(reference=invoice["id"]) if i["state"] == "posted"],
                           timeout=120, what=f"the invoice in the ERP ({logs['worker'].read_text()[-1500:]})")
         assert len(posted) == 1
+        attempts = run([sys.executable, "manage.py", "shell", "-c", (
+            "import json; from integration_hub.runtime.models import DeliveryAttempt; "
+            "print(json.dumps(list(DeliveryAttempt.objects.filter(delivery__connection__name='tryton')"
+            ".order_by('delivery_id', 'number').values('outcome', 'http_status'))))"
+        )])
+        time.sleep(3)  # a duplicate message would post a second invoice by now
+        assert len(erp.invoices(reference=invoice["id"])) == 1
+        return env, json.loads(attempts.strip().splitlines()[-1])
     finally:
         for process in processes:
             process.terminate()

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import WEBHOOK_SECRET, _database_url
 from tests.e2e.conftest import erp, tryton_server  # noqa: F401 - shared fixtures
-from tests.faults.harness import FaultProxy, HubProcesses, RedisServer, free_port
+from tests.faults.harness import FaultProxy, HubProcesses, RabbitMQServer, RedisServer, free_port
 
 ROWS: list[dict] = []
 COLUMNS = ["scenario", "events sent", "accepted", "posted exactly once", "lost", "duplicated",
@@ -43,6 +43,18 @@ def fault_redis(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def fault_rabbitmq():
+    """A private RabbitMQ node, for the scenarios marked ``rabbitmq`` (the machine's own
+    is shared: it is never restarted). Fails, never skips, when it cannot start."""
+    try:
+        server = RabbitMQServer().start()
+    except RuntimeError as exc:
+        pytest.fail(f"could not start a private RabbitMQ node: {exc}", pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def fault_proxy(tryton_server):  # noqa: F811
     proxy = FaultProxy(upstream=tryton_server.url).start()
     yield proxy
@@ -52,8 +64,9 @@ def fault_proxy(tryton_server):  # noqa: F811
 class Scenario:
     """One scenario's stack and bookkeeping: what was sent, what the ERP must hold."""
 
-    def __init__(self, name, processes, proxy, redis, erp_reader, sandbox, web_url):
+    def __init__(self, name, processes, proxy, redis, erp_reader, sandbox, web_url, broker=None):
         self.name, self.processes, self.proxy, self.redis = name, processes, proxy, redis
+        self.broker = broker  # the private RabbitMQ node of a scenario marked rabbitmq
         self.erp, self.sandbox, self.web_url = erp_reader, sandbox, web_url
         self.expected: dict[str, tuple[str, Decimal]] = {}
         self.responses: list[httpx.Response] = []
@@ -150,7 +163,9 @@ FAST = {
 @pytest.fixture
 def stack(request, transactional_db, fault_redis, fault_proxy, tryton_server, erp, tmp_path):  # noqa: F811
     """Web (gunicorn), one worker and a sweeper loop in real processes, on a private
-    Redis, the test database and the real Tryton behind the fault proxy."""
+    Redis, the test database and the real Tryton behind the fault proxy. A scenario
+    marked ``rabbitmq`` has a private RabbitMQ node as its broker (quorum queues), the
+    governor's state staying in the private Redis."""
     from django.conf import settings
 
     from canonical.models import LegalEntity
@@ -179,6 +194,12 @@ def stack(request, transactional_db, fault_redis, fault_proxy, tryton_server, er
     env = {**os.environ, **FAST, "PYTHONUNBUFFERED": "1",
            "DATABASE_URL": _database_url(settings.DATABASES["default"]),
            "CELERY_BROKER_URL": fault_redis.url, "HUB_REDIS_URL": fault_redis.url, "HUB_QUEUE": "hub-faults"}
+    broker = None
+    if request.node.get_closest_marker("rabbitmq"):
+        broker = request.getfixturevalue("fault_rabbitmq")
+        if broker.process.poll() is not None:
+            broker.start()
+        env["CELERY_BROKER_URL"] = broker.url
     processes = HubProcesses(env, tmp_path)
     port = free_port()
     processes.web(port)
@@ -187,7 +208,8 @@ def stack(request, transactional_db, fault_redis, fault_proxy, tryton_server, er
     import random
 
     scenario = Scenario(request.node.name.removeprefix("test_"), processes, fault_proxy, fault_redis, erp,
-                        StripeSandbox(WEBHOOK_SECRET, seed=random.getrandbits(64)), f"http://127.0.0.1:{port}")
+                        StripeSandbox(WEBHOOK_SECRET, seed=random.getrandbits(64)), f"http://127.0.0.1:{port}",
+                        broker=broker)
     yield scenario
     processes.stop_all()
     fault_proxy.reset()

@@ -66,6 +66,72 @@ class RedisServer:
         redis.Redis.from_url(self.url).flushall()
 
 
+class RabbitMQServer:
+    """A private RabbitMQ node (its own node name, ports, data and config; the machine's
+    epmd is shared), so a scenario can SIGKILL and restart the broker without touching
+    the machine's RabbitMQ. Its data survives a restart, as a real node's does."""
+
+    def __init__(self):
+        self.port, self.dist_port = free_port(), free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="hub-faults-rabbitmq-"))
+        self.name = f"hubfaults{os.getpid()}@localhost"
+        self.process: subprocess.Popen | None = None
+        self.server = shutil.which("rabbitmq-server", path="/usr/lib/rabbitmq/bin:" + os.environ.get("PATH", ""))
+        if self.server is None:
+            raise RuntimeError("rabbitmq-server is not installed (apt-get install rabbitmq-server)")
+        (self.dir / "rabbitmq.conf").write_text(
+            f"listeners.tcp.local = 127.0.0.1:{self.port}\nloopback_users = none\n")
+        (self.dir / "rabbitmq-env.conf").write_text("")
+        (self.dir / "enabled_plugins").write_text("[].\n")
+        self.env = {
+            **os.environ, "HOME": str(self.dir), "RABBITMQ_NODENAME": self.name,
+            "RABBITMQ_NODE_PORT": str(self.port), "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq.conf"),
+            "RABBITMQ_CONF_ENV_FILE": str(self.dir / "rabbitmq-env.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"), "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+            "RABBITMQ_PID_FILE": str(self.dir / "rabbitmq.pid"),
+        }
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}//"
+
+    def start(self, timeout: float = 90) -> RabbitMQServer:
+        log = open(self.dir / "server.log", "a")
+        self.process = subprocess.Popen([self.server], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"rabbitmq-server exited:\n{(self.dir / 'server.log').read_text()[-3000:]}")
+            if self._answers():
+                return self
+            time.sleep(0.3)
+        raise RuntimeError(f"rabbitmq-server did not start:\n{(self.dir / 'server.log').read_text()[-3000:]}")
+
+    def _answers(self) -> bool:
+        from kombu import Connection
+
+        try:
+            with Connection(self.url, connect_timeout=1) as connection:
+                connection.ensure_connection(max_retries=1)
+            return True
+        except Exception:  # noqa: BLE001 - not up yet
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL the whole node (beam and its helpers), as a crashed host would."""
+        if self.process and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 @dataclass
 class ProxyCall:
     at: float

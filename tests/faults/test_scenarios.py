@@ -122,6 +122,32 @@ def test_redis_down_for_a_while(stack):
     stack.check(drain=stack.settle())
 
 
+@pytest.mark.rabbitmq
+def test_rabbitmq_broker_restarted_mid_run(stack):
+    # The broker is SIGKILLed with tasks queued, running and delayed (retries after 503s
+    # ride on native delayed delivery), webhooks arrive while it is down, then it comes
+    # back on its own data: the quorum queues keep what they confirmed, and the sweeper
+    # re-sends what was published while it was down.
+    failing = {"left": 4}
+
+    def fault(method, body):
+        if method == CREATE and failing["left"] > 0:
+            failing["left"] -= 1
+            return {"status": 503}
+        return None
+
+    stack.proxy.fault = fault
+    stack.send(finalized(stack, 8))
+    wait_until(lambda: Delivery.objects.filter(status="posted").exists(), what="a first posting")
+    stack.broker.kill()
+    responses = stack.send(finalized(stack, 4, "eur"))
+    assert [r.status_code for r in responses] == [200] * 4  # the database is the inbox
+    time.sleep(2)
+    stack.broker.start()
+    stack.fault_ended_at = time.monotonic()
+    stack.check(drain=stack.settle(timeout=180), calls_to_failing=4 - failing["left"])
+
+
 def test_erp_answers_503_for_a_period(stack):
     outage = {"until": time.monotonic() + 8}
 
