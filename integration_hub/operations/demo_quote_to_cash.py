@@ -5,21 +5,11 @@ catalog section released (Starter and Pro in EUR)."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 
 from canonical.models import Amendment, CrossReference, Subscription
 from connectors.tryton.client import TrytonClient
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := predicate():
-            return found
-        time.sleep(0.3)
-    raise TimeoutError(f"timed out waiting for {what}")
+from integration_hub.operations.polling import wait_for
 
 
 def quote_to_cash_demo(cmd, tryton, web_url: str, timeout: float) -> None:
@@ -36,14 +26,14 @@ def quote_to_cash_demo(cmd, tryton, web_url: str, timeout: float) -> None:
     account = org.account_create("Kessler Robotik GmbH", BillingCountry="DE", BillingCity="Bremen",
                                  Website="https://kessler-robotik.example", CurrencyIsoCode="EUR")
     org.deliver(org.last_event(account["Id"]), relay)
-    _wait(lambda: CrossReference.objects.filter(system="stripe", object_type="customer").filter(
+    wait_for(lambda: CrossReference.objects.filter(system="stripe", object_type="customer").filter(
         canonical_id__in=CrossReference.objects.filter(system="salesforce", external_id=account["Id"])
         .values("canonical_id")).exists(), timeout, "the account to be onboarded")
     won = org.opportunity_create(account["Id"], "Kessler – Starter", lines=[
         {"ProductCode": "STARTER", "Quantity": 5, "Hub_Price_Ref__c": "starter-monthly-eur"}])
     org.opportunity_close_won(won["Id"])
     org.deliver(org.last_event(won["Id"]), relay)
-    sub_id = _wait(lambda: org.opportunities[won["Id"]]["Hub_Subscription_Id__c"], timeout,
+    sub_id = wait_for(lambda: org.opportunities[won["Id"]]["Hub_Subscription_Id__c"], timeout,
                    "the subscription id in Salesforce")
     seen = deliver_billing_events(0)
     cmd.follow(timeout)
@@ -56,7 +46,7 @@ def quote_to_cash_demo(cmd, tryton, web_url: str, timeout: float) -> None:
                                      Amends__c=won["Id"], Amendment_Number__c=1, lines=[
                                          {"ProductCode": "PRO", "Quantity": 5, "Hub_Price_Ref__c": "pro-monthly-eur"}])
     org.deliver(org.last_event(upgrade["Id"]), relay)
-    amendment = _wait(lambda: Amendment.objects.filter(source_id=upgrade["Id"], status__in=Amendment.FINISHED)
+    amendment = wait_for(lambda: Amendment.objects.filter(source_id=upgrade["Id"], status__in=Amendment.FINISHED)
                       .first(), timeout, "the amendment saga")
     deliver_billing_events(seen)
     cmd.follow(timeout)

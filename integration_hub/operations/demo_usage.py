@@ -8,28 +8,19 @@ meter event goes missing in Stripe, the checkpoint names it and its repair re-pu
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 import httpx
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
 from canonical.models import LegalEntity
+from integration_hub.operations.polling import wait_for
 from integration_hub.usage import services
 from integration_hub.usage.models import UsageAggregate, UsageBatch, UsageMeterEvent
 from integration_hub.usage.rows import quantity_format
 
 STAGE_WORDS = {"loaded": "loaded in the hub", "aggregated": "aggregated", "pushed": "pushed to billing",
                "billed": "billed by Stripe"}
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := predicate():
-            return found
-        time.sleep(0.3)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 def _usage_file(stamp: dt.datetime) -> str:
@@ -84,7 +75,7 @@ def usage_demo(cmd, web_url: str, timeout: float) -> None:
                           content=content.encode(), headers={"Content-Type": "text/csv"})
         answer.raise_for_status()
         batch_id = answer.json()["id"]
-        batch = _wait(lambda: UsageBatch.objects.filter(pk=batch_id, status__in=["loaded", "failed"]).first(),
+        batch = wait_for(lambda: UsageBatch.objects.filter(pk=batch_id, status__in=["loaded", "failed"]).first(),
                       timeout, "the usage worker to load the batch")
         cmd.say(f"  batch #{batch.pk} {batch.status}: {batch.read} rows read →")
         cmd.say(f"    {batch.loaded} loaded (of them {batch.unmatched} unmatched: held until their subscription "
@@ -105,7 +96,7 @@ def usage_demo(cmd, web_url: str, timeout: float) -> None:
         cmd.step("Usage: sub_initech's subscription arrives; its held usage matches by itself")
         services.subscription_upsert(subscription="sub_initech", legal_entity=us,
                                      billing_customer=customers["sub_initech"])
-        _wait(lambda: UsageBatch.objects.get(pk=batch_id).unmatched == 0, timeout, "the held usage to match")
+        wait_for(lambda: UsageBatch.objects.get(pk=batch_id).unmatched == 0, timeout, "the held usage to match")
         cmd.say(f"  batch #{batch_id}: {UsageBatch.objects.get(pk=batch_id).unmatched} unmatched now")
 
         cmd.step(f"Usage: {period:%Y-%m} is closed, aggregated and pushed to Stripe as meter events")
@@ -147,7 +138,7 @@ def _checkpoint(cmd, api: httpx.Client, period: dt.date) -> dict:
     answer = api.post("/api/reconciliations/", json={"period": f"{period:%Y-%m}"})
     answer.raise_for_status()  # 202: queued for the usage worker, which reads billing per key
     location = answer.headers["Location"]
-    report = _wait(lambda: (found := api.get(location).json())["status"] != "running" and found, 60,
+    report = wait_for(lambda: (found := api.get(location).json())["status"] != "running" and found, 60,
                    f"the usage worker to run checkpoint {answer.json()['id']}")
     for line in report.get("lines", []):
         stages = [key.removesuffix("_quantity") for key in line if key.endswith("_quantity")]

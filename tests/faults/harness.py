@@ -21,8 +21,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 60, what: str = "condition", every: float = 0.1):
+    """Poll until ``predicate()`` is truthy and return it; fail the scenario with ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := predicate():
+            return found
+        time.sleep(every)
+    pytest.fail(f"timed out waiting for {what}")
 
 
 def free_port() -> int:

@@ -17,18 +17,10 @@ from connectors.services import connection_upsert
 from connectors.stripe.api_sandbox import StripeApiSandbox
 from integration_hub.runtime.models import Delivery
 from tests.conftest import WEBHOOK_SECRET
+from tests.faults.harness import wait_until
 from tests.quote_to_cash.conftest import release_price
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
-
-
-def wait_until(predicate, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 
 from integration_hub.runtime.models import Delivery, DeliveryAttempt, ExceptionRecord, InboundEvent
+from tests.faults.harness import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 
@@ -19,15 +20,6 @@ SEARCH = "model.account.invoice.search_read"
 
 def finalized(stack, count, currency="usd"):
     return [stack.sandbox.event("invoice.finalized", stack.invoice(currency)) for _ in range(count)]
-
-
-def wait_until(predicate, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def test_worker_killed_while_the_erp_call_is_in_flight(stack):

@@ -18,21 +18,12 @@ import httpx
 import pytest
 
 from tests.faults.conftest import FAST, LEGAL_ENTITIES, ROWS
-from tests.faults.harness import FaultProxy, HubProcesses, free_port
+from tests.faults.harness import FaultProxy, HubProcesses, free_port, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 
 USAGE_QUEUE = "hub-faults-usage"
 STREAM, V1_EVENTS = "/v2/billing/meter_event_stream", "/v1/billing/meter_events"
-
-
-def wait_until(predicate, timeout=60, what="condition", every=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := predicate():
-            return found
-        time.sleep(every)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 class UsageStack:
