@@ -360,6 +360,8 @@ if HUB_NATIVE_DELAYED_DELIVERY:
 HUB_USAGE_STORAGE_DIR = env.str("HUB_USAGE_STORAGE_DIR", default=str(VAR_DIR / "usage"))
 HUB_USAGE_DROP_DIR = env.str("HUB_USAGE_DROP_DIR", default="")
 HUB_USAGE_LATE_POLICY = env.str("HUB_USAGE_LATE_POLICY", default="next_period")
+# Rows staged per committed chunk (each commit updates the batch's live counts).
+HUB_USAGE_LOAD_CHUNK = env.int("HUB_USAGE_LOAD_CHUNK", default=50_000)
 if HUB_USAGE_LATE_POLICY not in ("next_period", "hold"):
     raise ImproperlyConfigured("HUB_USAGE_LATE_POLICY must be next_period or hold")
 HUB_USAGE_CLOSE_AFTER_HOURS = env.int("HUB_USAGE_CLOSE_AFTER_HOURS", default=24)

@@ -20,7 +20,6 @@ from django.utils import timezone
 from integration_hub.usage.models import UsageBatch, UsagePeriod, UsageReject
 from integration_hub.usage.rows import Control, Record, Rejected, Staged
 
-CHUNK = 50_000
 WRITE_EVERY = 2_000  # rows per COPY write: the server ingests while the next rows are parsed
 STAGE_COLUMNS = ("batch_id", "line", "event_id", "subscription", "metric", "quantity", "occurred_at", "day",
                  "period", "dimensions", "digest")
@@ -137,7 +136,7 @@ def rows_stage(batch: UsageBatch, rows: Iterable[Staged | Record | Rejected | Co
             stage = _Stage(cursor, batch.pk)
             pending = stage.pending
             try:
-                for row in islice(iterator, CHUNK):
+                for row in islice(iterator, settings.HUB_USAGE_LOAD_CHUNK):
                     seen += 1
                     if type(row) is not tuple:
                         if isinstance(row, Record):

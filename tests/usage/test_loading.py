@@ -146,14 +146,14 @@ def test_a_file_without_the_required_columns_is_refused_as_a_whole(load):
     assert ExceptionRecord.objects.get().category == "mapping"
 
 
-def test_an_interrupted_load_started_again_counts_each_record_once(load, known, monkeypatch):
+def test_an_interrupted_load_started_again_counts_each_record_once(load, known, monkeypatch, settings):
     import pytest
 
     from integration_hub.usage import loading, services
 
     known("sub_1")
     content = csv_file(*(f"e{n},sub_1,api_calls,1,{T}" for n in range(10)))
-    monkeypatch.setattr(loading, "CHUNK", 3)
+    settings.HUB_USAGE_LOAD_CHUNK = 3
     original = loading.stage_commit
 
     def die(*args, **kwargs):
