@@ -747,6 +747,9 @@ class Subscription(models.Model):
         CANCELED = "canceled"
         INCOMPLETE_EXPIRED = "incomplete_expired"
 
+    # Billing never brings a subscription back from these.
+    ENDED = (Status.CANCELED, Status.INCOMPLETE_EXPIRED)
+
     order = models.OneToOneField(Order, null=True, blank=True, on_delete=models.PROTECT, related_name="subscription")
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="subscriptions")
     currency = models.CharField(max_length=3, validators=[currency_code])
@@ -758,6 +761,8 @@ class Subscription(models.Model):
     current_period_end = models.DateTimeField(null=True, blank=True)
     cancel_at_period_end = models.BooleanField(default=False)
     canceled_at = models.DateTimeField(null=True, blank=True)
+    billing_event_at = models.PositiveBigIntegerField(
+        default=0, help_text="When billing sent the event its status and period are from (epoch seconds)")
     billing_system = models.CharField(max_length=50, blank=True)
     billing_id = models.CharField(max_length=255, blank=True, db_index=True)
     crm_system = models.CharField(max_length=50, blank=True)

@@ -467,6 +467,11 @@ def subscription_changed(fact: SubscriptionChanged, event: InboundEvent) -> None
                                               state=State.DONE).aggregate(at=Max("started_at"))["at"]
     if last_apply is not None and fact.event_created and fact.event_created < int(last_apply.timestamp()):
         return  # from before the hub's last change in billing (a late event): billing has moved on
+    if fact.event_created and fact.event_created < subscription.billing_event_at:
+        return  # older than the state the hub holds: webhooks arrive in any order
+    if subscription.status in Subscription.ENDED and fact.status not in Subscription.ENDED:
+        return  # an update sent before the end (its second may equal the deletion's): it has ended
+    subscription.billing_event_at = max(subscription.billing_event_at, fact.event_created or 0)
     subscription.status = fact.status or subscription.status
     subscription.cancel_at_period_end = fact.cancel_at_period_end
     for key in ("current_period_start", "current_period_end"):

@@ -268,3 +268,26 @@ def test_the_saga_steps_show_in_the_admin_and_in_the_transaction_trace(
     history = api.get(f"/api/subscriptions/{subscription.pk}/").json()["history"]
     assert [entry["kind"] for entry in history] == ["order", "amendment"]
     assert [s["state"] for s in history[1]["steps"]] == ["done", "done", "done", "done"]
+
+
+def test_billings_webhooks_in_any_order_leave_its_latest_state(
+    sold, account, hub, salesforce_org, stripe_api, post_salesforce, post_webhook, sent_tasks, stripe_events
+):
+    """Webhooks arrive in any order: an update billing sent before the subscription ended
+    (in the same second, or earlier) does not bring it back."""
+    stripe_events()
+    drain(sent_tasks, include_delayed=True)
+    start = len(stripe_api.billing.events)
+    amend(salesforce_org, post_salesforce, sent_tasks, account, sold, 1, [], Cancellation__c="period_end")
+    subscription = Subscription.objects.get()
+    stripe_api.billing.period_advance(subscription.billing_id)
+    late = [e for e in stripe_api.billing.events[start:] if e["type"].startswith("customer.subscription.")]
+    assert late[-1]["type"] == "customer.subscription.deleted" and len(late) >= 2
+    assert late[-2]["data"]["object"]["status"] != "canceled"
+
+    for event in reversed(late):  # the deletion first, the updates before it after
+        assert post_webhook(event).status_code == 200
+        drain(sent_tasks, include_delayed=True)
+    subscription.refresh_from_db()
+    assert subscription.status == "canceled" and subscription.canceled_at is not None
+    assert subscription.billing_event_at == late[-1]["created"]
