@@ -300,6 +300,15 @@ HUB_UNKNOWN_OUTCOME_SETTLE_SECONDS = env.float("HUB_UNKNOWN_OUTCOME_SETTLE_SECON
 HUB_REENQUEUE_AFTER_SECONDS = env.int("HUB_REENQUEUE_AFTER_SECONDS", default=60)
 # An in-flight delivery older than this lost its worker; must exceed the hard time limit.
 HUB_IN_FLIGHT_LEASE_SECONDS = env.int("HUB_IN_FLIGHT_LEASE_SECONDS", default=CELERY_TASK_TIME_LIMIT + 30)
+# How many of the deliveries an inbox event plans (ready at once) its own task runs
+# right after committing them, instead of sending each to the broker for another task:
+# a broker round trip, a task and a connection check less per event. 0 sends them all.
+HUB_INLINE_DELIVERIES = env.int("HUB_INLINE_DELIVERIES", default=1)
+# A worker whose call frees a concurrency slot another delivery waits for takes that
+# delivery itself (the slot handed over, no broker round trip), for this many seconds
+# into its task; after that the waiter is woken through the broker. Well below the soft
+# time limit, which counts the whole task.
+HUB_HANDOVER_SECONDS = env.float("HUB_HANDOVER_SECONDS", default=20.0)
 HUB_SWEEP_INTERVAL_SECONDS = env.int("HUB_SWEEP_INTERVAL_SECONDS", default=15)
 # The admission governor's shared state: Redis when available (defaults to a Redis
 # broker's URL), else a row per connection in the database.
@@ -317,6 +326,8 @@ HUB_ALLOWED_INTERNAL_HOSTS = env.list(
 HUB_ENCRYPTION_KEYS = env.list("HUB_ENCRYPTION_KEYS", default=[])
 if PRODUCTION and not HUB_ENCRYPTION_KEYS:
     raise ImproperlyConfigured("HUB_ENCRYPTION_KEYS must be set when HUB_ENV=production")
+if HUB_HANDOVER_SECONDS >= CELERY_TASK_SOFT_TIME_LIMIT:
+    raise ImproperlyConfigured("HUB_HANDOVER_SECONDS must stay below the task soft time limit")
 if HUB_IN_FLIGHT_LEASE_SECONDS <= CELERY_TASK_TIME_LIMIT:
     raise ImproperlyConfigured("HUB_IN_FLIGHT_LEASE_SECONDS must exceed the task hard time limit")
 

@@ -111,6 +111,15 @@ def _fresh_governor_config():
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _deliveries_through_the_broker(settings):
+    """In-process tests run the hub's tasks one by one from ``sent_tasks``: an inbox event
+    sends its deliveries there instead of running them in its own task. Inline delivery
+    has its own tests (tests/runtime/test_inline.py) and runs in every real worker
+    (stack, e2e and fault suites)."""
+    settings.HUB_INLINE_DELIVERIES = 0
+
+
 @pytest.fixture
 def memory_erp(db):
     from connectors.services import connection_upsert

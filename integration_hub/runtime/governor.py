@@ -136,6 +136,15 @@ def release(state: State, policy: Policy, *, now: float, token: str, outcome: st
     return None
 
 
+def hand_over(state: State, policy: Policy, *, now: float, waiter: int, lease: float) -> str | None:
+    """Admit the call of ``waiter`` (a delivery just woken by a freed slot) on its
+    behalf, so the slot passes to it without a second admission: returns the slot's
+    token, or None if the call may not go out now (then it is woken the usual way and
+    its own admission says why)."""
+    token = f"{waiter}:handed:{now}"
+    return token if admit(state, policy, now=now, token=token, lease=lease).admitted else None
+
+
 # ---------------------------------------------------------------- stores
 
 
@@ -237,6 +246,11 @@ def _maintenance(connection_id: int, now: dt.datetime) -> MaintenanceWindow | No
     return next((w for w in windows if w.starts_at <= now < w.ends_at), None)
 
 
+def _slot_lease() -> float:
+    # A slot outlives the task holding it, so it never frees while its call still runs.
+    return float(settings.CELERY_TASK_TIME_LIMIT + 10)
+
+
 def governor_admit(connection_id: int, *, token: str, waiter: int | None = None) -> Decision:
     """May a call to this connection go out now? Held calls get a reason and a time."""
     now = timezone.now()
@@ -246,20 +260,39 @@ def governor_admit(connection_id: int, *, token: str, waiter: int | None = None)
         drain = random.uniform(0, settings.HUB_MAINTENANCE_DRAIN_SECONDS)
         reason = f"maintenance window until {window.ends_at:%Y-%m-%d %H:%M} UTC {window.reason}".strip()
         return Decision(False, reason, window.ends_at.timestamp() + drain)
-    policy = Policy.for_connection(connection_id)
-    lease = float(settings.CELERY_TASK_TIME_LIMIT + 10)
+    policy, lease = Policy.for_connection(connection_id), _slot_lease()
     return store().update(
         connection_id, lambda state: admit(state, policy, now=time.time(), token=token, lease=lease, waiter=waiter)
     )
 
 
-def governor_release(connection_id: int, *, token: str, outcome: str, retry_after: float | None = None) -> int | None:
-    """Record the call's end; returns a delivery waiting for the freed slot, if any."""
-    policy = Policy.for_connection(connection_id)
-    return store().update(
-        connection_id,
-        lambda state: release(state, policy, now=time.time(), token=token, outcome=outcome, retry_after=retry_after),
-    )
+@dataclass(frozen=True)
+class Woken:
+    """A delivery queued for the slot a call freed. With a ``token`` the slot is
+    already its own (handed over); without one it must be woken and admitted."""
+
+    connection_id: int
+    delivery_id: int
+    token: str | None = None
+
+
+def governor_release(connection_id: int, *, token: str, outcome: str, retry_after: float | None = None,
+                     hand_over_slot: bool = False) -> Woken | None:
+    """Record the call's end; returns the delivery waiting for the freed slot, if any.
+    With ``hand_over_slot`` the slot passes to that delivery in the same write, unless
+    a maintenance window, the circuit, a Retry-After or the rate says not now."""
+    policy, lease = Policy.for_connection(connection_id), _slot_lease()
+    hand_over_slot = hand_over_slot and _maintenance(connection_id, timezone.now()) is None
+
+    def change(state: State) -> Woken | None:
+        now = time.time()
+        waiter = release(state, policy, now=now, token=token, outcome=outcome, retry_after=retry_after)
+        if waiter is None:
+            return None
+        handed = hand_over(state, policy, now=now, waiter=waiter, lease=lease) if hand_over_slot else None
+        return Woken(connection_id, waiter, handed)
+
+    return store().update(connection_id, change)
 
 
 def governor_status(connection_id: int) -> dict[str, Any]:

@@ -13,7 +13,8 @@ import math
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
 
@@ -33,7 +34,7 @@ from connectors.services import connection_vendor, connector_for
 from integration_hub.celery import app as celery_app
 from integration_hub.runtime import dispatch, metrics
 from integration_hub.runtime.failures import DATA_OWNER, Failure, WorkerLost, failure_of, outcome_unknown
-from integration_hub.runtime.governor import GovernorUnavailable, governor_admit, governor_release
+from integration_hub.runtime.governor import GovernorUnavailable, Woken, governor_admit, governor_release
 from integration_hub.runtime.models import (
     AuditEntry,
     BusinessTransaction,
@@ -82,10 +83,44 @@ def _send(task_name: str, object_id: int, countdown: float | None = None) -> Non
         log.warning("enqueue_failed", task=task_name, object_id=object_id, error=repr(exc))
 
 
+# Deliveries ready at once, collected while an inbox event is processed so that its
+# own task runs them after commit (``_inline_deliveries``); None outside of that.
+_inline: ContextVar[list[int] | None] = ContextVar("inline_deliveries", default=None)
+
+
 def enqueue_after_commit(task_name: str, object_id: int, *, countdown: float | None = None) -> None:
     """Send the task once the current transaction commits (never for a rolled-back row).
     A broker that is down only delays the work: the sweeper finds the row again."""
+    inline = _inline.get()
+    if task_name == DELIVER_TASK and not countdown and inline is not None:
+        transaction.on_commit(partial(inline.append, object_id))
+        return
     transaction.on_commit(partial(_send, task_name, object_id, countdown))
+
+
+@contextlib.contextmanager
+def _inline_deliveries() -> Iterator[None]:
+    """Collect the deliveries planned ready while the block runs (and committed by it);
+    after the block, run up to ``HUB_INLINE_DELIVERIES`` of them in this task and send
+    the rest to the broker (all of them if the block failed after a commit). A worker
+    that dies before running one leaves a pending row without a message, which the
+    sweeper re-enqueues like any message the broker lost."""
+    ready: list[int] = []
+    collecting, keep = _inline.set(ready), 0
+    try:
+        yield
+        keep = settings.HUB_INLINE_DELIVERIES
+    finally:
+        _inline.reset(collecting)  # what the deliveries themselves plan goes to the broker
+        for delivery_id in ready[keep:]:
+            _send(DELIVER_TASK, delivery_id)
+    for position, delivery_id in enumerate(ready[:keep]):
+        try:
+            delivery_attempt(delivery_id)
+        except Exception:
+            for rest in ready[position + 1:keep]:
+                _send(DELIVER_TASK, rest)
+            raise
 
 
 # ---------------------------------------------------------------- inbox
@@ -133,7 +168,8 @@ def inbound_process(event_id: int) -> None:
     event = _inbound_start(event_id)
     if event is None:
         return  # processed already, or deleted while queued
-    with structlog.contextvars.bound_contextvars(txn=str(event.transaction_id), inbound_event=event.external_id):
+    with _inline_deliveries(), structlog.contextvars.bound_contextvars(
+            txn=str(event.transaction_id), inbound_event=event.external_id):
         try:
             translate = registry.event_translator(connection_vendor(event.source))
             facts = translate(event.event_type, event.payload, system=event.source)
@@ -240,9 +276,10 @@ def delivery_plan(
 
 
 @transaction.atomic
-def delivery_claim(delivery_id: int) -> Delivery | None:
+def delivery_claim(delivery_id: int, *, handed: bool = False) -> Delivery | None:
     """Take a due delivery for one attempt (pending → in flight), or None if it is
-    not due, waits for another delivery, or another worker has it."""
+    not due, waits for another delivery, or another worker has it. A ``handed``
+    delivery was held for a concurrency slot that is now its own: it is due at once."""
     # NO KEY UPDATE, not UPDATE: a transaction that holds a KEY SHARE lock on the row
     # (one inserting a delivery that waits for this one, checking its foreign key, or
     # a workflow planning such a dependent) must not make the claim skip it.
@@ -253,7 +290,7 @@ def delivery_claim(delivery_id: int) -> Delivery | None:
         .first()
     )
     now = timezone.now()
-    if delivery is None or delivery.status not in Delivery.WAITING or delivery.next_attempt_at > now:
+    if delivery is None or delivery.status not in Delivery.WAITING or (delivery.next_attempt_at > now and not handed):
         return None
     if delivery.after is not None and delivery.after.status != Delivery.Status.POSTED:
         return None
@@ -297,38 +334,76 @@ def _serial_wake(delivery: Delivery) -> None:
 
 
 def delivery_attempt(delivery_id: int) -> None:
-    """Claim the delivery, call its connector once, and record what happened."""
-    delivery = delivery_claim(delivery_id)
+    """Claim the delivery, call its connector once, and record what happened.
+
+    When the call frees a concurrency slot another delivery is queued for, the
+    governor hands the slot to that delivery in the same write, and this worker
+    takes it next: no broker round trip, no second admission. It does so for
+    ``HUB_HANDOVER_SECONDS`` into the task; later waiters are woken through the broker."""
+    hand_over_until = time.monotonic() + settings.HUB_HANDOVER_SECONDS
+
+    def hand_over() -> bool:
+        return time.monotonic() < hand_over_until
+
+    woken = _attempt(delivery_claim(delivery_id), slot=None, hand_over=hand_over())
+    while woken is not None:
+        delivery = delivery_claim(woken.delivery_id, handed=True)
+        if delivery is None:
+            # Taken or changed meanwhile: its slot goes back (and on, to the next waiter).
+            woken = _slot_release(woken.connection_id, woken.token, outcome="neutral", hand_over=hand_over())
+            continue
+        woken = _attempt(delivery, slot=woken.token, hand_over=hand_over())
+
+
+def _slot_release(connection_id: int, token: str, *, outcome: str, retry_after: float | None = None,
+                  hand_over: bool) -> Woken | None:
+    """Give a concurrency slot back. The delivery queued for it is woken through the
+    broker, or returned when the slot was handed over to it."""
+    try:
+        woken = governor_release(connection_id, token=token, outcome=outcome, retry_after=retry_after,
+                                 hand_over_slot=hand_over)
+    except GovernorUnavailable:
+        return None  # the slot's lease frees it
+    if woken is not None and woken.token is None:
+        delivery_wake(woken.delivery_id)
+        return None
+    return woken
+
+
+def _attempt(delivery: Delivery | None, *, slot: str | None, hand_over: bool) -> Woken | None:
+    """One attempt of a claimed delivery; ``slot`` is a concurrency slot handed over to
+    it, else the governor is asked first. Returns a delivery whose slot this call
+    handed over (``hand_over``), for the caller to take next."""
     if delivery is None:
-        return
+        return None
     with structlog.contextvars.bound_contextvars(txn=str(delivery.transaction_id), delivery=delivery.pk):
-        token = f"{delivery.pk}:{delivery.claimed_at.timestamp()}"
-        try:
-            decision = governor_admit(delivery.connection_id, token=token, waiter=delivery.pk)
-        except GovernorUnavailable as exc:
-            # Without its state the governor cannot protect the target: wait, don't call.
-            delivery_hold(delivery, reason=f"governor unavailable: {exc}", until=time.time() + 5)
-            return
-        if not decision.admitted:
-            delivery_hold(delivery, reason=decision.reason, until=decision.retry_at)
-            return
-        released = False
+        token = slot or f"{delivery.pk}:{delivery.claimed_at.timestamp()}"
+        if slot is None:
+            try:
+                decision = governor_admit(delivery.connection_id, token=token, waiter=delivery.pk)
+            except GovernorUnavailable as exc:
+                # Without its state the governor cannot protect the target: wait, don't call.
+                delivery_hold(delivery, reason=f"governor unavailable: {exc}", until=time.time() + 5)
+                return None
+            if not decision.admitted:
+                delivery_hold(delivery, reason=decision.reason, until=decision.retry_at)
+                return None
+        released, handed = False, None
 
         def release(outcome: str, retry_after: float | None = None) -> None:
             # The slot is the target's: give it back the moment the call is over,
             # before our own bookkeeping. If the store is unreachable, the lease frees it.
-            nonlocal released
+            nonlocal released, handed
             released = True
-            with contextlib.suppress(GovernorUnavailable):
-                woken = governor_release(delivery.connection_id, token=token, outcome=outcome, retry_after=retry_after)
-                if woken is not None:
-                    delivery_wake(woken)
+            handed = _slot_release(delivery.connection_id, token, outcome=outcome, retry_after=retry_after,
+                                   hand_over=hand_over)
 
         try:
             _attempt_call(delivery, release)
         finally:
             if not released:
                 release("failure")
+    return handed
 
 
 def delivery_wake(delivery_id: int) -> None:

@@ -20,6 +20,7 @@ from integration_hub.runtime.governor import (
     RedisStore,
     admit,
     governor_status,
+    hand_over,
     release,
 )
 from integration_hub.runtime.models import AdmissionPolicy, Delivery, MaintenanceWindow
@@ -274,8 +275,121 @@ def test_a_freed_slot_wakes_the_held_delivery_at_once(invoice_deliveries, memory
     from integration_hub.runtime.governor import governor_release
 
     woken = governor_release(connection.pk, token="someone-else", outcome="success")
-    assert woken == held.pk
-    services.delivery_wake(woken)
+    assert (woken.delivery_id, woken.token) == (held.pk, None)  # not handed over: woken
+    services.delivery_wake(woken.delivery_id)
     assert sent_tasks == [("hub.deliver", held.pk, None)]
     drain(sent_tasks)
     assert Delivery.objects.get(pk=held.pk).status == "posted"
+
+
+# ---------------------------------------------------------------- slot hand-over
+
+
+def test_a_freed_slot_is_handed_to_its_waiter_without_a_second_admission():
+    policy, state = Policy(max_concurrency=1), {}
+    assert admit(state, policy, now=100, token="a", lease=LEASE).admitted
+    assert not admit(state, policy, now=100, token="b", lease=LEASE, waiter=2).admitted
+    assert release(state, policy, now=101, token="a", outcome="success") == 2
+    token = hand_over(state, policy, now=101, waiter=2, lease=LEASE)
+    assert token is not None and list(state["slots"]) == [token]  # the slot is the waiter's
+    assert not admit(state, policy, now=101, token="c", lease=LEASE).admitted  # and taken for others
+
+
+def test_no_hand_over_while_the_circuit_is_open():
+    policy, state = Policy(max_concurrency=1, failure_threshold=1, open_seconds=30), {}
+    assert admit(state, policy, now=100, token="a", lease=LEASE).admitted
+    assert not admit(state, policy, now=100, token="b", lease=LEASE, waiter=2).admitted
+    assert release(state, policy, now=101, token="a", outcome="failure") == 2  # this failure opens it
+    assert hand_over(state, policy, now=101, waiter=2, lease=LEASE) is None
+    assert state.get("slots") == {}
+
+
+@pytest.fixture
+def one_call_at_a_time(invoice_deliveries, monkeypatch):
+    """A cap of 1; while the first delivery's call is in flight, the second is attempted
+    (and held for the cap, queued for the slot)."""
+    connection, deliveries = invoice_deliveries
+    AdmissionPolicy.objects.create(connection=connection, max_concurrency=1)
+    original, calls = services._attempt_call, []
+
+    def call(delivery, release):
+        calls.append(delivery.pk)
+        if len(calls) == 1:
+            services.delivery_attempt(deliveries[1].pk)
+            assert Delivery.objects.get(pk=deliveries[1].pk).status == "held"
+        original(delivery, release)
+
+    monkeypatch.setattr(services, "_attempt_call", call)
+    return connection, deliveries, calls
+
+
+@pytestmark_db
+def test_the_worker_that_frees_a_slot_takes_the_waiting_delivery_itself(one_call_at_a_time, sent_tasks):
+    connection, deliveries, calls = one_call_at_a_time
+    services.delivery_attempt(deliveries[0].pk)
+
+    assert calls == [deliveries[0].pk, deliveries[1].pk]
+    assert set(Delivery.objects.filter(pk__in=calls).values_list("status", flat=True)) == {"posted"}
+    # No wake-up through the broker: only the held delivery's fallback countdown was sent.
+    assert [(name, pk) for name, pk, countdown in sent_tasks if not countdown] == []
+    assert governor_status(connection.pk)["calls_in_flight"] == 0
+    second = Delivery.objects.get(pk=deliveries[1].pk)
+    assert second.attempts == 1 and second.attempt_log.get().outcome == "posted"
+
+
+@pytestmark_db
+def test_after_its_hand_over_time_a_worker_wakes_the_waiter_through_the_broker(one_call_at_a_time, sent_tasks,
+                                                                                 settings):
+    settings.HUB_HANDOVER_SECONDS = 0
+    connection, deliveries, calls = one_call_at_a_time
+    services.delivery_attempt(deliveries[0].pk)
+
+    assert calls == [deliveries[0].pk]
+    assert ("hub.deliver", deliveries[1].pk, None) in sent_tasks
+    drain(sent_tasks)
+    assert Delivery.objects.get(pk=deliveries[1].pk).status == "posted"
+
+
+@pytestmark_db
+def test_a_handed_slot_whose_delivery_was_taken_meanwhile_goes_back(one_call_at_a_time, monkeypatch):
+    connection, deliveries, calls = one_call_at_a_time
+    original_claim = services.delivery_claim
+
+    def claim(delivery_id, *, handed=False):
+        if handed:  # its fallback countdown fired and another worker posted it
+            Delivery.objects.filter(pk=delivery_id).update(status="posted")
+        return original_claim(delivery_id, handed=handed)
+
+    monkeypatch.setattr(services, "delivery_claim", claim)
+    services.delivery_attempt(deliveries[0].pk)
+
+    assert calls == [deliveries[0].pk]
+    assert governor_status(connection.pk)["calls_in_flight"] == 0  # the slot did not leak
+    services.delivery_attempt(deliveries[2].pk)
+    assert Delivery.objects.get(pk=deliveries[2].pk).status == "posted"
+
+
+@pytestmark_db
+def test_no_hand_over_into_a_maintenance_window(one_call_at_a_time, sent_tasks, monkeypatch):
+    connection, deliveries, calls = one_call_at_a_time
+    call_with_a_waiter = services._attempt_call
+
+    def call(delivery, release):
+        def release_once_the_window_began(*args, **kwargs):
+            now = timezone.now()
+            MaintenanceWindow.objects.create(connection=connection, starts_at=now - dt.timedelta(seconds=1),
+                                             ends_at=now + dt.timedelta(hours=1), reason="month-end freeze")
+            cache.clear()
+            release(*args, **kwargs)
+
+        call_with_a_waiter(delivery, release_once_the_window_began)
+
+    monkeypatch.setattr(services, "_attempt_call", call)
+    services.delivery_attempt(deliveries[0].pk)
+
+    assert calls == [deliveries[0].pk]
+    # Woken instead, and its own admission holds it for the window.
+    assert ("hub.deliver", deliveries[1].pk, None) in sent_tasks
+    services.delivery_attempt(deliveries[1].pk)
+    held = Delivery.objects.get(pk=deliveries[1].pk)
+    assert held.status == "held" and "maintenance window" in held.hold_reason
