@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The hub defaults to HUB_ENV=production (fail closed); a checkout runs in development.
 export HUB_ENV ?= development
 
-.PHONY: demo test faults bad-inputs lint install migrate worker usage-worker beat web schemas contracts-check clean bench bench-smoke
+.PHONY: demo test faults bad-inputs lint install migrate worker finance-worker usage-worker beat web schemas contracts-check clean bench bench-smoke
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,8 +73,15 @@ endif
 bad-inputs: $(STAMP)
 	$(BIN)/python -m pytest tests/badinputs -m badinputs -p no:cacheprovider $(PYTEST_ARGS)
 
+## One worker for every hub queue (a single-worker setup: nothing waits on a queue no one
+## consumes). Beside finance-worker and usage-worker, leave their queues to them:
+## WORKER_ARGS="-X hub-finance,hub-usage" (docs/scaling.md).
 worker: migrate
-	$(BIN)/celery -A integration_hub worker --loglevel=INFO --concurrency=2
+	$(BIN)/celery -A integration_hub worker --loglevel=INFO --concurrency=2 $(WORKER_ARGS)
+
+## The finance queue's worker: invoice postings, payments, adjustments, amendments, rates.
+finance-worker: migrate
+	$(BIN)/celery -A integration_hub worker -Q $${HUB_FINANCE_QUEUE:-$${HUB_QUEUE:-hub}-finance} -n finance@%h --loglevel=INFO --concurrency=2
 
 ## The bulk usage queue's worker (usage loads never share a worker with finance postings).
 usage-worker: migrate

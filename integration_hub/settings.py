@@ -14,6 +14,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -344,26 +345,39 @@ LOGGING = {
                 **({"kombu.connection": {"level": "ERROR"}} if CELERY_BROKER_URL.startswith("filesystem://") else {})},
 }
 
-# Usage aggregation (docs/usage.md). Bulk usage work has its own queue so it never delays
-# finance postings: run a worker for it (`celery worker -Q $HUB_USAGE_QUEUE`).
+# Queues per workflow class (docs/scaling.md), so bulk work never delays finance postings:
+# a workflow's class (runtime.dispatch.QueueClass) picks the queue of its inbound events and
+# deliveries (runtime.routing), and task routes send the workflows' own tasks the same way.
+# Usage aggregation (docs/usage.md) is the bulk class with its own long tasks.
 HUB_USAGE_QUEUE = env.str("HUB_USAGE_QUEUE", default=f"{CELERY_TASK_DEFAULT_QUEUE}-usage")
-CELERY_TASK_ROUTES = {"hub.usage_*": {"queue": HUB_USAGE_QUEUE}}
-# RabbitMQ (docs/scaling.md): the hub's queues are quorum queues (replicated, durable),
-# each on its own topic exchange so that Celery's native delayed delivery can route a
-# countdown task (a retry, a held delivery) back to it through the broker's
-# celery_delayed_* queues instead of a worker holding it unacknowledged. The default
-# queue is declared here; the usage queue, and any other a route or `-Q` names, is
-# declared the same way when first used, so a worker without -Q still consumes only the
-# default queue. Publisher confirms: a send returns once the broker has the message.
+HUB_QUEUES = {
+    "default": CELERY_TASK_DEFAULT_QUEUE,
+    "finance": env.str("HUB_FINANCE_QUEUE", default=f"{CELERY_TASK_DEFAULT_QUEUE}-finance"),
+    "customer": env.str("HUB_CUSTOMER_QUEUE", default=f"{CELERY_TASK_DEFAULT_QUEUE}-customer"),
+    "catalog": env.str("HUB_CATALOG_QUEUE", default=f"{CELERY_TASK_DEFAULT_QUEUE}-catalog"),
+    "usage": HUB_USAGE_QUEUE,
+}
+CELERY_TASK_ROUTES = {
+    "hub.usage_*": {"queue": HUB_USAGE_QUEUE},
+    "hub.catalog_*": {"queue": HUB_QUEUES["catalog"]},
+    "hub.customers_pull*": {"queue": HUB_QUEUES["customer"]},
+}
+# Every hub queue is declared here, so a worker started without -Q consumes them all (one
+# worker gets everything: `make worker`, the demo, the tests); a worker per class names its
+# queue with -Q (docker-compose.yml). On RabbitMQ they are quorum queues (replicated,
+# durable), each on its own topic exchange so that Celery's native delayed delivery can
+# route a countdown task (a retry, a held delivery) back to it through the broker's
+# celery_delayed_* queues instead of a worker holding it unacknowledged; any other queue a
+# `-Q` names is declared the same way when first used. Publisher confirms: a send returns
+# once the broker has the message.
 HUB_NATIVE_DELAYED_DELIVERY = CELERY_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://"))
+CELERY_TASK_QUEUES = tuple(
+    Queue(name, Exchange(name, type="topic" if HUB_NATIVE_DELAYED_DELIVERY else "direct"), routing_key=name,
+          queue_arguments={"x-queue-type": "quorum"} if HUB_NATIVE_DELAYED_DELIVERY else None)
+    for name in dict.fromkeys(HUB_QUEUES.values())  # two classes may share one queue
+)
 if HUB_NATIVE_DELAYED_DELIVERY:
-    from kombu import Exchange, Queue
-
     CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
-    CELERY_TASK_QUEUES = (
-        Queue(CELERY_TASK_DEFAULT_QUEUE, Exchange(CELERY_TASK_DEFAULT_QUEUE, type="topic"),
-              routing_key=CELERY_TASK_DEFAULT_QUEUE, queue_arguments={"x-queue-type": "quorum"}),
-    )
     CELERY_TASK_CREATE_MISSING_QUEUE_TYPE = "quorum"
     CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE = "topic"
     CELERY_BROKER_NATIVE_DELAYED_DELIVERY_QUEUE_TYPE = "quorum"

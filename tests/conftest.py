@@ -238,8 +238,9 @@ def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
 
     queue = settings.CELERY_TASK_DEFAULT_QUEUE
     with app.connection_for_write() as connection:
-        connection.default_channel.queue_declare(queue=queue, durable=True, auto_delete=False)
-        connection.default_channel.queue_purge(queue)  # leftovers of an earlier run
+        for name in set(settings.HUB_QUEUES.values()):
+            connection.default_channel.queue_declare(queue=name, durable=True, auto_delete=False)
+            connection.default_channel.queue_purge(name)  # leftovers of an earlier run
 
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     env = {
@@ -249,7 +250,8 @@ def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
         "PYTHONUNBUFFERED": "1",
     }
     command = [
-        sys.executable, "-m", "celery", "-A", "integration_hub", "worker", "-Q", queue, "-c", "2",
+        # No -Q: one worker consumes every hub queue (settings.CELERY_TASK_QUEUES), as `make worker`.
+        sys.executable, "-m", "celery", "-A", "integration_hub", "worker", "-c", "2",
         "--without-gossip", "--without-mingle", "-l", "INFO", "-n", f"test-{os.getpid()}@%h",
     ]
     log_file = open(log_path, "w")

@@ -14,7 +14,10 @@ COMMANDS = {
     "migrate": ["python", "manage.py", "migrate", "--no-input"],
     "collectstatic": ["python", "manage.py", "collectstatic", "--no-input"],
     "web": ["gunicorn", "integration_hub.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2", "--timeout", "30"],
-    "worker": ["celery", "-A", "integration_hub", "worker", "--loglevel=INFO", "--concurrency=2"],
+    "worker": ["celery", "-A", "integration_hub", "worker", "-Q", "hub,hub-customer,hub-catalog", "--loglevel=INFO",
+               "--concurrency=2"],
+    "finance-worker": ["celery", "-A", "integration_hub", "worker", "-Q", "hub-finance", "-n", "finance@%h",
+                       "--loglevel=INFO", "--concurrency=2"],
     "usage-worker": ["celery", "-A", "integration_hub", "worker", "-Q", "hub-usage", "-n", "usage@%h", "--loglevel=INFO",
                      "--concurrency=1"],
     "beat": ["celery", "-A", "integration_hub", "beat", "--loglevel=INFO"],
@@ -46,3 +49,17 @@ def test_compose_has_no_default_secrets_or_insecure_defaults():
     for name in ("SECRET_KEY", "HUB_ENCRYPTION_KEYS", "ALLOWED_HOSTS"):
         assert ":?" in environment[name], f"{name} must be required, not defaulted"
     assert "POSTGRES_PASSWORD:-" not in text and "HUB_SECURE_COOKIES" not in environment
+
+
+def test_the_compose_workers_together_consume_every_hub_queue():
+    # A message on a queue no worker consumes would wait forever (a retry included):
+    # the compose file names the queues by HUB_QUEUE's default "hub".
+    from django.conf import settings
+
+    consumed = set()
+    for spec in _compose()["services"].values():
+        command = spec.get("command", [])
+        if "worker" in command and "-Q" in command:
+            consumed.update(command[command.index("-Q") + 1].split(","))
+    default = settings.CELERY_TASK_DEFAULT_QUEUE
+    assert consumed == {"hub" + name.removeprefix(default) for name in settings.HUB_QUEUES.values()}

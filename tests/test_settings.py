@@ -106,11 +106,14 @@ def test_check_deploy_passes_in_production_mode():
 
 _BROKER_CODE = (
     "import json, django; django.setup(); from integration_hub.celery import app; c = app.conf; "
-    "q = list(app.amqp.queues.values()); usage = app.amqp.queues[c.task_routes['hub.usage_*']['queue']]; "
+    "q = list(app.amqp.queues.values()); "
     "print(json.dumps([c.broker_transport_options, c.task_acks_late, c.task_reject_on_worker_lost, "
-    "[(x.name, x.exchange.type, x.routing_key, x.queue_arguments) for x in q + [usage]], "
+    "[(x.name, x.exchange.type, x.routing_key, x.queue_arguments) for x in q], "
     "c.task_create_missing_queue_type]))"
 )
+
+
+QUEUES = ["hub-x", "hub-x-finance", "hub-x-customer", "hub-x-catalog", "hub-x-usage"]
 
 
 def test_on_rabbitmq_the_queues_are_quorum_queues_on_topic_exchanges_with_publisher_confirms():
@@ -121,9 +124,8 @@ def test_on_rabbitmq_the_queues_are_quorum_queues_on_topic_exchanges_with_publis
     assert result.returncode == 0, result.stderr
     options, acks_late, reject_on_lost, queues, missing = json.loads(result.stdout.strip().splitlines()[-1])
     assert options == {"confirm_publish": True} and acks_late and reject_on_lost
-    # The default queue and the usage queue (declared when first routed to) alike.
-    assert queues == [["hub-x", "topic", "hub-x", {"x-queue-type": "quorum"}],
-                      ["hub-x-usage", "topic", "hub-x-usage", {"x-queue-type": "quorum"}]]
+    # Every hub queue, the one per workflow class: a worker without -Q consumes them all.
+    assert queues == [[name, "topic", name, {"x-queue-type": "quorum"}] for name in QUEUES]
     assert missing == "quorum"
 
 
@@ -135,5 +137,16 @@ def test_on_redis_the_queues_stay_plain_lists_with_the_visibility_timeout():
     assert result.returncode == 0, result.stderr
     options, _, _, queues, missing = json.loads(result.stdout.strip().splitlines()[-1])
     assert options == {"visibility_timeout": 3600, "socket_timeout": 5, "socket_connect_timeout": 5}
-    assert [(name, arguments) for name, _, _, arguments in queues] == [("hub-x", None), ("hub-x-usage", None)]
+    assert [(name, arguments) for name, _, _, arguments in queues] == [(name, None) for name in QUEUES]
     assert missing != "quorum"
+
+
+def test_two_workflow_classes_may_share_a_queue_declared_once():
+    # E.g. finance kept on the default queue: HUB_FINANCE_QUEUE=<HUB_QUEUE>.
+    import json
+
+    result = _load_settings({"HUB_ENV": "development", "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
+                             "HUB_QUEUE": "hub-x", "HUB_FINANCE_QUEUE": "hub-x"}, _BROKER_CODE)
+    assert result.returncode == 0, result.stderr
+    queues = json.loads(result.stdout.strip().splitlines()[-1])[3]
+    assert [name for name, *_ in queues] == [name for name in QUEUES if name != "hub-x-finance"]

@@ -3,8 +3,8 @@
 Each workflow module ends with one ``register_workflow(Workflow(...))``: the facts it
 handles, the facts it resolves by reading a source first, the delivery actions it
 carries out, the records its transactions touch (for the trace), its correction hook
-(edit-and-replay), its failure rows and the team that owns its data. The runtime and
-the operations layer read this registry and never import a workflow.
+(edit-and-replay), its failure rows, the team that owns its data and its queue class.
+The runtime and the operations layer read this registry and never import a workflow.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from integration_hub.runtime.failures import Failure, register_failure
@@ -101,6 +102,21 @@ class Indicator:
     help: str = ""
 
 
+class QueueClass(StrEnum):
+    """The broker queue a workflow's tasks travel on (``settings.HUB_QUEUES`` names each).
+
+    One class per kind of work that must not wait behind another: finance postings never
+    queue behind a bulk catalog release or usage load. Work no workflow claims (the sweep,
+    beat's housekeeping, events of a kind no workflow owns) stays on the default queue.
+    """
+
+    DEFAULT = "default"
+    FINANCE = "finance"
+    CUSTOMER = "customer"
+    CATALOG = "catalog"
+    USAGE = "usage"
+
+
 @dataclass(frozen=True)
 class Workflow:
     name: str
@@ -108,6 +124,8 @@ class Workflow:
     pattern: str
     data_owner: str
     """The team (``ExceptionRecord.Team``) that fixes this workflow's data faults."""
+    queue: QueueClass = QueueClass.DEFAULT
+    """Where its inbound events and deliveries are processed (``runtime.routing``)."""
     source_role: str = ""
     """The role (``Connection.Role``) of the system its data comes from."""
     target_roles: tuple[str, ...] = ()
@@ -132,7 +150,7 @@ _workflows: dict[str, Workflow] = {}
 _fact_handlers: dict[type, FactHandler] = {}
 _fact_resolvers: dict[type, FactResolver] = {}
 _actions: dict[str, tuple[DeliveryAction, Workflow]] = {}
-_owners: dict[str, str] = {}
+_subjects: dict[str, Workflow] = {}
 
 
 def register_workflow(workflow: Workflow) -> Workflow:
@@ -143,7 +161,7 @@ def register_workflow(workflow: Workflow) -> Workflow:
         (_fact_handlers, workflow.facts, "fact"),
         (_fact_resolvers, workflow.resolvers, "resolver for"),
         (_actions, [action.name for action in workflow.actions], "action"),
-        (_owners, workflow.subjects, "subject"),
+        (_subjects, workflow.subjects, "subject"),
     ):
         for key in keys:
             if key in registry:
@@ -152,7 +170,7 @@ def register_workflow(workflow: Workflow) -> Workflow:
     _fact_handlers.update(workflow.facts)
     _fact_resolvers.update(workflow.resolvers)
     _actions.update({action.name: (action, workflow) for action in workflow.actions})
-    _owners.update(dict.fromkeys(workflow.subjects, workflow.data_owner))
+    _subjects.update(dict.fromkeys(workflow.subjects, workflow))
     for exc_class, failure in workflow.failures.items():
         register_failure(exc_class, failure)
     return workflow
@@ -212,6 +230,12 @@ def _action_entry(name: str) -> tuple[DeliveryAction, Workflow]:
         raise LookupError(f"no delivery action {name!r} is registered") from None
 
 
+def workflow_of_subject(kind: str) -> Workflow | None:
+    """The workflow owning business transactions of ``kind``, if one does."""
+    return _subjects.get(kind)
+
+
 def data_owner(kind: str, default: str) -> str:
     """The team owning the data of a business transaction of ``kind``."""
-    return _owners.get(kind, default)
+    workflow = _subjects.get(kind)
+    return workflow.data_owner if workflow else default

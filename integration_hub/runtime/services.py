@@ -32,7 +32,7 @@ from connectors.models import Connection
 from connectors.payloads import check_event
 from connectors.services import connection_vendor, connector_for
 from integration_hub.celery import app as celery_app
-from integration_hub.runtime import dispatch, metrics
+from integration_hub.runtime import dispatch, metrics, routing
 from integration_hub.runtime.failures import DATA_OWNER, Failure, WorkerLost, failure_of, outcome_unknown
 from integration_hub.runtime.governor import GovernorUnavailable, Woken, governor_admit, governor_release
 from integration_hub.runtime.models import (
@@ -72,30 +72,33 @@ class InvalidTransition(Exception):
         super().__init__(f"{obj} is {status}; cannot move to {target}")
 
 
-def _send(task_name: str, object_id: int, countdown: float | None = None) -> None:
+def _send(task_name: str, object_id: int, countdown: float | None = None, queue: str | None = None) -> None:
+    """Publish the task (to ``queue``: ``routing`` chooses it; None for the task's route)."""
     if countdown and settings.HUB_NATIVE_DELAYED_DELIVERY:
         # RabbitMQ's delayed delivery counts whole seconds and refuses less than one:
         # round up, so a task never arrives before its row is due.
         countdown = math.ceil(countdown)
     try:
-        celery_app.send_task(task_name, args=[object_id], countdown=countdown)
+        celery_app.send_task(task_name, args=[object_id], countdown=countdown, queue=queue)
     except Exception as exc:  # noqa: BLE001 - any broker failure; the row is safe in the database
         log.warning("enqueue_failed", task=task_name, object_id=object_id, error=repr(exc))
 
 
-# Deliveries ready at once, collected while an inbox event is processed so that its
-# own task runs them after commit (``_inline_deliveries``); None outside of that.
-_inline: ContextVar[list[int] | None] = ContextVar("inline_deliveries", default=None)
+# Deliveries ready at once (id, queue), collected while an inbox event is processed so
+# that its own task runs them after commit (``_inline_deliveries``); None outside of that.
+_inline: ContextVar[list[tuple[int, str | None]] | None] = ContextVar("inline_deliveries", default=None)
 
 
-def enqueue_after_commit(task_name: str, object_id: int, *, countdown: float | None = None) -> None:
+def enqueue_after_commit(
+    task_name: str, object_id: int, *, countdown: float | None = None, queue: str | None = None
+) -> None:
     """Send the task once the current transaction commits (never for a rolled-back row).
     A broker that is down only delays the work: the sweeper finds the row again."""
     inline = _inline.get()
     if task_name == DELIVER_TASK and not countdown and inline is not None:
-        transaction.on_commit(partial(inline.append, object_id))
+        transaction.on_commit(partial(inline.append, (object_id, queue)))
         return
-    transaction.on_commit(partial(_send, task_name, object_id, countdown))
+    transaction.on_commit(partial(_send, task_name, object_id, countdown, queue))
 
 
 @contextlib.contextmanager
@@ -105,21 +108,21 @@ def _inline_deliveries() -> Iterator[None]:
     the rest to the broker (all of them if the block failed after a commit). A worker
     that dies before running one leaves a pending row without a message, which the
     sweeper re-enqueues like any message the broker lost."""
-    ready: list[int] = []
+    ready: list[tuple[int, str | None]] = []
     collecting, keep = _inline.set(ready), 0
     try:
         yield
         keep = settings.HUB_INLINE_DELIVERIES
     finally:
         _inline.reset(collecting)  # what the deliveries themselves plan goes to the broker
-        for delivery_id in ready[keep:]:
-            _send(DELIVER_TASK, delivery_id)
-    for position, delivery_id in enumerate(ready[:keep]):
+        for delivery_id, queue in ready[keep:]:
+            _send(DELIVER_TASK, delivery_id, queue=queue)
+    for position, (delivery_id, _) in enumerate(ready[:keep]):
         try:
             delivery_attempt(delivery_id)
         except Exception:
-            for rest in ready[position + 1:keep]:
-                _send(DELIVER_TASK, rest)
+            for rest, queue in ready[position + 1:keep]:
+                _send(DELIVER_TASK, rest, queue=queue)
             raise
 
 
@@ -135,8 +138,9 @@ def inbound_accept(*, source: str, event: ReceivedEvent) -> tuple[InboundEvent, 
     subject = f"{source}:{event.subject}"
     now = timezone.now()
     with transaction.atomic():
+        kind = event.subject.split(":", 1)[0]
         txn_id = insert_ignore(BusinessTransaction, {
-            "id": uuid.uuid4(), "kind": event.subject.split(":", 1)[0], "subject": subject, "created_at": now,
+            "id": uuid.uuid4(), "kind": kind, "subject": subject, "created_at": now,
         }) or BusinessTransaction.objects.values_list("pk", flat=True).get(subject=subject)
         values = {
             "transaction": txn_id, "source": source, "external_id": event.external_id, "event_type": event.type,
@@ -147,7 +151,7 @@ def inbound_accept(*, source: str, event: ReceivedEvent) -> tuple[InboundEvent, 
         row_id = insert_ignore(InboundEvent, values)
         if row_id is None:
             return InboundEvent.objects.get(source=source, external_id=event.external_id), False
-        enqueue_after_commit(PROCESS_TASK, row_id)
+        enqueue_after_commit(PROCESS_TASK, row_id, queue=routing.inbound_queue(kind))
     values["transaction_id"] = values.pop("transaction")
     return InboundEvent(pk=row_id, **values), True
 
@@ -210,7 +214,7 @@ def _inbound_failed(event: InboundEvent, exc: Exception) -> None:
         log.error("inbound_failed_will_retry", attempts=event.attempts, exc_info=exc)
     delay = retry_delay(event.attempts, retry_after=getattr(exc, "retry_after", None))
     InboundEvent.objects.filter(pk=event.pk).update(enqueued_at=timezone.now() + dt.timedelta(seconds=delay))
-    _send(PROCESS_TASK, event.pk, countdown=delay)
+    _send(PROCESS_TASK, event.pk, countdown=delay, queue=routing.inbound_queue(event.transaction.kind))
     log.warning("inbound_retry_scheduled", attempts=event.attempts, delay=round(delay, 2), error=str(exc))
 
 
@@ -269,7 +273,7 @@ def delivery_plan(
     if delivery_id is None:  # planned before: the same effect, once
         return Delivery.objects.get(idempotency_key=key)
     if ready:
-        enqueue_after_commit(DELIVER_TASK, delivery_id)
+        enqueue_after_commit(DELIVER_TASK, delivery_id, queue=routing.delivery_queue(action))
     for name in ("transaction", "connection", "after"):
         values[f"{name}_id"] = values.pop(name)
     return Delivery(pk=delivery_id, **values)
@@ -316,7 +320,8 @@ def _serial_wait(delivery: Delivery, now: dt.datetime) -> bool:
     delivery.hold_reason = f"waits for {busy} on the same {delivery.serial_key.split(':')[0]}"[:200]
     delivery.next_attempt_at = delivery.enqueued_at = now + dt.timedelta(seconds=SERIAL_RECHECK_SECONDS)
     delivery.save(update_fields=["status", "hold_reason", "next_attempt_at", "enqueued_at", "updated_at"])
-    enqueue_after_commit(DELIVER_TASK, delivery.pk, countdown=SERIAL_RECHECK_SECONDS)
+    enqueue_after_commit(DELIVER_TASK, delivery.pk, countdown=SERIAL_RECHECK_SECONDS,
+                         queue=routing.delivery_queue(delivery.action))
     metrics.hold_observe(delivery.connection.name, delivery.hold_reason)
     return True
 
@@ -327,10 +332,11 @@ def _serial_wake(delivery: Delivery) -> None:
         return
     now = timezone.now()
     waiting = (Delivery.objects.filter(serial_key=delivery.serial_key, status=Delivery.Status.HELD)
-               .order_by("pk").values_list("pk", flat=True).first())
+               .order_by("pk").values_list("pk", "action").first())
     if waiting is not None:
-        Delivery.objects.filter(pk=waiting).update(next_attempt_at=now, enqueued_at=now)
-        enqueue_after_commit(DELIVER_TASK, waiting)
+        waiting_id, action = waiting
+        Delivery.objects.filter(pk=waiting_id).update(next_attempt_at=now, enqueued_at=now)
+        enqueue_after_commit(DELIVER_TASK, waiting_id, queue=routing.delivery_queue(action))
 
 
 def delivery_attempt(delivery_id: int) -> None:
@@ -410,7 +416,8 @@ def delivery_wake(delivery_id: int) -> None:
     """A held delivery's reason is gone (a concurrency slot freed): make it due now."""
     now = timezone.now()
     if Delivery.objects.filter(pk=delivery_id, status=Delivery.Status.HELD).update(next_attempt_at=now, enqueued_at=now):
-        _send(DELIVER_TASK, delivery_id)
+        action = Delivery.objects.values_list("action", flat=True).get(pk=delivery_id)
+        _send(DELIVER_TASK, delivery_id, queue=routing.delivery_queue(action))
 
 
 def deliveries_retry_now(deliveries: Iterable[Delivery], *, reason: str) -> int:
@@ -430,7 +437,7 @@ def deliveries_retry_now(deliveries: Iterable[Delivery], *, reason: str) -> int:
                 if not Delivery.objects.filter(pk=delivery.pk, status__in=Delivery.WAITING).update(
                         next_attempt_at=now, enqueued_at=now):
                     continue
-                enqueue_after_commit(DELIVER_TASK, delivery.pk)
+                enqueue_after_commit(DELIVER_TASK, delivery.pk, queue=routing.delivery_queue(delivery.action))
                 log.info("delivery_due_now", delivery=delivery.pk, reason=reason)
         sent += 1
     return sent
@@ -492,7 +499,7 @@ def delivery_hold(delivery: Delivery, *, reason: str, until: float) -> Delivery:
     delay = (locked.next_attempt_at - now).total_seconds()
     if delay <= settings.HUB_REENQUEUE_AFTER_SECONDS:
         locked.enqueued_at = locked.next_attempt_at
-        enqueue_after_commit(DELIVER_TASK, locked.pk, countdown=delay)
+        enqueue_after_commit(DELIVER_TASK, locked.pk, countdown=delay, queue=routing.delivery_queue(locked.action))
     else:
         locked.enqueued_at = None
     locked.save(update_fields=["status", "hold_reason", "attempts", "next_attempt_at", "enqueued_at", "updated_at"])
@@ -534,7 +541,7 @@ def delivery_record_success(
     for dependent in locked.dependents.filter(status=Delivery.Status.PENDING):
         dependent.enqueued_at = now
         dependent.save(update_fields=["enqueued_at", "updated_at"])
-        enqueue_after_commit(DELIVER_TASK, dependent.pk)
+        enqueue_after_commit(DELIVER_TASK, dependent.pk, queue=routing.delivery_queue(dependent.action))
     log.info("delivery_posted", action=locked.action, external_id=locked.external_id, number=locked.external_number)
     return locked
 
@@ -576,7 +583,7 @@ def _delivery_failed(locked: Delivery, exc: Exception, *, started: dt.datetime, 
             # Short waits ride on a countdown; long ones are left to the sweeper, so
             # no message ever waits near the broker's visibility timeout.
             locked.enqueued_at = locked.next_attempt_at
-            enqueue_after_commit(DELIVER_TASK, locked.pk, countdown=delay)
+            enqueue_after_commit(DELIVER_TASK, locked.pk, countdown=delay, queue=routing.delivery_queue(locked.action))
         else:
             locked.enqueued_at = None
         locked.save(update_fields=[
@@ -648,7 +655,7 @@ def delivery_replay(delivery: Delivery, *, user, reason: str) -> Delivery:
     locked.save(update_fields=["status", "attempts", "next_attempt_at", "enqueued_at", "updated_at"])
     _resolve_open(locked.exceptions.all(), user=user, note=f"Replayed by {user or 'the hub'}: {reason}")
     audit_record(actor=user, action="replay", obj=locked, reason=reason)
-    enqueue_after_commit(DELIVER_TASK, locked.pk)
+    enqueue_after_commit(DELIVER_TASK, locked.pk, queue=routing.delivery_queue(locked.action))
     log.info("delivery_replayed", delivery=locked.pk, by=str(user or "the hub"), reason=reason)
     return locked
 
@@ -656,14 +663,14 @@ def delivery_replay(delivery: Delivery, *, user, reason: str) -> Delivery:
 @transaction.atomic
 def inbound_replay(event: InboundEvent, *, user, reason: str) -> InboundEvent:
     """Process a failed inbox event again (after its cause was fixed)."""
-    locked = InboundEvent.objects.select_for_update().get(pk=event.pk)
+    locked = InboundEvent.objects.select_for_update(of=("self",)).select_related("transaction").get(pk=event.pk)
     if locked.status != InboundEvent.Status.FAILED:
         raise InvalidTransition(locked, locked.status, InboundEvent.Status.RECEIVED)
     locked.status, locked.attempts, locked.enqueued_at = InboundEvent.Status.RECEIVED, 0, timezone.now()
     locked.save(update_fields=["status", "attempts", "enqueued_at"])
     _resolve_open(locked.exceptions.all(), user=user, note=f"Replayed by {user}: {reason}")
     audit_record(actor=user, action="replay", obj=locked, reason=reason)
-    enqueue_after_commit(PROCESS_TASK, locked.pk)
+    enqueue_after_commit(PROCESS_TASK, locked.pk, queue=routing.inbound_queue(locked.transaction.kind))
     log.info("inbound_replayed", inbound_event=locked.pk, by=str(user), reason=reason)
     return locked
 
@@ -703,14 +710,15 @@ def sweep(*, limit: int = 500) -> SweepReport:
     stale = now - dt.timedelta(seconds=settings.HUB_REENQUEUE_AFTER_SECONDS)
     with transaction.atomic():
         events = list(
-            InboundEvent.objects.select_for_update(skip_locked=True)
+            InboundEvent.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("transaction")
             .filter(status=InboundEvent.Status.RECEIVED)
             .exclude(enqueued_at__gt=stale)
             .order_by("enqueued_at")[:limit]
         )
         for event in events:
             event.enqueued_at = now
-            enqueue_after_commit(PROCESS_TASK, event.pk)
+            enqueue_after_commit(PROCESS_TASK, event.pk, queue=routing.inbound_queue(event.transaction.kind))
         InboundEvent.objects.bulk_update(events, ["enqueued_at"])
 
     with transaction.atomic():
@@ -723,7 +731,7 @@ def sweep(*, limit: int = 500) -> SweepReport:
         )
         for delivery in deliveries:
             delivery.enqueued_at = now
-            enqueue_after_commit(DELIVER_TASK, delivery.pk)
+            enqueue_after_commit(DELIVER_TASK, delivery.pk, queue=routing.delivery_queue(delivery.action))
         Delivery.objects.bulk_update(deliveries, ["enqueued_at"])
 
     lease = now - dt.timedelta(seconds=settings.HUB_IN_FLIGHT_LEASE_SECONDS)

@@ -58,6 +58,7 @@ from connectors.services import connection_for_role, connection_named
 from integration_hub.runtime.dispatch import (
     DeliveryAction,
     Indicator,
+    QueueClass,
     TraceSection,
     Workflow,
     register_workflow,
@@ -354,6 +355,7 @@ WORKFLOW = register_workflow(Workflow(
     title="Catalog and pricing sync",
     pattern="scheduled pull with a watermark and a full scan, change alerts; release after approval",
     data_owner=ExceptionRecord.Team.PRODUCT_OPERATIONS,
+    queue=QueueClass.CATALOG,
     subjects=("product", "catalog"),
     facts={CatalogItemRead: catalog_item_read, CatalogItemGone: catalog_item_gone, CatalogChanged: catalog_changed},
     actions=(

@@ -47,6 +47,7 @@ from connectors.services import connection_can, connection_for_role, connection_
 from integration_hub.runtime.dispatch import (
     DeliveryAction,
     Indicator,
+    QueueClass,
     TraceSection,
     Workflow,
     register_workflow,
@@ -301,6 +302,7 @@ WORKFLOW = register_workflow(Workflow(
     title="Customer onboarding",
     pattern="near-real-time (CRM change events and a scheduled pull) → ERP, billing, write-back to CRM",
     data_owner=ExceptionRecord.Team.SALES_OPERATIONS,
+    queue=QueueClass.CUSTOMER,
     source_role=Connection.Role.CRM,
     target_roles=(Connection.Role.ERP, Connection.Role.BILLING, Connection.Role.CRM),
     contracts=(CustomerV1,),

@@ -14,7 +14,7 @@ from canonical.events import CustomerChanged
 from canonical.services import customer_ingest
 from connectors.models import Connection
 from connectors.services import connection_named
-from integration_hub.runtime.dispatch import Workflow, register_workflow
+from integration_hub.runtime.dispatch import QueueClass, Workflow, register_workflow
 from integration_hub.runtime.models import ExceptionRecord, InboundEvent
 
 
@@ -29,6 +29,7 @@ WORKFLOW = register_workflow(Workflow(
     title="Customer changes from billing",
     pattern="event-driven (billing webhook), under system-of-record rules",
     data_owner=ExceptionRecord.Team.SALES_OPERATIONS,
+    queue=QueueClass.CUSTOMER,
     source_role=Connection.Role.BILLING,
     contracts=(CustomerV1,),
     facts={CustomerChanged: customer_changed},

@@ -44,6 +44,7 @@ from connectors.services import connection_for_role, connector_for
 from integration_hub.runtime.dispatch import (
     DeliveryAction,
     Indicator,
+    QueueClass,
     TraceSection,
     Workflow,
     register_workflow,
@@ -192,6 +193,7 @@ WORKFLOW = register_workflow(Workflow(
     title="Exchange rates",
     pattern="scheduled pull (weekdays, after publication) → one load per currency × date × ERP",
     data_owner=ExceptionRecord.Team.FINANCE,
+    queue=QueueClass.FINANCE,
     source_role=Connection.Role.RATES,
     target_roles=(Connection.Role.ERP,),
     subjects=(KIND,),

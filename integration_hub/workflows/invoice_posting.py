@@ -65,6 +65,7 @@ from connectors.models import Connection
 from integration_hub.runtime.dispatch import (
     DeliveryAction,
     Indicator,
+    QueueClass,
     TraceSection,
     Workflow,
     register_workflow,
@@ -308,6 +309,7 @@ WORKFLOW = register_workflow(Workflow(
     title="Invoice and payment posting",
     pattern="event-driven, guaranteed delivery (billing webhook → ERP)",
     data_owner=ExceptionRecord.Team.FINANCE,
+    queue=QueueClass.FINANCE,
     source_role=Connection.Role.BILLING,
     target_roles=(Connection.Role.ERP,),
     contracts=(InvoiceV1, PaymentV1, CreditNoteV1, RefundV1),

@@ -50,6 +50,7 @@ from connectors.services import connection_for_role, connection_named, connector
 from integration_hub.runtime.dispatch import (
     DeliveryAction,
     Indicator,
+    QueueClass,
     TraceSection,
     Workflow,
     register_workflow,
@@ -285,6 +286,7 @@ WORKFLOW = register_workflow(Workflow(
     title="Quote to cash (won deals → subscriptions)",
     pattern="event-driven (CRM deal changes, read back) → billing subscription → write-back to CRM",
     data_owner=SALES,
+    queue=QueueClass.CUSTOMER,
     source_role=Connection.Role.CRM,
     target_roles=(Connection.Role.BILLING, Connection.Role.CRM),
     contracts=(OrderV1, SubscriptionV1),

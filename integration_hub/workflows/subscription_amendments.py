@@ -51,6 +51,7 @@ from connectors.services import connection_for_role, connection_named, connector
 from integration_hub.runtime.dispatch import (
     DeliveryAction,
     Indicator,
+    QueueClass,
     TraceSection,
     Workflow,
     register_workflow,
@@ -542,6 +543,7 @@ WORKFLOW = register_workflow(Workflow(
     title="Subscription amendments",
     pattern="orchestrated saga per amendment (validate → billing → ERP → CRM), ordered per subscription",
     data_owner=SALES,
+    queue=QueueClass.FINANCE,
     source_role=Connection.Role.CRM,
     target_roles=(Connection.Role.BILLING, Connection.Role.ERP, Connection.Role.CRM),
     indicators=INDICATORS,

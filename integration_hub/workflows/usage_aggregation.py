@@ -15,6 +15,7 @@ from connectors.base import ExternalDocument, MeterEventSink
 from integration_hub.runtime.dispatch import (
     DeliveryAction,
     Indicator,
+    QueueClass,
     TraceSection,
     Workflow,
     register_workflow,
@@ -53,6 +54,7 @@ WORKFLOW = register_workflow(Workflow(
     title="Usage aggregation (product platform → billing)",
     pattern="batch + exception events; reconciliation checkpoints",
     data_owner=ExceptionRecord.Team.PRODUCT_OPERATIONS,
+    queue=QueueClass.USAGE,
     subjects=("usage",),
     actions=(DeliveryAction(name=services.PUSH_ACTION, capability=MeterEventSink, send=meter_events_send,
                             bind=meter_events_bind),),

@@ -46,16 +46,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _native(command: list[str], port: int, usage_queue: str = "hub-usage") -> list[str]:
+def _native(command: list[str], port: int, queue: str = "hub") -> list[str]:
     """The container's command on this machine: the venv's executables, the web bind
-    on a private loopback port instead of 0.0.0.0:8000, and the usage worker on this
-    run's usage queue."""
+    on a private loopback port instead of 0.0.0.0:8000, and the workers on this run's
+    queues (the compose file's "hub…" names with this run's HUB_QUEUE)."""
     program = {"python": sys.executable}.get(command[0], str(BIN / command[0]))
     args = list(command[1:])
     if "--bind" in args:
         args[args.index("--bind") + 1] = f"127.0.0.1:{port}"
     if "-Q" in args:
-        args[args.index("-Q") + 1] = usage_queue
+        queues = args[args.index("-Q") + 1].split(",")
+        args[args.index("-Q") + 1] = ",".join(queue + name.removeprefix("hub") for name in queues)
     return [program, *args]
 
 
@@ -144,7 +145,7 @@ def test_the_stack_on_rabbitmq_quorum_queues_posts_once_with_the_retry_delayed_b
     from kombu import Connection
 
     queue = f"{settings.CELERY_TASK_DEFAULT_QUEUE}-prod-amqp"
-    queues = (queue, f"{queue}-usage")
+    queues = [queue + suffix for suffix in ("", "-finance", "-customer", "-catalog", "-usage")]
 
     def delete_queues():
         with Connection(rabbitmq) as connection:
@@ -166,7 +167,7 @@ def test_the_stack_on_rabbitmq_quorum_queues_posts_once_with_the_retry_delayed_b
         assert [(a["outcome"], a["http_status"]) for a in failed] == [("retryable", 503)], attempts
         with Connection(rabbitmq) as connection:
             channel = connection.default_channel
-            for name in queues:
+            for name in queues:  # the invoice went through the finance queue, its retry too
                 # A quorum queue redeclared as quorum is accepted; as classic it is refused.
                 channel.queue_declare(name, durable=True, auto_delete=False, arguments={"x-queue-type": "quorum"})
             from amqp.exceptions import PreconditionFailed
@@ -220,7 +221,6 @@ def _run_stack(production_database, tryton_server, erp, tmp_path, *, broker: str
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         return result.stdout
 
-    usage_queue = f"{env['HUB_QUEUE']}-usage"
     run(_native(services["migrate"]["command"], port))
     run(_native(services["collectstatic"]["command"], port))
     run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"])
@@ -237,10 +237,10 @@ def _run_stack(production_database, tryton_server, erp, tmp_path, *, broker: str
 
     processes, logs = [], {}
     try:
-        for name in ("web", "worker", "usage-worker", "beat"):
+        for name in ("web", "worker", "finance-worker", "usage-worker", "beat"):
             log = open(tmp_path / f"{name}.log", "w")
             logs[name] = tmp_path / f"{name}.log"
-            processes.append(subprocess.Popen(_native(services[name]["command"], port, usage_queue), cwd=ROOT, env=env,
+            processes.append(subprocess.Popen(_native(services[name]["command"], port, env["HUB_QUEUE"]), cwd=ROOT, env=env,
                                               stdout=log, stderr=subprocess.STDOUT))
         base = f"http://127.0.0.1:{port}"
         https = {"X-Forwarded-Proto": "https"}  # what the TLS proxy in front adds

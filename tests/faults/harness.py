@@ -261,7 +261,8 @@ class HubProcesses:
 
     def worker(self, name: str = "worker", concurrency: int = 2) -> None:
         self.start(name, [sys.executable, "-m", "celery", "-A", "integration_hub", "worker", "-c", str(concurrency),
-                          "-Q", self.env["HUB_QUEUE"], "--without-gossip", "--without-mingle", "-l", "INFO",
+                          # Every hub queue but the bulk usage one (its own worker, as in production).
+                          "-X", self.env.get("HUB_USAGE_QUEUE", f"{self.env['HUB_QUEUE']}-usage"), "--without-gossip", "--without-mingle", "-l", "INFO",
                           "-n", f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h"], ready="ready.")
 
     def web(self, port: int) -> None:

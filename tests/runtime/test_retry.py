@@ -38,4 +38,4 @@ def test_a_countdown_on_rabbitmq_delayed_delivery_is_whole_seconds_rounded_up(se
     settings.HUB_NATIVE_DELAYED_DELIVERY = native
     with mock.patch.object(services.celery_app, "send_task") as send_task:
         services._send("hub.deliver", 7, countdown=countdown)
-    send_task.assert_called_once_with("hub.deliver", args=[7], countdown=sent)
+    send_task.assert_called_once_with("hub.deliver", args=[7], countdown=sent, queue=None)

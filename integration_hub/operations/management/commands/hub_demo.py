@@ -144,9 +144,9 @@ class Command(BaseCommand):
         os.environ.setdefault("HUB_METRICS_TOKEN", secrets.token_hex(16))
         self.spawn("web", [python, "-m", "gunicorn", "integration_hub.wsgi", "--bind", f"127.0.0.1:{port}",
                            "--workers", "2", "--access-logfile", "-"])
+        # One worker for every queue but the bulk usage one, which has its own (`make usage-worker`).
         self.spawn("worker", [python, "-m", "celery", "-A", "integration_hub", "worker", "-c", "2",
-                              "--without-gossip", "--without-mingle", "-l", "INFO"])
-        # Usage loads have their own queue and worker (`make usage-worker`).
+                              "-X", settings.HUB_USAGE_QUEUE, "--without-gossip", "--without-mingle", "-l", "INFO"])
         self.spawn("usage-worker", [python, "-m", "celery", "-A", "integration_hub", "worker", "-c", "1", "-Q",
                                     settings.HUB_USAGE_QUEUE, "-n", "usage@%h", "--without-gossip",
                                     "--without-mingle", "-l", "INFO"])
