@@ -85,7 +85,7 @@ finance-worker: migrate
 
 ## The bulk usage queue's worker (usage loads never share a worker with finance postings).
 usage-worker: migrate
-	$(BIN)/celery -A integration_hub worker -Q $${HUB_USAGE_QUEUE:-$${HUB_QUEUE:-hub}-usage} --loglevel=INFO --concurrency=1
+	$(BIN)/celery -A integration_hub worker -Q $${HUB_USAGE_QUEUE:-$${HUB_QUEUE:-hub}-usage} -n usage@%h --loglevel=INFO --concurrency=1
 
 beat: migrate
 	$(BIN)/celery -A integration_hub beat --loglevel=INFO

@@ -46,6 +46,8 @@ BROKER = os.environ.get("BENCH_BROKER", REDIS)
 NAMESPACE = os.environ.get("BENCH_NAMESPACE", "bench")
 QUEUE = f"hub-{NAMESPACE}"
 WEBHOOK_SECRET = "whsec_bench_0123456789abcdef"
+# Issue 17: the slow ERP carries at least this share of its ceiling, never above its cap.
+SLOW_ERP_GOAL = 0.95
 SLOW_ERP_PREFIX = f"{NAMESPACE}:slow-erp"
 TEMPLATE_DB = f"{NAMESPACE}_template"
 ENCRYPTION_KEY = "mT0d8tqH8Y2t7kq4V2b0v5lS3aQ9cX1eR6uY4iO0pWk="  # bench only: a fixed Fernet key
@@ -182,7 +184,8 @@ def amqp() -> bool:
 
 
 def _amqp_queues() -> list[str]:
-    return [QUEUE, f"{QUEUE}-usage"]
+    # The default queue and one per workflow class, named after HUB_QUEUE (docs/scaling.md).
+    return [QUEUE, *(f"{QUEUE}-{name}" for name in ("finance", "customer", "catalog", "usage"))]
 
 
 def queue_purge() -> None:
@@ -290,11 +293,12 @@ def stop(process: subprocess.Popen, timeout: float = 20) -> None:
 
 @contextlib.contextmanager
 def worker(database: str, concurrency: int, logdir: Path, tag: str) -> Iterator[subprocess.Popen]:
-    """A Celery worker on our queue and ``database``; yields once it is ready."""
+    """A Celery worker on our queues (without -Q: every hub queue under HUB_QUEUE) and
+    ``database``; yields once it is ready."""
     log_path = logdir / f"worker-{tag}.log"
     with open(log_path, "w") as log_file:
         process = subprocess.Popen(
-            [PYTHON, "-m", "celery", "-A", "integration_hub", "worker", "-Q", QUEUE, "-c", str(concurrency),
+            [PYTHON, "-m", "celery", "-A", "integration_hub", "worker", "-c", str(concurrency),
              "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO",
              "-n", f"bench-{os.getpid()}-{tag}@%h"],
             cwd=ROOT, env=hub_env(database), stdout=log_file, stderr=subprocess.STDOUT,
@@ -564,7 +568,7 @@ class Suite:
         ratio = statistics.median(hub_rates) / statistics.median(base_rates)
         self.figure("pipeline_throughput", title="Pipeline, invoice events posted per s (instant ERP)",
                     unit="/s", hub=hub_rates, baseline=base_rates, goal="ratio ≥ 0.3", met=ratio >= 0.3,
-                    note="hub: events from inbox to posted (2 tasks each); baseline: no-op tasks")
+                    note="hub: events from inbox to posted (one task each: the delivery runs inline); baseline: no-op tasks")
         self.extra["pipeline_runs"] = runs
         db_drop(f"{NAMESPACE}_pipeline")
 
@@ -633,11 +637,11 @@ class Suite:
         governed = all(run["policy"].startswith("max_concurrency") for run in runs["hub"])
         ratio = statistics.median(hub_rates) / ceiling
         within_cap = max(peaks) <= cap
-        met = (ratio >= 0.9 and within_cap) if governed else None
+        met = (ratio >= SLOW_ERP_GOAL and within_cap) if governed else None
         note = "" if governed else "pending the governor: no per-connection concurrency cap in the runtime yet"
         self.figure("slow_erp_throughput", title=f"Slow ERP ({latency} ms, cap {cap}), documents/s",
                     unit="docs/s", hub=hub_rates, baseline=base_rates,
-                    goal=f"≥ 0.9 × {ceiling:.0f}/s, never above the cap", met=met, note=note)
+                    goal=f"≥ {SLOW_ERP_GOAL} × {ceiling:.0f}/s, never above the cap", met=met, note=note)
         self.figures["slow_erp_throughput"]["ratio_to_ceiling"] = ratio
         self.figure("slow_erp_peak_concurrency", title="Slow ERP, peak concurrent calls arriving",
                     unit="calls", hub=peaks, baseline=[float(r["peak"]) for r in runs["baseline"]],

@@ -308,8 +308,8 @@ HUB_INLINE_DELIVERIES = env.int("HUB_INLINE_DELIVERIES", default=1)
 # A worker whose call frees a concurrency slot another delivery waits for takes that
 # delivery itself (the slot handed over, no broker round trip), for this many seconds
 # into its task; after that the waiter is woken through the broker. Well below the soft
-# time limit, which counts the whole task.
-HUB_HANDOVER_SECONDS = env.float("HUB_HANDOVER_SECONDS", default=20.0)
+# time limit, which counts the whole task: a third of it by default.
+HUB_HANDOVER_SECONDS = env.float("HUB_HANDOVER_SECONDS", default=CELERY_TASK_SOFT_TIME_LIMIT / 3)
 HUB_SWEEP_INTERVAL_SECONDS = env.int("HUB_SWEEP_INTERVAL_SECONDS", default=15)
 # The admission governor's shared state: Redis when available (defaults to a Redis
 # broker's URL), else a row per connection in the database.
