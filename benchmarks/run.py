@@ -79,6 +79,11 @@ class Plan:
     catalog_skus: int = 2_000
     catalog_pairs: int = 1
     reconcile_invoices: int = 100_000
+    # Finance isolation: invoice events trickled in at this rate, idle and during a usage load.
+    isolation_rate: float = 4.0
+    isolation_events: int = 80
+    # Scale-out: invoice and billing-customer events (half each), one worker vs two.
+    scaleout_events: int = 1_000
 
 
 FULL = Plan(
@@ -91,7 +96,8 @@ SMOKE = Plan(
     name="smoke", pairs=1, ingest_connections=(8, 32), ingest_seconds=1.0, ingest_max_requests=200,
     pipeline_events=150, worker_concurrency=2, slow_docs=12, slow_latency_ms=200, slow_cap=4,
     slow_worker_concurrency=8, history_rows=(100, 2_000), history_events=60, sweep_repeats=3,
-    profile_events=0, usage_rows=20_000, catalog_skus=8, reconcile_invoices=2_000,
+    profile_events=0, usage_rows=20_000, catalog_skus=8, reconcile_invoices=2_000, isolation_events=12,
+    scaleout_events=60,
 )
 
 # The figures every run must produce (bench-smoke checks they are all there).
@@ -103,6 +109,7 @@ FIGURES = [
     "usage_load_rps", "usage_load_rss_mb", "usage_aggregate_seconds",
     "catalog_full_sync_seconds",
     "reconcile_seconds",
+    "finance_p95_under_bulk_ms", "scaleout_throughput",
 ]
 
 
@@ -183,9 +190,12 @@ def amqp() -> bool:
     return BROKER.startswith(("amqp://", "amqps://", "pyamqp://"))
 
 
+# The hub's queues under HUB_QUEUE=QUEUE: the default one and one per workflow class.
+QUEUES = {queue_class: f"{QUEUE}-{queue_class}" for queue_class in ("finance", "customer", "catalog", "usage")}
+
+
 def _amqp_queues() -> list[str]:
-    # The default queue and one per workflow class, named after HUB_QUEUE (docs/scaling.md).
-    return [QUEUE, *(f"{QUEUE}-{name}" for name in ("finance", "customer", "catalog", "usage"))]
+    return [QUEUE, *QUEUES.values()]
 
 
 def queue_purge() -> None:
@@ -291,27 +301,45 @@ def stop(process: subprocess.Popen, timeout: float = 20) -> None:
             process.wait()
 
 
-@contextlib.contextmanager
-def worker(database: str, concurrency: int, logdir: Path, tag: str) -> Iterator[subprocess.Popen]:
-    """A Celery worker on our queues (without -Q: every hub queue under HUB_QUEUE) and
-    ``database``; yields once it is ready."""
-    log_path = logdir / f"worker-{tag}.log"
-    with open(log_path, "w") as log_file:
-        process = subprocess.Popen(
-            [PYTHON, "-m", "celery", "-A", "integration_hub", "worker", "-c", str(concurrency),
-             "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO",
+def _worker_start(database: str, concurrency: int, logdir: Path, tag: str, queues: str) -> subprocess.Popen:
+    with (logdir / f"worker-{tag}.log").open("w") as log_file:
+        return subprocess.Popen(
+            [PYTHON, "-m", "celery", "-A", "integration_hub", "worker", *(["-Q", queues] if queues else []),
+             "-c", str(concurrency), "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO",
              "-n", f"bench-{os.getpid()}-{tag}@%h"],
             cwd=ROOT, env=hub_env(database), stdout=log_file, stderr=subprocess.STDOUT,
         )
-        try:
-            deadline = time.monotonic() + 60
-            while "ready." not in log_path.read_text():
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the worker did not start:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.02)
-            yield process
-        finally:
+
+
+@contextlib.contextmanager
+def workers(database: str, specs: list[tuple[str, int, str]], logdir: Path
+            ) -> Iterator[tuple[float, dict[str, subprocess.Popen]]]:
+    """Celery workers on ``database``, one per (tag, concurrency, queues) — queues "" for
+    every hub queue, as a worker without -Q — started together; yields the moment the
+    first one was ready (timing from it gives the others no head start) and the processes."""
+    processes = {tag: _worker_start(database, concurrency, logdir, tag, queues) for tag, concurrency, queues in specs}
+    try:
+        first, waiting, deadline = 0.0, set(processes), time.monotonic() + 60
+        while waiting:
+            for tag in sorted(waiting):
+                if "ready." in (logdir / f"worker-{tag}.log").read_text():
+                    waiting.discard(tag)
+                    first = first or time.perf_counter()
+                elif processes[tag].poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the worker did not start:\n{(logdir / f'worker-{tag}.log').read_text()[-3000:]}")
+            time.sleep(0.02)
+        yield first, processes
+    finally:
+        for process in processes.values():
             stop(process)
+
+
+@contextlib.contextmanager
+def worker(database: str, concurrency: int, logdir: Path, tag: str, queues: str = "") -> Iterator[subprocess.Popen]:
+    """A Celery worker on our queues (all of them unless ``queues``) and ``database``;
+    yields once it is ready."""
+    with workers(database, [(tag, concurrency, queues)], logdir) as (_, processes):
+        yield processes[tag]
 
 
 @contextlib.contextmanager
@@ -396,16 +424,17 @@ class Suite:
         )
         child("setup", TEMPLATE_DB)
 
-    def feed(self, database: str, events: int) -> float:
-        """Accept ``events`` distinct invoice events into the inbox through
-        ``inbound_accept`` (two feeder processes); returns seconds taken."""
+    def feed(self, database: str, events: int, *, customers: int = 0) -> float:
+        """Accept ``events`` distinct invoice events (and ``customers`` billing-customer
+        events) into the inbox through ``inbound_accept`` (two feeder processes); returns
+        seconds taken."""
         start = time.perf_counter()
         parts = 2 if events >= 200 else 1
         seed = self.next_seed()
         procs = [
             subprocess.Popen(
                 [PYTHON, "-m", "benchmarks.run", "_feed", "--events", str(events // parts + (i < events % parts)),
-                 "--seed", str(seed * 10 + i)],
+                 "--customers", str(customers // parts + (i < customers % parts)), "--seed", str(seed * 10 + i)],
                 cwd=ROOT, env=hub_env(database),
             )
             for i in range(parts)
@@ -704,13 +733,7 @@ class Suite:
         import psycopg
 
         rows = self.plan.usage_rows
-        path = self.logdir / "usage.csv"
-        log(f"usage: writing {rows:,} records to {path}")
-        with path.open("w") as out:
-            out.write("id,subscription,metric,quantity,timestamp,region\n")
-            for n in range(rows):
-                out.write(f"ev-{n:09d},sub_{n % 500},{('api_calls', 'storage_gb', 'seats')[n % 3]},"
-                          f"{n % 97}.{n % 1000:03d},2025-01-{1 + n % 28:02d}T{n % 24:02d}:00:00Z,eu-{n % 4}\n")
+        path = self.usage_file()
         database = f"{NAMESPACE}_usage"
         timings: dict[str, list[float]] = {"rss": [], "aggregate": []}
 
@@ -758,6 +781,145 @@ class Suite:
         self.figure("usage_aggregate_seconds", title=f"Aggregation of the period over {rows:,} records",
                     unit="s", hub=timings["aggregate"], baseline=None, goal="< 5 s (1,000,000 records)",
                     met=max(timings["aggregate"]) < 5 if rows >= 1_000_000 else None, higher_is_better=False)
+
+    def usage_file(self) -> Path:
+        """The CSV of ``usage_rows`` records (for 500 subscriptions), written once a run."""
+        rows, path = self.plan.usage_rows, self.logdir / "usage.csv"
+        if path.exists():
+            return path
+        log(f"usage: writing {rows:,} records to {path}")
+        with path.open("w") as out:
+            out.write("id,subscription,metric,quantity,timestamp,region\n")
+            for n in range(rows):
+                out.write(f"ev-{n:09d},sub_{n % 500},{('api_calls', 'storage_gb', 'seats')[n % 3]},"
+                          f"{n % 97}.{n % 1000:03d},2025-01-{1 + n % 28:02d}T{n % 24:02d}:00:00Z,eu-{n % 4}\n")
+        return path
+
+    # -- finance isolation ---------------------------------------------------------
+
+    def isolation_run(self, database: str, *, bulk: bool, events: int, tag: str) -> dict:
+        """Invoice events accepted one by one at ``isolation_rate`` into a hub with a finance
+        worker (-Q finance) and a bulk worker (-Q usage); with ``bulk``, a usage file is
+        received (queued for the bulk worker) just before, and events keep coming until
+        its load is over. Latency: accepted (the inbox row) → delivery posted."""
+        plan = self.plan
+        db_clone(database)
+        queue_purge()
+        child("usage_setup", database)
+        specs = [(f"{tag}-finance", plan.worker_concurrency, QUEUES["finance"]), (f"{tag}-usage", 1, QUEUES["usage"])]
+        with workers(database, specs, self.logdir):
+            if bulk:
+                child("usage_receive", database, "--path", str(self.usage_file()))
+            out = child("trickle", database, "--events", str(events), "--rate", str(plan.isolation_rate),
+                        "--seed", str(self.next_seed()), *(["--while-loading"] if bulk else []), capture=True)
+            accepted, load_seconds = json.loads(out.strip().splitlines()[-1])
+            deadline = time.monotonic() + 300
+            with pg(database) as conn:
+                while conn.execute("SELECT count(*) FROM runtime_delivery WHERE status = 'posted'").fetchone()[0] \
+                        < accepted:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"isolation run {tag} stalled; see {self.logdir}/worker-{tag}-*.log")
+                    time.sleep(0.1)
+                latencies = [float(ms) for (ms,) in conn.execute(
+                    "SELECT extract(epoch FROM d.updated_at - e.received_at) * 1000 FROM runtime_delivery d"
+                    " JOIN runtime_inboundevent e ON e.transaction_id = d.transaction_id WHERE d.status = 'posted'"
+                ).fetchall()]
+        db_drop(database)
+        return {"events": accepted, "p95_ms": statistics.quantiles(latencies, n=100)[94],
+                "p50_ms": statistics.median(latencies), "load_seconds": load_seconds,
+                "load_average": os.getloadavg()[0]}
+
+    def isolation(self) -> None:
+        plan = self.plan
+        log(f"finance isolation: invoice events at {plan.isolation_rate}/s, accepted → posted, idle vs during a"
+            f" {plan.usage_rows:,}-row usage load; finance worker -c {plan.worker_concurrency} on its own queue,"
+            " usage worker -c 1")
+        runs: dict[str, list] = {"idle": [], "bulk": []}
+
+        def bulk(i: int) -> float:
+            result = self.isolation_run(f"{NAMESPACE}_isolation", bulk=True, events=plan.isolation_events,
+                                        tag=f"iso-bulk{i}")
+            runs["bulk"].append(result)
+            log(f"  under bulk: p95 {result['p95_ms']:6.0f} ms, p50 {result['p50_ms']:5.0f} ms ({result['events']}"
+                f" events over a {result['load_seconds']:.0f} s load)")
+            return result["p95_ms"]
+
+        def idle(i: int) -> float:
+            # As many events as the bulk run took, so both spread over the same time.
+            result = self.isolation_run(f"{NAMESPACE}_isolation", bulk=False, events=runs["bulk"][-1]["events"],
+                                        tag=f"iso-idle{i}")
+            runs["idle"].append(result)
+            log(f"  idle      : p95 {result['p95_ms']:6.0f} ms, p50 {result['p50_ms']:5.0f} ms")
+            return result["p95_ms"]
+
+        bulk_p95, idle_p95 = [], []
+        for i in range(plan.pairs):  # the bulk run first: it sets the idle run's count
+            bulk_p95.append(bulk(i))
+            idle_p95.append(idle(i))
+        ratio = statistics.median(bulk_p95) / statistics.median(idle_p95)
+        loads = [run["load_average"] for run in runs["bulk"] + runs["idle"]]
+        self.figure("finance_p95_under_bulk_ms", title="Invoice posting p95, accepted → posted, during a usage load",
+                    unit="ms", hub=bulk_p95, baseline=idle_p95, goal="≤ 1.5 × idle", met=ratio <= 1.5,
+                    higher_is_better=False,
+                    note=f"baseline: the same hub idle; {plan.usage_rows:,}-row usage load on the usage worker"
+                         f" (-Q usage, -c 1), invoices on the finance worker (-Q finance, -c {plan.worker_concurrency})"
+                         f", instant ERP; load average {statistics.median(loads):.1f} on {os.cpu_count()} cores")
+        self.extra["isolation_runs"] = runs
+
+    # -- scale-out --------------------------------------------------------------------
+
+    def scaleout_run(self, database: str, *, split: bool, tag: str) -> dict:
+        """``scaleout_events`` (invoice and billing-customer events, half each) fed into the
+        inbox, then one worker on every queue, or two started together — finance, and the
+        rest (default, customer, catalog, usage) — timed until every event is processed
+        and every invoice posted."""
+        plan = self.plan
+        invoices = plan.scaleout_events // 2
+        db_clone(database)
+        queue_purge()
+        self.feed(database, invoices, customers=plan.scaleout_events - invoices)
+        rest = ",".join([QUEUE, *(name for key, name in QUEUES.items() if key != "finance")])
+        specs = ([(f"{tag}-finance", plan.worker_concurrency, QUEUES["finance"]),
+                  (f"{tag}-rest", plan.worker_concurrency, rest)] if split
+                 else [(tag, plan.worker_concurrency, "")])
+        with workers(database, specs, self.logdir) as (start, _), pg(database) as conn:
+            deadline = start + 600
+            while True:
+                processed, posted = conn.execute(
+                    "SELECT (SELECT count(*) FROM runtime_inboundevent WHERE status <> 'received'),"
+                    " (SELECT count(*) FROM runtime_delivery WHERE status = 'posted')").fetchone()
+                if processed >= plan.scaleout_events and posted >= invoices:
+                    break
+                if time.perf_counter() > deadline:
+                    raise RuntimeError(f"scale-out run {tag} stalled: {processed} processed, {posted} posted")
+                time.sleep(0.05)
+            elapsed = time.perf_counter() - start
+        db_drop(database)
+        return {"elapsed": elapsed, "rate": plan.scaleout_events / elapsed, "load_average": os.getloadavg()[0]}
+
+    def scaleout(self) -> None:
+        plan = self.plan
+        log(f"scale-out: {plan.scaleout_events} events (invoices and billing customers) inbox → done, one worker"
+            f" -c {plan.worker_concurrency} on every queue vs two (finance | the rest), each -c {plan.worker_concurrency}"
+            f"; broker {BROKER.split('@')[-1]}")
+        runs: dict[str, list] = {"one": [], "two": []}
+
+        def one(key: str, i: int) -> float:
+            result = self.scaleout_run(f"{NAMESPACE}_scaleout", split=key == "two", tag=f"scale-{key}{i}")
+            runs[key].append(result)
+            log(f"  {key} worker(s): {result['rate']:6.1f} events/s ({result['elapsed']:.1f} s)")
+            return result["rate"]
+
+        one_rates, two_rates = interleave(plan.pairs, lambda i: one("one", i), lambda i: one("two", i))
+        ratio = statistics.median(two_rates) / statistics.median(one_rates)
+        loads = [run["load_average"] for run in runs["one"] + runs["two"]]
+        self.figure("scaleout_throughput", title="Two workers on separate queues vs one, events done per s",
+                    unit="/s", hub=two_rates, baseline=one_rates, goal="≥ 0.9 × one worker (the split costs nothing)",
+                    met=ratio >= 0.9,
+                    note=f"broker {'RabbitMQ' if amqp() else 'Redis'}; two workers: finance and the rest, each"
+                         f" -c {plan.worker_concurrency}; one worker -c {plan.worker_concurrency} on every queue;"
+                         f" load average {statistics.median(loads):.1f} on {os.cpu_count()} cores")
+        self.extra["scaleout_runs"] = runs
 
     # -- reconciliation checkpoint ----------------------------------------------------
 
@@ -1103,27 +1265,76 @@ def step_slow_erp_setup(args) -> None:
     print(f"max_concurrency={args.cap} (AdmissionPolicy)")
 
 
-def step_feed(args) -> None:
-    """Accept ``--events`` distinct signed-and-parsed Stripe invoice events through the
-    webhook's own service, ``inbound_accept`` (which enqueues after commit)."""
-    _django()
-    from connectors.registry import webhook_receiver
-    from connectors.stripe.sandbox import StripeSandbox
-    from integration_hub.runtime.services import inbound_accept
+class _StripeFeeder:
+    """Signed Stripe events through the webhook's own parsing and ``inbound_accept``
+    (which enqueues after commit): distinct invoices for 200 customers, or new customers."""
 
-    sandbox = StripeSandbox(WEBHOOK_SECRET, seed=args.seed)
-    receiver = webhook_receiver("stripe")
-    customers = [sandbox.customer(f"Customer {args.seed}-{i}", f"c{i}@example.com") for i in range(200)]
-    currencies = ["usd"] * 7 + ["eur"] * 2 + ["jpy"]
-    for i in range(args.events):
-        currency = currencies[i % 10]
-        invoice = sandbox.finalize(sandbox.invoice(
-            customers[i % 200], [("Seats", 1 + i % 5, 2500), ("Support", 1, 1000)], currency=currency,
+    def __init__(self, seed: int):
+        from connectors.registry import webhook_receiver
+        from connectors.stripe.sandbox import StripeSandbox
+
+        self.seed, self.sandbox, self.receiver = seed, StripeSandbox(WEBHOOK_SECRET, seed=seed), webhook_receiver("stripe")
+        self.customers = [self.sandbox.customer(f"Customer {seed}-{i}", f"c{i}@example.com") for i in range(200)]
+
+    def accept(self, event: dict) -> None:
+        from integration_hub.runtime.services import inbound_accept
+
+        body, headers = self.sandbox.webhook_request(event)
+        self.receiver.verify(body=body, headers=headers, secrets=[WEBHOOK_SECRET], method="POST", url="")
+        for parsed in self.receiver.parse(body):
+            inbound_accept(source="stripe", event=parsed)
+
+    def invoice(self, i: int) -> None:
+        currency = (["usd"] * 7 + ["eur"] * 2 + ["jpy"])[i % 10]
+        invoice = self.sandbox.finalize(self.sandbox.invoice(
+            self.customers[i % 200], [("Seats", 1 + i % 5, 2500), ("Support", 1, 1000)], currency=currency,
         ))
-        body, headers = sandbox.webhook_request(sandbox.event("invoice.finalized", invoice))
-        receiver.verify(body=body, headers=headers, secrets=[WEBHOOK_SECRET], method="POST", url="")
-        for event in receiver.parse(body):
-            inbound_accept(source="stripe", event=event)
+        self.accept(self.sandbox.event("invoice.finalized", invoice))
+
+    def customer(self, i: int) -> None:
+        customer = self.sandbox.customer(f"Billing customer {self.seed}-{i}", f"b{self.seed}-{i}@example.com")
+        self.accept(self.sandbox.event("customer.created", customer))
+
+
+def step_feed(args) -> None:
+    """Accept ``--events`` distinct invoice events and ``--customers`` billing-customer events."""
+    _django()
+    feeder = _StripeFeeder(args.seed)
+    for i in range(args.events):
+        feeder.invoice(i)
+    for i in range(args.customers):
+        feeder.customer(i)
+
+
+def step_trickle(args) -> None:
+    """Accept invoice events one by one at ``--rate`` a second: ``--events`` of them, and with
+    ``--while-loading`` on until no usage batch is left to load. Prints [accepted, seconds
+    until the load was over] (0 without one)."""
+    _django()
+    from integration_hub.usage.models import UsageBatch
+
+    feeder = _StripeFeeder(args.seed)
+    start = time.perf_counter()
+    accepted, load_seconds = 0, 0.0
+    loading = args.while_loading
+    while (accepted < args.events or loading) and time.perf_counter() - start < 900:
+        time.sleep(max(0.0, start + accepted / args.rate - time.perf_counter()))
+        feeder.invoice(accepted)
+        accepted += 1
+        if loading and not UsageBatch.objects.exclude(status__in=[UsageBatch.Status.LOADED,
+                                                                   UsageBatch.Status.FAILED]).exists():
+            loading, load_seconds = False, time.perf_counter() - start
+    print(json.dumps([accepted, load_seconds]))
+
+
+def step_usage_receive(args) -> None:
+    """Receive the usage file at ``--path`` as an upload: its load is queued for the bulk worker."""
+    _django()
+    from integration_hub.usage.models import UsageBatch
+    from integration_hub.usage.services import batch_receive
+
+    with open(args.path, "rb") as stream:
+        batch_receive(stream=stream, filename=Path(args.path).name, source=UsageBatch.Source.API)
 
 
 def step_noop_send(args) -> None:
@@ -1536,6 +1747,7 @@ STEPS = {
     "_catalog_baseline": step_catalog_baseline, "_catalog_hub": step_catalog_hub,
     "_usage_setup": step_usage_setup, "_usage_aggregate": step_usage_aggregate,
     "_setup": step_setup, "_slow_erp_setup": step_slow_erp_setup, "_feed": step_feed,
+    "_trickle": step_trickle, "_usage_receive": step_usage_receive,
     "_noop_send": step_noop_send, "_load_history": step_load_history, "_history_marks": step_history_marks,
     "_history_trim": step_history_trim, "_sweep": step_sweep,
     "_reconcile_seed": step_reconcile_seed, "_reconcile_run": step_reconcile_run,
@@ -1558,6 +1770,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--latency-ms", type=int, default=200)
         parser.add_argument("--cap", type=int, default=4)
         parser.add_argument("--config", default="{}")
+        parser.add_argument("--customers", type=int, default=0)
+        parser.add_argument("--rate", type=float, default=4.0)
+        parser.add_argument("--while-loading", action="store_true")
+        parser.add_argument("--path", default="")
         STEPS[argv[0]](parser.parse_args(argv[1:]))
         return 0
 
@@ -1566,7 +1782,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipeline-events", type=int, default=0,
                         help="events per pipeline run (the stated figure is 20000: about N / rate seconds per run)")
     parser.add_argument("--only", default="",
-                        help="comma-separated: ingest,pipeline,slow,history,usage,catalog,reconcile,profile")
+                        help="comma-separated: ingest,pipeline,slow,history,usage,catalog,reconcile,isolation,"
+                             "scaleout,profile")
     parser.add_argument("--catalog-skus", type=int, default=0,
                         help="SKUs of the catalog full sync (the stated figure is 2000; the full plan runs 200)")
     parser.add_argument("--merge", action="store_true",
@@ -1594,7 +1811,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name, run in (("ingest", suite.ingest), ("pipeline", suite.pipeline), ("slow", suite.slow_erp),
                           ("history", suite.history), ("usage", suite.usage), ("catalog", suite.catalog),
-                          ("reconcile", suite.reconcile), ("profile", suite.profile)):
+                          ("reconcile", suite.reconcile), ("isolation", suite.isolation),
+                          ("scaleout", suite.scaleout), ("profile", suite.profile)):
             if not only or name in only:
                 run()
         if not only or {"ingest", "pipeline"} <= only:
