@@ -270,6 +270,9 @@ def test_usage_billing_failing_half_way_through_a_push(usage_stack, api):
         assert services.batch_load(batch.pk).loaded == 4 * subscriptions
         period = now.date().replace(day=1)
         total = 2 * subscriptions
+        # The meter pushes are usage deliveries: they travel on the usage queue, which the
+        # stack's worker leaves to a usage worker (docs/scaling.md).
+        usage_stack.usage_worker()
 
         # Half-way, billing fails requests in a row (fewer than a push's 6 attempts,
         # HUB_DELIVERY_MAX_ATTEMPTS, should they all fall on one; on v1 they do): 503 or
