@@ -101,6 +101,16 @@ def enqueue_after_commit(
     transaction.on_commit(partial(_send, task_name, object_id, countdown, queue))
 
 
+def _enqueue_delivery(delivery_id: int, action: str, *, countdown: float | None = None) -> None:
+    """``hub.deliver`` after commit, on the queue of the action's workflow."""
+    enqueue_after_commit(DELIVER_TASK, delivery_id, countdown=countdown, queue=routing.delivery_queue(action))
+
+
+def _enqueue_event(event_id: int, kind: str) -> None:
+    """``hub.process_inbound`` after commit, on the queue of the workflow owning ``kind``."""
+    enqueue_after_commit(PROCESS_TASK, event_id, queue=routing.inbound_queue(kind))
+
+
 @contextlib.contextmanager
 def _inline_deliveries() -> Iterator[None]:
     """Collect the deliveries planned ready while the block runs (and committed by it);
@@ -151,7 +161,7 @@ def inbound_accept(*, source: str, event: ReceivedEvent) -> tuple[InboundEvent, 
         row_id = insert_ignore(InboundEvent, values)
         if row_id is None:
             return InboundEvent.objects.get(source=source, external_id=event.external_id), False
-        enqueue_after_commit(PROCESS_TASK, row_id, queue=routing.inbound_queue(kind))
+        _enqueue_event(row_id, kind)
     values["transaction_id"] = values.pop("transaction")
     return InboundEvent(pk=row_id, **values), True
 
@@ -273,7 +283,7 @@ def delivery_plan(
     if delivery_id is None:  # planned before: the same effect, once
         return Delivery.objects.get(idempotency_key=key)
     if ready:
-        enqueue_after_commit(DELIVER_TASK, delivery_id, queue=routing.delivery_queue(action))
+        _enqueue_delivery(delivery_id, action)
     for name in ("transaction", "connection", "after"):
         values[f"{name}_id"] = values.pop(name)
     return Delivery(pk=delivery_id, **values)
@@ -320,8 +330,7 @@ def _serial_wait(delivery: Delivery, now: dt.datetime) -> bool:
     delivery.hold_reason = f"waits for {busy} on the same {delivery.serial_key.split(':')[0]}"[:200]
     delivery.next_attempt_at = delivery.enqueued_at = now + dt.timedelta(seconds=SERIAL_RECHECK_SECONDS)
     delivery.save(update_fields=["status", "hold_reason", "next_attempt_at", "enqueued_at", "updated_at"])
-    enqueue_after_commit(DELIVER_TASK, delivery.pk, countdown=SERIAL_RECHECK_SECONDS,
-                         queue=routing.delivery_queue(delivery.action))
+    _enqueue_delivery(delivery.pk, delivery.action, countdown=SERIAL_RECHECK_SECONDS)
     metrics.hold_observe(delivery.connection.name, delivery.hold_reason)
     return True
 
@@ -336,7 +345,7 @@ def _serial_wake(delivery: Delivery) -> None:
     if waiting is not None:
         waiting_id, action = waiting
         Delivery.objects.filter(pk=waiting_id).update(next_attempt_at=now, enqueued_at=now)
-        enqueue_after_commit(DELIVER_TASK, waiting_id, queue=routing.delivery_queue(action))
+        _enqueue_delivery(waiting_id, action)
 
 
 def delivery_attempt(delivery_id: int) -> None:
@@ -437,7 +446,7 @@ def deliveries_retry_now(deliveries: Iterable[Delivery], *, reason: str) -> int:
                 if not Delivery.objects.filter(pk=delivery.pk, status__in=Delivery.WAITING).update(
                         next_attempt_at=now, enqueued_at=now):
                     continue
-                enqueue_after_commit(DELIVER_TASK, delivery.pk, queue=routing.delivery_queue(delivery.action))
+                _enqueue_delivery(delivery.pk, delivery.action)
                 log.info("delivery_due_now", delivery=delivery.pk, reason=reason)
         sent += 1
     return sent
@@ -499,7 +508,7 @@ def delivery_hold(delivery: Delivery, *, reason: str, until: float) -> Delivery:
     delay = (locked.next_attempt_at - now).total_seconds()
     if delay <= settings.HUB_REENQUEUE_AFTER_SECONDS:
         locked.enqueued_at = locked.next_attempt_at
-        enqueue_after_commit(DELIVER_TASK, locked.pk, countdown=delay, queue=routing.delivery_queue(locked.action))
+        _enqueue_delivery(locked.pk, locked.action, countdown=delay)
     else:
         locked.enqueued_at = None
     locked.save(update_fields=["status", "hold_reason", "attempts", "next_attempt_at", "enqueued_at", "updated_at"])
@@ -541,7 +550,7 @@ def delivery_record_success(
     for dependent in locked.dependents.filter(status=Delivery.Status.PENDING):
         dependent.enqueued_at = now
         dependent.save(update_fields=["enqueued_at", "updated_at"])
-        enqueue_after_commit(DELIVER_TASK, dependent.pk, queue=routing.delivery_queue(dependent.action))
+        _enqueue_delivery(dependent.pk, dependent.action)
     log.info("delivery_posted", action=locked.action, external_id=locked.external_id, number=locked.external_number)
     return locked
 
@@ -583,7 +592,7 @@ def _delivery_failed(locked: Delivery, exc: Exception, *, started: dt.datetime, 
             # Short waits ride on a countdown; long ones are left to the sweeper, so
             # no message ever waits near the broker's visibility timeout.
             locked.enqueued_at = locked.next_attempt_at
-            enqueue_after_commit(DELIVER_TASK, locked.pk, countdown=delay, queue=routing.delivery_queue(locked.action))
+            _enqueue_delivery(locked.pk, locked.action, countdown=delay)
         else:
             locked.enqueued_at = None
         locked.save(update_fields=[
@@ -655,7 +664,7 @@ def delivery_replay(delivery: Delivery, *, user, reason: str) -> Delivery:
     locked.save(update_fields=["status", "attempts", "next_attempt_at", "enqueued_at", "updated_at"])
     _resolve_open(locked.exceptions.all(), user=user, note=f"Replayed by {user or 'the hub'}: {reason}")
     audit_record(actor=user, action="replay", obj=locked, reason=reason)
-    enqueue_after_commit(DELIVER_TASK, locked.pk, queue=routing.delivery_queue(locked.action))
+    _enqueue_delivery(locked.pk, locked.action)
     log.info("delivery_replayed", delivery=locked.pk, by=str(user or "the hub"), reason=reason)
     return locked
 
@@ -670,7 +679,7 @@ def inbound_replay(event: InboundEvent, *, user, reason: str) -> InboundEvent:
     locked.save(update_fields=["status", "attempts", "enqueued_at"])
     _resolve_open(locked.exceptions.all(), user=user, note=f"Replayed by {user}: {reason}")
     audit_record(actor=user, action="replay", obj=locked, reason=reason)
-    enqueue_after_commit(PROCESS_TASK, locked.pk, queue=routing.inbound_queue(locked.transaction.kind))
+    _enqueue_event(locked.pk, locked.transaction.kind)
     log.info("inbound_replayed", inbound_event=locked.pk, by=str(user), reason=reason)
     return locked
 
@@ -718,7 +727,7 @@ def sweep(*, limit: int = 500) -> SweepReport:
         )
         for event in events:
             event.enqueued_at = now
-            enqueue_after_commit(PROCESS_TASK, event.pk, queue=routing.inbound_queue(event.transaction.kind))
+            _enqueue_event(event.pk, event.transaction.kind)
         InboundEvent.objects.bulk_update(events, ["enqueued_at"])
 
     with transaction.atomic():
@@ -731,7 +740,7 @@ def sweep(*, limit: int = 500) -> SweepReport:
         )
         for delivery in deliveries:
             delivery.enqueued_at = now
-            enqueue_after_commit(DELIVER_TASK, delivery.pk, queue=routing.delivery_queue(delivery.action))
+            _enqueue_delivery(delivery.pk, delivery.action)
         Delivery.objects.bulk_update(deliveries, ["enqueued_at"])
 
     lease = now - dt.timedelta(seconds=settings.HUB_IN_FLIGHT_LEASE_SECONDS)
