@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from canonical.contracts import (
     CreditNoteV1,
@@ -24,6 +24,8 @@ from canonical.contracts import (
     SubscriptionV1,
 )
 
+if TYPE_CHECKING:
+    from connectors.errors import ConnectorError
 
 @dataclass(frozen=True)
 class ExternalDocument:
@@ -208,6 +210,41 @@ class InvoicePoster(Protocol):
 
     def void_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
         """Cancel a draft, or credit a posted invoice; no-op if already done."""
+
+
+@dataclass(frozen=True)
+class Batching:
+    """A connector's offer to carry out several documents of one kind in one go: up
+    to ``size`` of them, costing the target about ``calls`` requests whatever their
+    number. The governor admits a batch as those calls (one concurrency slot, ``calls``
+    tokens of the rate)."""
+
+    size: int
+    calls: int
+
+
+@dataclass(frozen=True)
+class InvoiceToPost:
+    """One invoice of a batch for ``InvoiceBatchPoster.post_invoices``: the arguments
+    of ``InvoicePoster.post_invoice``."""
+
+    invoice: InvoiceV1
+    legal_entity: str
+    idempotency_key: str
+    posting: PostingInstructions | None = None
+
+
+@runtime_checkable
+class InvoiceBatchPoster(Protocol):
+    """A ledger that also posts invoices in batches, as ``invoice_batching`` declares."""
+
+    invoice_batching: Batching
+
+    def post_invoices(self, items: Sequence[InvoiceToPost]) -> list[ExternalDocument | ConnectorError]:
+        """Each item's answer, in order: what ``post_invoice`` returns or raises for it,
+        with the same guarantees (looked up by its source reference first, so a batch
+        cut short is safe to repeat). Raises, for the whole batch, only what leaves every
+        item's outcome alike: the ERP unreachable, a timeout (outcome unknown)."""
 
 
 @runtime_checkable

@@ -6,16 +6,18 @@ unique), so a retry after an unknown outcome continues where the last attempt
 stopped instead of creating a second invoice.
 
 Config: ``url``, ``database``, ``companies`` (legal-entity code -> Tryton company
-id), optional ``timeout`` (read seconds, or ``{"connect": s, "read": s}``) and
-``rate_reference`` (the currency at rate 1; see ``rates.py``).
+id), optional ``timeout`` (read seconds, or ``{"connect": s, "read": s}``),
+``rate_reference`` (the currency at rate 1; see ``rates.py``) and ``batch_size``
+(invoices per batch post, default 25; see ``batch.py``).
 Credentials: ``login``, ``password``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import httpx
@@ -27,6 +29,7 @@ from connectors.errors import MappingError, NeedsConfiguration, Permanent, Produ
 from connectors.registry import register
 from connectors.tryton import mapping
 from connectors.tryton.adjustments import TrytonAdjustments
+from connectors.tryton.batch import TrytonInvoiceBatch
 from connectors.tryton.client import TrytonClient, TrytonWarning
 from connectors.tryton.products import ProductMaster
 from connectors.tryton.rates import TrytonRates
@@ -38,10 +41,10 @@ _DEFAULT_TAXES_WARNING = ".invoice_taxes"  # "the invoice does not have the defa
 
 
 @register("tryton")
-class TrytonConnector(TrytonAdjustments, TrytonRates, Connector):
-    """InvoicePoster, InvoiceAdjuster, CustomerSink, ProductSink, ListPriceSink and RateSink over
-    Tryton's JSON-RPC (see the module docstring for config; products: ``products.py``, adjustments:
-    ``adjustments.py``, exchange rates: ``rates.py``)."""
+class TrytonConnector(TrytonInvoiceBatch, TrytonAdjustments, TrytonRates, Connector):
+    """InvoicePoster, InvoiceBatchPoster, InvoiceAdjuster, CustomerSink, ProductSink, ListPriceSink and
+    RateSink over Tryton's JSON-RPC (see the module docstring for config; batches: ``batch.py``,
+    products: ``products.py``, adjustments: ``adjustments.py``, exchange rates: ``rates.py``)."""
 
     secret_fields = ("password",)
     url_fields = ("url",)  # self-hosted: any host; an internal one must be allowed by name
@@ -116,9 +119,18 @@ class TrytonConnector(TrytonAdjustments, TrytonRates, Connector):
                 self._check_total(company, found, invoice)
                 return self._post(company, found["id"])
             return self._with_company_amounts(company, found)
+        draft = self._draft(company, invoice, legal_entity, posting)
+        party_id, address_id = self._ensure_party(invoice)
+        invoice_id, = self.client.call(INVOICE, "create", [draft(party_id=party_id, address_id=address_id)],
+                                       context={"company": company})
+        self._check_total(company, self._read_invoice(company, invoice_id), invoice)
+        return self._post(company, invoice_id)
 
+    def _draft(self, company: int, invoice: InvoiceV1, legal_entity: str,
+               posting: PostingInstructions | None) -> Callable[..., dict[str, Any]]:
+        """Everything that can fail on mapping, checked before anything is created: returns
+        the invoice's create values as a function of its party (``party_id``, ``address_id``)."""
         self._check_fiscal_year(company, invoice.issued_on)
-        # Everything that can fail on mapping happens before anything is created.
         currency_id = self._currency_id(invoice.currency)
         self._check_rate(company, invoice.currency, currency_id, invoice.issued_on)
         revenue_account, receivable_account = self._default_accounts(company)
@@ -142,15 +154,9 @@ class TrytonConnector(TrytonAdjustments, TrytonRates, Connector):
                 line, invoice.currency, company_id=company, currency_id=currency_id,
                 account_id=account, tax_id=tax_id, analytic=analytic, product=product,
             ))
-        party_id, address_id = self._ensure_party(invoice)
-        values = mapping.invoice_values(
-            invoice, company_id=company, party_id=party_id, address_id=address_id,
-            currency_id=currency_id, receivable_account_id=receivable_account,
-            journal_id=self._revenue_journal(company), lines=lines,
-        )
-        invoice_id, = self.client.call(INVOICE, "create", [values], context={"company": company})
-        self._check_total(company, self._read_invoice(company, invoice_id), invoice)
-        return self._post(company, invoice_id)
+        return partial(mapping.invoice_values, invoice, company_id=company, currency_id=currency_id,
+                       receivable_account_id=receivable_account, journal_id=self._revenue_journal(company),
+                       lines=lines)
 
     def _line_product(self, sku: str, label: str) -> tuple[int, int] | None:
         """(product, unit) of the active variant whose code is ``sku``."""
@@ -220,24 +226,36 @@ class TrytonConnector(TrytonAdjustments, TrytonRates, Connector):
     def _with_company_amounts(self, company: int, record: Mapping[str, Any]) -> ExternalDocument:
         """The document, with its total and tax in company currency (minor units) as
         the ERP booked them: the receivable line and the tax lines of its move."""
-        document = mapping.external_document(record)
-        invoice, = self.client.call(INVOICE, "read", [int(record["id"])], ["move", "account", "taxes"],
-                                    context={"company": company})
-        if not invoice["move"]:
-            return document
-        move_lines = self.client.call("account.move.line", "search_read", [("move", "=", invoice["move"])], 0,
-                                      None, None, ["account", "debit", "credit"], context={"company": company})
-        tax_accounts = {tax["account"] for tax in self.client.call(
-            "account.invoice.tax", "read", invoice["taxes"], ["account"], context={"company": company})
-        } if invoice["taxes"] else set()
+        document, = self._documents(company, [record])
+        return document
+
+    def _documents(self, company: int, records: Sequence[Mapping[str, Any]]) -> list[ExternalDocument]:
+        """``_with_company_amounts`` of several invoices of one company, in three calls."""
+        context = {"company": company}
+        invoices = self.client.call(INVOICE, "read", [int(record["id"]) for record in records],
+                                    ["move", "account", "taxes"], context=context)
+        moves = [invoice["move"] for invoice in invoices if invoice["move"]]
+        move_lines = self.client.call("account.move.line", "search_read", [("move", "in", moves)], 0, None, None,
+                                      ["move", "account", "debit", "credit"], context=context) if moves else []
+        taxes = [tax for invoice in invoices for tax in invoice["taxes"]]
+        tax_accounts = {tax["id"]: tax["account"] for tax in self.client.call(
+            "account.invoice.tax", "read", taxes, ["account"], context=context)} if taxes else {}
         _, currency = self._company_currency(company)
-        total = sum(Decimal(ml["debit"]) - Decimal(ml["credit"]) for ml in move_lines
-                    if ml["account"] == invoice["account"])
-        tax = sum(Decimal(ml["credit"]) - Decimal(ml["debit"]) for ml in move_lines
-                  if ml["account"] in tax_accounts)
-        related = {**document.related, "company_currency": currency,
-                   "company_total": str(to_minor(total, currency)), "company_tax": str(to_minor(tax, currency))}
-        return ExternalDocument(document.external_id, document.number, document.state, related)
+        documents = []
+        for record, invoice in zip(records, invoices, strict=True):
+            document = mapping.external_document(record)
+            if invoice["move"]:
+                lines = [line for line in move_lines if line["move"] == invoice["move"]]
+                accounts = {tax_accounts[tax] for tax in invoice["taxes"]}
+                total = sum(Decimal(ml["debit"]) - Decimal(ml["credit"]) for ml in lines
+                            if ml["account"] == invoice["account"])
+                tax = sum(Decimal(ml["credit"]) - Decimal(ml["debit"]) for ml in lines if ml["account"] in accounts)
+                document = ExternalDocument(document.external_id, document.number, document.state, {
+                    **document.related, "company_currency": currency,
+                    "company_total": str(to_minor(total, currency)), "company_tax": str(to_minor(tax, currency)),
+                })
+            documents.append(document)
+        return documents
 
     def upsert_customer(self, customer: CustomerV1, *, idempotency_key: str,
                         external_id: str | None = None) -> ExternalDocument:
@@ -373,21 +391,28 @@ class TrytonConnector(TrytonAdjustments, TrytonRates, Connector):
         return self._company_cache[key]
 
     def _find_invoice(self, company: int, reference: str) -> dict[str, Any] | None:
+        return self._find_invoices(company, [reference]).get(reference)
+
+    def _find_invoices(self, company: int, references: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The company's customer invoices by reference. Should be one each; if an
+        earlier bug made two, the most advanced one wins."""
         records = self.client.call(
             INVOICE, "search_read",
-            [("company", "=", company), ("type", "=", "out"), ("reference", "=", reference)],
+            [("company", "=", company), ("type", "=", "out"), ("reference", "in", list(references))],
             0, None, [("id", "ASC")], _INVOICE_FIELDS, context={"company": company},
         )
-        if not records:
-            return None
-        # Should be one; if an earlier bug made two, the most advanced one wins.
         rank = {"paid": 0, "posted": 1, "validated": 2, "draft": 3, "cancelled": 4}
-        return min(records, key=lambda record: (rank.get(record["state"], 5), record["id"]))
+        found: dict[str, dict[str, Any]] = {}
+        for record in sorted(records, key=lambda record: (rank.get(record["state"], 5), record["id"])):
+            found.setdefault(record["reference"], record)
+        return found
 
     def _read_invoice(self, company: int, invoice_id: int, fields: list[str] | None = None) -> dict[str, Any]:
-        record, = self.client.call(INVOICE, "read", [invoice_id], fields or _INVOICE_FIELDS,
-                                   context={"company": company})
+        record, = self._read_invoices(company, [invoice_id], fields)
         return record
+
+    def _read_invoices(self, company: int, ids: Sequence[int], fields: list[str] | None = None) -> list[dict[str, Any]]:
+        return self.client.call(INVOICE, "read", list(ids), fields or _INVOICE_FIELDS, context={"company": company})
 
     def _check_total(self, company: int, record: Mapping[str, Any], invoice: InvoiceV1) -> None:
         if mapping.totals_match(record["total_amount"], invoice):
@@ -405,16 +430,7 @@ class TrytonConnector(TrytonAdjustments, TrytonRates, Connector):
 
     def _post(self, company: int, invoice_id: int) -> ExternalDocument:
         try:
-            try:
-                self.client.call(INVOICE, "post", [invoice_id], context={"company": company})
-            except TrytonWarning as warning:
-                if not warning.name.endswith(_DEFAULT_TAXES_WARNING):
-                    raise
-                # A line of a catalog product carries the tax the posting policy chose,
-                # not the product category's default: confirmed once (``skip``), as the Tryton client
-                # does when a person answers yes.
-                self.client.call("res.user.warning", "skip", warning.name, False)
-                self.client.call(INVOICE, "post", [invoice_id], context={"company": company})
+            self._post_ids(company, [invoice_id])
         except Permanent:
             record = self._read_invoice(company, invoice_id)
             if record["state"] in ("posted", "paid"):
@@ -424,6 +440,20 @@ class TrytonConnector(TrytonAdjustments, TrytonRates, Connector):
                 self.client.call(INVOICE, "delete", [invoice_id], context={"company": company})
             raise
         return self._with_company_amounts(company, self._read_invoice(company, invoice_id))
+
+    def _post_ids(self, company: int, ids: list[int]) -> None:
+        """``post`` the invoices. A line of a catalog product carries the tax the posting
+        policy chose, not the product category's default: Tryton warns once per invoice,
+        and each warning is confirmed (``skip``), as its client does when a person answers yes."""
+        for _ in ids:
+            try:
+                self.client.call(INVOICE, "post", ids, context={"company": company})
+                return
+            except TrytonWarning as warning:
+                if not warning.name.endswith(_DEFAULT_TAXES_WARNING):
+                    raise
+                self.client.call("res.user.warning", "skip", warning.name, False)
+        self.client.call(INVOICE, "post", ids, context={"company": company})
 
     def _check_fiscal_year(self, company: int, date: dt.date) -> None:
         years = self._cached(company, "fiscalyears", lambda: self.client.call(

@@ -1,9 +1,12 @@
 """A real Tryton server for development, the demo and the end-to-end tests.
 
 Building a configured database takes a minute or more, so it is done once and
-cached as a SQLite *template* file; every server copies the template to a fresh
-database in its own run directory (milliseconds) and starts ``trytond`` on a free
-local port (a few seconds).
+cached as a *template*; every server copies the template to a fresh database
+(milliseconds) and starts ``trytond`` on a free local port (a few seconds). The
+template is a SQLite file in the cache directory, or, with ``--postgres URI`` (a
+server Tryton may create databases on, e.g. ``postgresql://postgres@127.0.0.1:5432/``),
+a PostgreSQL database that each server clones (``CREATE DATABASE ... TEMPLATE``)
+and drops when it stops — Tryton as a production deployment runs it.
 
     python -m connectors.tryton.server build    # build (or reuse) the template
     python -m connectors.tryton.server serve    # build if needed, serve until Ctrl-C
@@ -27,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -82,15 +86,48 @@ def template_key() -> str:
     return digest.hexdigest()[:16]
 
 
-def template_path(cache_dir: Path) -> Path:
+def template_path(cache_dir: Path, *, postgres: str | None = None) -> Path:
+    """The SQLite template file; on PostgreSQL, a marker file named after the
+    template database. Either way the setup JSON sits beside it (``.json``)."""
+    if postgres:
+        return Path(cache_dir) / f"tryton_template_{template_key()}.postgresql"
     return Path(cache_dir) / f"template-{template_key()}.sqlite"
 
 
-def _write_config(path: Path, *, db_dir: Path, port: int | None = None) -> None:
+def _pg(postgres: str):
+    """An autocommit connection to the server's maintenance database."""
+    import psycopg
+
+    return psycopg.connect(postgres.rstrip("/") + "/postgres", autocommit=True, connect_timeout=10)
+
+
+def _pg_exists(postgres: str, name: str) -> bool:
+    with _pg(postgres) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
+
+
+def _pg_drop(postgres: str, name: str) -> None:
+    from psycopg import sql
+
+    with _pg(postgres) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _pg_create(postgres: str, name: str, *, template: str | None = None) -> None:
+    from psycopg import sql
+
+    statement = sql.SQL("CREATE DATABASE {} ENCODING 'UTF8'").format(sql.Identifier(name))
+    if template:
+        statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+    with _pg(postgres) as conn:
+        conn.execute(statement)
+
+
+def _write_config(path: Path, *, db_dir: Path, port: int | None = None, postgres: str | None = None) -> None:
     lines = [
         "[database]",
-        "uri = sqlite://",
-        f"path = {db_dir}",
+        f"uri = {postgres}" if postgres else "uri = sqlite://",
+        *([] if postgres else [f"path = {db_dir}"]),
         "language = en",
         "",
         "[session]",
@@ -142,38 +179,51 @@ def _checkpoint(db_file: Path) -> None:
         connection.close()
 
 
-def build_template(cache_dir: Path, *, progress: Callable[[str], Any] = print) -> Path:
-    """Return the cached template DB for the current key, building it if absent.
+def build_template(cache_dir: Path, *, progress: Callable[[str], Any] = print,
+                   postgres: str | None = None) -> Path:
+    """Return the cached template for the current key, building it if absent (see
+    ``template_path``; ``postgres`` builds it on that server).
 
     The build (trytond-admin init, module activation, setup_db) happens in a
-    private temp directory; the result is renamed into ``cache_dir`` only when
+    private temp directory (on PostgreSQL: into the template database, whose marker
+    file is written last); the result is renamed into ``cache_dir`` only when
     complete, so an interrupted build never leaves a usable-looking template.
     The setup JSON is stored as ``<template>.json``. Concurrent builders serialise
     on a lock file. Raises TrytonNotInstalled or TrytonServerError.
     """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    target = template_path(cache_dir)
+    target = template_path(cache_dir, postgres=postgres)
     info_target = target.with_suffix(".json")
-    if target.exists() and info_target.exists():
+
+    def ready() -> bool:
+        return target.exists() and info_target.exists() and (not postgres or _pg_exists(postgres, target.stem))
+
+    if ready():
         return target
     admin, python = _binary("trytond-admin"), Path(sys.executable)
     with (cache_dir / ".build.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if target.exists() and info_target.exists():
+        if ready():
             return target
         # Holding the lock, any other build directory is a killed build's leftover.
         for stale in cache_dir.glob(".build-*"):
             shutil.rmtree(stale, ignore_errors=True)
         started = time.monotonic()
-        progress(f"tryton: building template {target.name} (about 60-90 s, once per month)")
+        where = f"PostgreSQL database {target.stem}" if postgres else target.name
+        progress(f"tryton: building template {where} (about 60-150 s, once per month)")
         with tempfile.TemporaryDirectory(prefix=".build-", dir=cache_dir) as tmp:
             work = Path(tmp)
-            db_name = "template"
+            db_name = target.stem if postgres else "template"
             db_file = work / f"{db_name}.sqlite"
-            db_file.touch()  # the sqlite backend refuses to create the file itself
+            if postgres:
+                target.unlink(missing_ok=True)
+                _pg_drop(postgres, db_name)
+                _pg_create(postgres, db_name)
+            else:
+                db_file.touch()  # the sqlite backend refuses to create the file itself
             conf, passfile, log = work / "trytond.conf", work / "adminpass", work / "build.log"
-            _write_config(conf, db_dir=work)
+            _write_config(conf, db_dir=work, postgres=postgres)
             passfile.write_text(ADMIN_PASSWORD + "\n")
             env = _clean_env(
                 TRYTOND_CONFIG=str(conf), TRYTONPASSFILE=str(passfile),
@@ -193,12 +243,16 @@ def build_template(cache_dir: Path, *, progress: Callable[[str], Any] = print) -
                 output = _run(cmd, env=env, log=log, cwd=PROJECT_ROOT)
                 progress(f"tryton: {label}: {time.monotonic() - step_started:.1f} s")
             info = json.loads(output[output.index("{"):])
-            _checkpoint(db_file)
             info_tmp = work / "info.json"
             info_tmp.write_text(json.dumps(info, indent=1))
-            os.replace(info_tmp, info_target)
-            os.replace(db_file, target)
-        progress(f"tryton: template ready in {time.monotonic() - started:.1f} s: {target}")
+            if postgres:
+                os.replace(info_tmp, info_target)
+                target.touch()
+            else:
+                _checkpoint(db_file)
+                os.replace(info_tmp, info_target)
+                os.replace(db_file, target)
+        progress(f"tryton: template ready in {time.monotonic() - started:.1f} s: {where}")
     return target
 
 
@@ -213,7 +267,9 @@ class TrytonServer:
 
     ``with TrytonServer(template) as server: ...`` starts it and stops it. The
     run directory (config, DB file, ``trytond.log``) is a new temp dir unless
-    given; a temp dir is removed on stop.
+    given; a temp dir is removed on stop. With ``postgres`` (the server the template
+    was built on) the copy is a PostgreSQL database named ``<database>_<random>``,
+    dropped on stop.
     """
 
     def __init__(
@@ -224,8 +280,12 @@ class TrytonServer:
         database: str = "hub",
         port: int | None = None,
         startup_timeout: float = 60.0,
+        postgres: str | None = None,
     ):
         self.template = Path(template)
+        self.postgres = postgres
+        if postgres:
+            database = f"{database}_{uuid.uuid4().hex[:8]}"  # one database per server on a shared cluster
         info_file = self.template.with_suffix(".json")
         if not self.template.exists() or not info_file.exists():
             raise TrytonServerError(f"template {self.template} (or its .json) is missing: build it first")
@@ -267,11 +327,14 @@ class TrytonServer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         db_dir = self.run_dir / "db"
         db_dir.mkdir(exist_ok=True)
-        shutil.copyfile(self.template, db_dir / f"{self.database}.sqlite")
+        if self.postgres:
+            _pg_create(self.postgres, self.database, template=self.template.stem)
+        else:
+            shutil.copyfile(self.template, db_dir / f"{self.database}.sqlite")
         if self.port is None:
             self.port = _free_port()
         conf = self.run_dir / "trytond.conf"
-        _write_config(conf, db_dir=db_dir, port=self.port)
+        _write_config(conf, db_dir=db_dir, port=self.port, postgres=self.postgres)
         self.log_path = self.run_dir / "trytond.log"
         with self.log_path.open("ab") as log:
             # -d preloads the pool; see _wait_ready for why that matters.
@@ -325,6 +388,8 @@ class TrytonServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
+        if process is not None and self.postgres:
+            _pg_drop(self.postgres, self.database)
         if self._own_run_dir and not keep_run_dir and self.run_dir is not None:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
@@ -336,9 +401,10 @@ class TrytonServer:
 
     @classmethod
     def from_cache(cls, cache_dir: Path = DEFAULT_CACHE_DIR, *, progress: Callable[[str], Any] = print,
-                   **kwargs: Any) -> TrytonServer:
-        """Build (or reuse) the template in ``cache_dir`` and return an unstarted server."""
-        return cls(build_template(cache_dir, progress=progress), **kwargs)
+                   postgres: str | None = None, **kwargs: Any) -> TrytonServer:
+        """Build (or reuse) the template in ``cache_dir`` (on ``postgres``, if given) and
+        return an unstarted server."""
+        return cls(build_template(cache_dir, progress=progress, postgres=postgres), postgres=postgres, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -347,13 +413,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--run-dir", type=Path, default=None, help="keep the DB and logs here")
+    parser.add_argument("--postgres", metavar="URI", default=None,
+                        help="run on this PostgreSQL server, e.g. postgresql://postgres@127.0.0.1:5432/")
     args = parser.parse_args(argv)
     try:
-        template = build_template(args.cache_dir)
+        template = build_template(args.cache_dir, postgres=args.postgres)
         if args.command == "build":
             print(template)
             return 0
-        with TrytonServer(template, port=args.port, run_dir=args.run_dir) as server:
+        with TrytonServer(template, port=args.port, run_dir=args.run_dir, postgres=args.postgres) as server:
             print(f"tryton: serving {server.url} (database {server.database!r}), log {server.log_path}")
             print(json.dumps({"config": server.connection_config(), "credentials": server.credentials()},
                              indent=1))

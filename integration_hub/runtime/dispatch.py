@@ -10,7 +10,7 @@ The runtime and the operations layer read this registry and never import a workf
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from integration_hub.runtime.failures import Failure, register_failure
 
 if TYPE_CHECKING:
-    from connectors.base import Connector, ExternalDocument
+    from connectors.base import Batching, Connector, ExternalDocument
     from integration_hub.runtime.models import Delivery, InboundEvent
 
 FactHandler = Callable[[Any, "InboundEvent"], None]
@@ -29,6 +29,22 @@ FactResolver = Callable[[Any], list]
 
 class CorrectionRejected(ValueError):
     """A correction would leave the record invalid (or cannot be made); nothing changed."""
+
+
+@dataclass(frozen=True)
+class BatchSend:
+    """Several deliveries of one action in one connector operation, where the connector
+    offers it (``capability``; ``batching(connector)`` is its declaration).
+
+    ``send(connector, deliveries)`` returns each delivery's answer in order: the
+    document, or the error the single ``send`` would raise for it. It raises only for
+    what befalls the batch as a whole (the target unreachable, a timeout), and must be
+    safe to repeat by itself: after an unknown outcome the whole batch is sent again.
+    """
+
+    capability: type
+    batching: Callable[[Connector], Batching]
+    send: Callable[[Connector, Sequence[Delivery]], Sequence[ExternalDocument | Exception]]
 
 
 @dataclass(frozen=True)
@@ -45,6 +61,9 @@ class DeliveryAction:
     and ``send`` is not called. An action without one must have a ``send`` that is
     safe to repeat by itself (a vendor idempotency key, an update that sets a value,
     a check of the target's state first), and say how in its docstring.
+
+    ``batch``, where the connector offers it, carries the action out for several due
+    deliveries to one connection at once (a backlog after a maintenance window).
     """
 
     name: str
@@ -52,6 +71,7 @@ class DeliveryAction:
     send: Callable[[Connector, Delivery], ExternalDocument]
     bind: Callable[[Delivery, ExternalDocument], None]
     lookup: Callable[[Connector, Delivery], ExternalDocument | None] | None = None
+    batch: BatchSend | None = None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol
@@ -69,10 +69,14 @@ CAP_WAIT_SECONDS = 30.0
 
 
 def admit(state: State, policy: Policy, *, now: float, token: str, lease: float,
-          waiter: int | None = None) -> Decision:
+          waiter: int | None = None, calls: int = 1) -> Decision:
     """Decide whether one call may go out now; on admission, record it in ``state``
     (a concurrency slot, a token spent, the half-open probe). A call refused for the
-    concurrency cap queues ``waiter`` to be woken when a slot frees."""
+    concurrency cap queues ``waiter`` to be woken when a slot frees.
+
+    A batch is admitted as the ``calls`` it makes to the target: one concurrency slot,
+    and ``calls`` tokens of the rate. One larger than the burst goes out once the
+    bucket is full and leaves it in debt, which the calls after it wait out."""
     slots = state.get("slots", {})
     if any(expiry <= now for expiry in slots.values()):
         slots = state["slots"] = {t: expiry for t, expiry in slots.items() if expiry > now}
@@ -100,10 +104,11 @@ def admit(state: State, policy: Policy, *, now: float, token: str, lease: float,
     if policy.rate_per_second:
         elapsed = max(now - state.get("refilled_at", now), 0.0)
         tokens = min(float(policy.burst), state.get("tokens", float(policy.burst)) + elapsed * policy.rate_per_second)
-        if tokens < 1.0:
+        needed = min(float(calls), float(policy.burst))
+        if tokens < needed:
             state["tokens"], state["refilled_at"] = tokens, now
-            return Decision(False, "rate limit", now + (1.0 - tokens) / policy.rate_per_second)
-        state["tokens"], state["refilled_at"] = tokens - 1.0, now
+            return Decision(False, "rate limit", now + (needed - tokens) / policy.rate_per_second)
+        state["tokens"], state["refilled_at"] = tokens - calls, now
 
     # Slots are only kept where something needs them: a cap, or the probe's lease.
     if policy.max_concurrency is not None or probing:
@@ -114,12 +119,15 @@ def admit(state: State, policy: Policy, *, now: float, token: str, lease: float,
 
 
 def release(state: State, policy: Policy, *, now: float, token: str, outcome: str,
-            retry_after: float | None = None) -> int | None:
+            retry_after: float | None = None, settled: Collection[int] = ()) -> int | None:
     """Record how an admitted call ended: ``success``, ``failure`` (the target is
     unwell: timeout, 5xx, connection error), ``rate_limited`` or ``neutral`` (the
     target answered; the request itself was wrong). Returns a waiter to wake, if the
-    call freed a concurrency slot someone is queued for."""
+    call freed a concurrency slot someone is queued for. ``settled`` waiters were
+    carried by the call (a batch took them along) and leave the queue."""
     freed = state.get("slots", {}).pop(token, None) is not None
+    if settled and state.get("waiters"):
+        state["waiters"] = [waiter for waiter in state["waiters"] if waiter not in settled]
     if state.get("probe") == token:
         state["probe"] = None
     if outcome == "success":
@@ -136,13 +144,13 @@ def release(state: State, policy: Policy, *, now: float, token: str, outcome: st
     return None
 
 
-def hand_over(state: State, policy: Policy, *, now: float, waiter: int, lease: float) -> str | None:
+def hand_over(state: State, policy: Policy, *, now: float, waiter: int, lease: float, calls: int = 1) -> str | None:
     """Admit the call of ``waiter`` (a delivery just woken by a freed slot) on its
-    behalf, so the slot passes to it without a second admission: returns the slot's
-    token, or None if the call may not go out now (then it is woken the usual way and
-    its own admission says why)."""
+    behalf, as ``calls`` calls, so the slot passes to it without a second admission:
+    returns the slot's token, or None if the call may not go out now (then it is woken
+    the usual way and its own admission says why)."""
     token = f"{waiter}:handed:{now}"
-    return token if admit(state, policy, now=now, token=token, lease=lease).admitted else None
+    return token if admit(state, policy, now=now, token=token, lease=lease, calls=calls).admitted else None
 
 
 # ---------------------------------------------------------------- stores
@@ -251,8 +259,9 @@ def _slot_lease() -> float:
     return float(settings.CELERY_TASK_TIME_LIMIT + 10)
 
 
-def governor_admit(connection_id: int, *, token: str, waiter: int | None = None) -> Decision:
-    """May a call to this connection go out now? Held calls get a reason and a time."""
+def governor_admit(connection_id: int, *, token: str, waiter: int | None = None, calls: int = 1) -> Decision:
+    """May a call (or a batch of ``calls`` calls) to this connection go out now? Held
+    calls get a reason and a time."""
     now = timezone.now()
     window = _maintenance(connection_id, now)
     if window is not None:
@@ -262,7 +271,8 @@ def governor_admit(connection_id: int, *, token: str, waiter: int | None = None)
         return Decision(False, reason, window.ends_at.timestamp() + drain)
     policy, lease = Policy.for_connection(connection_id), _slot_lease()
     return store().update(
-        connection_id, lambda state: admit(state, policy, now=time.time(), token=token, lease=lease, waiter=waiter)
+        connection_id,
+        lambda state: admit(state, policy, now=time.time(), token=token, lease=lease, waiter=waiter, calls=calls),
     )
 
 
@@ -277,19 +287,22 @@ class Woken:
 
 
 def governor_release(connection_id: int, *, token: str, outcome: str, retry_after: float | None = None,
-                     hand_over_slot: bool = False) -> Woken | None:
+                     hand_over_slot: bool = False, calls: int = 1, settled: Collection[int] = ()) -> Woken | None:
     """Record the call's end; returns the delivery waiting for the freed slot, if any.
-    With ``hand_over_slot`` the slot passes to that delivery in the same write, unless
-    a maintenance window, the circuit, a Retry-After or the rate says not now."""
+    With ``hand_over_slot`` the slot passes to that delivery in the same write, admitted
+    as ``calls`` calls (the freed call's: deliveries to one connection batch alike),
+    unless a maintenance window, the circuit, a Retry-After or the rate says not now.
+    ``settled``: deliveries the call carried along, no longer waiting."""
     policy, lease = Policy.for_connection(connection_id), _slot_lease()
     hand_over_slot = hand_over_slot and _maintenance(connection_id, timezone.now()) is None
 
     def change(state: State) -> Woken | None:
         now = time.time()
-        waiter = release(state, policy, now=now, token=token, outcome=outcome, retry_after=retry_after)
+        waiter = release(state, policy, now=now, token=token, outcome=outcome, retry_after=retry_after,
+                         settled=settled)
         if waiter is None:
             return None
-        handed = hand_over(state, policy, now=now, waiter=waiter, lease=lease) if hand_over_slot else None
+        handed = hand_over(state, policy, now=now, waiter=waiter, lease=lease, calls=calls) if hand_over_slot else None
         return Woken(connection_id, waiter, handed)
 
     return store().update(connection_id, change)

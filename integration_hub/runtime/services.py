@@ -13,7 +13,7 @@ import math
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
@@ -22,11 +22,11 @@ import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from connectors import registry
-from connectors.base import ExternalDocument, Ignored, ReceivedEvent
+from connectors.base import Batching, Connector, ExternalDocument, Ignored, ReceivedEvent
 from connectors.errors import ConnectorError, NeedsConfiguration, Permanent, Retryable
 from connectors.models import Connection
 from connectors.payloads import check_event
@@ -53,6 +53,7 @@ DELIVER_TASK = "hub.deliver"
 # A delivery waiting for another on its serial key looks again after this, if no
 # wake-up came first.
 SERIAL_RECHECK_SECONDS = 2
+SERIAL_HOLD = "waits for"  # how the hold reason of such a delivery begins
 
 Outcome = DeliveryAttempt.Outcome
 Team = ExceptionRecord.Team
@@ -327,7 +328,7 @@ def _serial_wait(delivery: Delivery, now: dt.datetime) -> bool:
         return False
     # Woken when the other is done (_serial_wake); the countdown is the fallback.
     delivery.status = Delivery.Status.HELD
-    delivery.hold_reason = f"waits for {busy} on the same {delivery.serial_key.split(':')[0]}"[:200]
+    delivery.hold_reason = f"{SERIAL_HOLD} {busy} on the same {delivery.serial_key.split(':')[0]}"[:200]
     delivery.next_attempt_at = delivery.enqueued_at = now + dt.timedelta(seconds=SERIAL_RECHECK_SECONDS)
     delivery.save(update_fields=["status", "hold_reason", "next_attempt_at", "enqueued_at", "updated_at"])
     _enqueue_delivery(delivery.pk, delivery.action, countdown=SERIAL_RECHECK_SECONDS)
@@ -371,12 +372,12 @@ def delivery_attempt(delivery_id: int) -> None:
 
 
 def _slot_release(connection_id: int, token: str, *, outcome: str, retry_after: float | None = None,
-                  hand_over: bool) -> Woken | None:
+                  hand_over: bool, calls: int = 1, settled: Collection[int] = ()) -> Woken | None:
     """Give a concurrency slot back. The delivery queued for it is woken through the
-    broker, or returned when the slot was handed over to it."""
+    broker, or returned when the slot was handed over to it (admitted as ``calls``)."""
     try:
         woken = governor_release(connection_id, token=token, outcome=outcome, retry_after=retry_after,
-                                 hand_over_slot=hand_over)
+                                 hand_over_slot=hand_over, calls=calls, settled=settled)
     except GovernorUnavailable:
         return None  # the slot's lease frees it
     if woken is not None and woken.token is None:
@@ -392,10 +393,12 @@ def _attempt(delivery: Delivery | None, *, slot: str | None, hand_over: bool) ->
     if delivery is None:
         return None
     with structlog.contextvars.bound_contextvars(txn=str(delivery.transaction_id), delivery=delivery.pk):
+        batch = _batch_of(delivery)
+        calls = batch[2].calls if batch else 1
         token = slot or f"{delivery.pk}:{delivery.claimed_at.timestamp()}"
         if slot is None:
             try:
-                decision = governor_admit(delivery.connection_id, token=token, waiter=delivery.pk)
+                decision = governor_admit(delivery.connection_id, token=token, waiter=delivery.pk, calls=calls)
             except GovernorUnavailable as exc:
                 # Without its state the governor cannot protect the target: wait, don't call.
                 delivery_hold(delivery, reason=f"governor unavailable: {exc}", until=time.time() + 5)
@@ -404,6 +407,7 @@ def _attempt(delivery: Delivery | None, *, slot: str | None, hand_over: bool) ->
                 delivery_hold(delivery, reason=decision.reason, until=decision.retry_at)
                 return None
         released, handed = False, None
+        deliveries = [delivery, *_riders_claim(delivery, batch[2].size - 1)] if batch else [delivery]
 
         def release(outcome: str, retry_after: float | None = None) -> None:
             # The slot is the target's: give it back the moment the call is over,
@@ -411,10 +415,13 @@ def _attempt(delivery: Delivery | None, *, slot: str | None, hand_over: bool) ->
             nonlocal released, handed
             released = True
             handed = _slot_release(delivery.connection_id, token, outcome=outcome, retry_after=retry_after,
-                                   hand_over=hand_over)
+                                   hand_over=hand_over, calls=calls, settled=[d.pk for d in deliveries[1:]])
 
         try:
-            _attempt_call(delivery, release)
+            if batch:
+                _attempt_batch(deliveries, batch[0], batch[1], release)
+            else:
+                _attempt_call(delivery, release)
         finally:
             if not released:
                 release("failure")
@@ -452,6 +459,98 @@ def deliveries_retry_now(deliveries: Iterable[Delivery], *, reason: str) -> int:
     return sent
 
 
+def _batch_of(delivery: Delivery) -> tuple[dispatch.BatchSend, Connector, Batching] | None:
+    """How the delivery's action batches on its connection's connector, if both offer it."""
+    batch = dispatch.delivery_action(delivery.action).batch
+    if batch is None:
+        return None
+    try:
+        connector = connector_for(delivery.connection)
+    except Exception:  # noqa: BLE001 - the single attempt records why the connector cannot be built
+        return None
+    if not isinstance(connector, batch.capability):
+        return None
+    return batch, connector, batch.batching(connector)
+
+
+@transaction.atomic
+def _riders_claim(lead: Delivery, limit: int) -> list[Delivery]:
+    """Claim up to ``limit`` more deliveries to go in the lead's batch: the same action
+    to the same connection, due (pending and due, or held by the governor, whose
+    reasons the batch's admission has just settled), not waiting for another delivery
+    and, with a serial key, with nothing of that key in flight (checked under the key's
+    lock, as ``delivery_claim`` does)."""
+    if limit <= 0:
+        return []
+    now = timezone.now()
+    candidates = list(
+        Delivery.objects.select_for_update(skip_locked=True, no_key=True, of=("self",))
+        .select_related("connection")
+        .filter(connection_id=lead.connection_id, action=lead.action)
+        .filter(Q(status=Delivery.Status.PENDING, next_attempt_at__lte=now)
+                | (Q(status=Delivery.Status.HELD) & ~Q(hold_reason__startswith=SERIAL_HOLD)))
+        .filter(Q(after__isnull=True) | Q(after__status=Delivery.Status.POSTED))
+        .exclude(pk=lead.pk)
+        .order_by("next_attempt_at", "pk")[:limit]
+    )
+    keys = sorted({delivery.serial_key for delivery in candidates if delivery.serial_key})
+    for key in keys:  # in one order, so two batches never wait on each other
+        transaction_lock(f"delivery-serial:{key}")
+    busy = set(Delivery.objects.filter(serial_key__in=keys, status=Delivery.Status.IN_FLIGHT)
+               .values_list("serial_key", flat=True)) if keys else set()
+    riders = [delivery for delivery in candidates if not delivery.serial_key or delivery.serial_key not in busy]
+    for delivery in riders:
+        delivery.status, delivery.claimed_at, delivery.hold_reason = Delivery.Status.IN_FLIGHT, now, ""
+        delivery.attempts += 1
+        delivery.updated_at = now
+    Delivery.objects.bulk_update(riders, ["status", "claimed_at", "attempts", "hold_reason", "updated_at"])
+    return riders
+
+
+def _attempt_batch(deliveries: list[Delivery], batch: dispatch.BatchSend, connector: Connector,
+                   release: Callable[..., None]) -> None:
+    """One batch operation through the connector for claimed deliveries: tell the
+    governor how it went, then record each delivery's own answer as its attempt. A
+    failure of the whole batch is every delivery's failure (after an unknown outcome,
+    each is looked up first next time: the batch send looks every document up)."""
+    started, clock = timezone.now(), time.monotonic()
+    try:
+        answers = list(batch.send(connector, deliveries))
+        if len(answers) != len(deliveries):
+            raise RuntimeError(f"the batch send answered {len(answers)} times for {len(deliveries)} deliveries")
+    except SoftTimeLimitExceeded:
+        release("failure")
+        answers = [Retryable("the task's time limit cut the batch short", outcome_unknown=True)] * len(deliveries)
+    except Exception as exc:  # noqa: BLE001 - classified and recorded, never swallowed silently
+        release(failure_of(exc).governor, getattr(exc, "retry_after", None))
+        if not isinstance(exc, ConnectorError):
+            log.exception("delivery_batch_unexpected_error", deliveries=len(deliveries))
+        answers = [exc] * len(deliveries)
+    else:
+        release("success")
+    seconds = time.monotonic() - clock
+    note = f"posted in a batch of {len(deliveries)}" if len(deliveries) > 1 else ""
+    for delivery, answer in zip(deliveries, answers, strict=True):
+        if isinstance(answer, Exception):
+            delivery_record_failure(delivery, answer, started=started, seconds=seconds)
+        else:
+            _record_posted(delivery, answer, started=started, seconds=seconds, note=note)
+    log.info("delivery_batch_done", deliveries=len(deliveries), seconds=round(seconds, 2),
+             failed=sum(isinstance(answer, Exception) for answer in answers))
+
+
+def _record_posted(delivery: Delivery, document: ExternalDocument, *, started: dt.datetime, seconds: float,
+                   note: str) -> None:
+    try:
+        delivery_record_success(delivery, document, started=started, seconds=seconds, note=note)
+    except IntegrityError as exc:
+        # The target holds the document, but binding its id clashes with an existing
+        # cross-reference (e.g. the target was restored from an old backup): a
+        # person must look, so dead-letter instead of retrying.
+        conflict = Permanent(f"posted as {document.external_id}, but its binding conflicts: {exc}")
+        delivery_record_failure(delivery, conflict, started=started, seconds=seconds)
+
+
 def _attempt_call(delivery: Delivery, release: Callable[..., None]) -> None:
     """One call through the connector: tell the governor how it went (``release``),
     then record it as an attempt. After an unknown outcome the action's ``lookup``
@@ -483,14 +582,7 @@ def _attempt_call(delivery: Delivery, release: Callable[..., None]) -> None:
     seconds = time.monotonic() - clock
     release("success")
     note = "found in the target after an unknown outcome; not sent again" if found else ""
-    try:
-        delivery_record_success(delivery, document, started=started, seconds=seconds, note=note)
-    except IntegrityError as exc:
-        # The target holds the document, but binding its id clashes with an existing
-        # cross-reference (e.g. the target was restored from an old backup): a
-        # person must look, so dead-letter instead of retrying.
-        conflict = Permanent(f"posted as {document.external_id}, but its binding conflicts: {exc}")
-        delivery_record_failure(delivery, conflict, started=started, seconds=seconds)
+    _record_posted(delivery, document, started=started, seconds=seconds, note=note)
 
 
 @transaction.atomic

@@ -26,6 +26,7 @@ write-offs) are handled in ``invoice_adjustments`` and declared here with the re
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 
 import structlog
@@ -59,10 +60,18 @@ from canonical.selectors import (
 )
 from canonical.services import AdjustmentMismatch, customer_ingest, invoice_upsert, payment_upsert, xref_bind
 from canonical.signals import product_released
-from connectors.base import ExternalDocument, InvoicePoster, LinePosting, PostingInstructions
+from connectors.base import (
+    ExternalDocument,
+    InvoiceBatchPoster,
+    InvoicePoster,
+    InvoiceToPost,
+    LinePosting,
+    PostingInstructions,
+)
 from connectors.errors import ProductMissing
 from connectors.models import Connection
 from integration_hub.runtime.dispatch import (
+    BatchSend,
     DeliveryAction,
     Indicator,
     QueueClass,
@@ -186,6 +195,19 @@ def _post_send(connector: InvoicePoster, delivery: Delivery) -> ExternalDocument
         invoice_contract(invoice), legal_entity=invoice.legal_entity.code, idempotency_key=delivery.idempotency_key,
         posting=posting_instructions(invoice, erp=delivery.connection.name),
     )
+
+
+def _post_send_batch(connector: InvoiceBatchPoster, deliveries: Sequence[Delivery]) -> list[ExternalDocument | Exception]:
+    """A backlog of posts in batches the ERP takes (a month-end run, the end of a maintenance
+    window). Safe to repeat: the connector looks every invoice up by its source reference first."""
+    invoices = Invoice.objects.select_related("legal_entity", "customer").in_bulk(
+        [delivery.object_id for delivery in deliveries])
+    return connector.post_invoices([
+        InvoiceToPost(invoice_contract(invoice), legal_entity=invoice.legal_entity.code,
+                      idempotency_key=delivery.idempotency_key,
+                      posting=posting_instructions(invoice, erp=delivery.connection.name))
+        for delivery, invoice in ((delivery, invoices[delivery.object_id]) for delivery in deliveries)
+    ])
 
 
 def _post_bind(delivery: Delivery, document: ExternalDocument) -> None:
@@ -322,7 +344,9 @@ WORKFLOW = register_workflow(Workflow(
         **adjustments.FACTS,
     },
     actions=(
-        DeliveryAction(name=POST, capability=InvoicePoster, send=_post_send, bind=_post_bind, lookup=_post_lookup),
+        DeliveryAction(name=POST, capability=InvoicePoster, send=_post_send, bind=_post_bind, lookup=_post_lookup,
+                       batch=BatchSend(InvoiceBatchPoster, lambda connector: connector.invoice_batching,
+                                       _post_send_batch)),
         DeliveryAction(name=PAY, capability=InvoicePoster, send=_pay_send, bind=_no_binding),
         DeliveryAction(name=VOID, capability=InvoicePoster, send=_void_send, bind=_no_binding),
         *adjustments.ACTIONS,
