@@ -531,10 +531,11 @@ def _attempt_batch(deliveries: list[Delivery], batch: dispatch.BatchSend, connec
     seconds = time.monotonic() - clock
     note = f"posted in a batch of {len(deliveries)}" if len(deliveries) > 1 else ""
     for delivery, answer in zip(deliveries, answers, strict=True):
-        if isinstance(answer, Exception):
-            delivery_record_failure(delivery, answer, started=started, seconds=seconds)
-        else:
-            _record_posted(delivery, answer, started=started, seconds=seconds, note=note)
+        with structlog.contextvars.bound_contextvars(txn=str(delivery.transaction_id), delivery=delivery.pk):
+            if isinstance(answer, Exception):
+                delivery_record_failure(delivery, answer, started=started, seconds=seconds)
+            else:
+                _record_posted(delivery, answer, started=started, seconds=seconds, note=note)
     log.info("delivery_batch_done", deliveries=len(deliveries), seconds=round(seconds, 2),
              failed=sum(isinstance(answer, Exception) for answer in answers))
 

@@ -152,3 +152,60 @@ def test_invoice_before_the_fiscal_year_is_permanent(connector, erp, tryton_serv
     with pytest.raises(Permanent, match="before the ERP's first fiscal year"):
         connector.post_invoice(invoice, legal_entity="US", idempotency_key="k12")
     assert erp.invoices(reference=invoice.source.external_id) == []
+
+
+# ---------------------------------------------------------------- batches (batch.py)
+
+
+def test_a_batch_posts_each_invoice_once_with_its_own_answer(connector, erp):
+    from connectors.base import InvoiceToPost
+
+    customer = uuid.uuid4().int % 10**9
+    new = [make_invoice(customer_id=customer), make_invoice(customer_id=customer), make_invoice("EUR")]
+    done = make_invoice()
+    done_document = connector.post_invoice(done, legal_entity="US", idempotency_key="k20")
+    no_tax = make_invoice(lines=((1, 1000, 160),))  # no ERP tax of 16 %: fails on mapping
+    mismatch = make_invoice(lines=((1, 1005, 101),))  # Tryton's total differs by a cent
+    entities = ["US", "US", "EU", "US", "US", "US"]
+    invoices = [*new, done, no_tax, mismatch]
+
+    answers = connector.post_invoices([InvoiceToPost(invoice, entity, f"k2{index}")
+                                       for index, (invoice, entity) in enumerate(zip(invoices, entities, strict=True))])
+
+    for invoice, answer in zip(new, answers[:3], strict=True):
+        erp_invoice, = erp.invoices(reference=invoice.source.external_id)
+        assert (answer.state, answer.external_id, answer.number) == ("posted", str(erp_invoice["id"]),
+                                                                   erp_invoice["number"])
+    assert [answer.related["company_total"] for answer in answers[:2]] == [str(new[0].total), str(new[1].total)]
+    assert answers[0].related["customer"] == answers[1].related["customer"]  # one party for one customer
+    assert answers[2].related["company_currency"] == "EUR"
+    assert answers[3] == done_document
+    assert isinstance(answers[4], MappingError) and "li_0" in str(answers[4])
+    assert isinstance(answers[5], Permanent) and "differs" in str(answers[5])
+    assert erp.invoices(reference=no_tax.source.external_id) == []
+    assert erp.invoices(reference=mismatch.source.external_id) == []  # its draft deleted
+
+    again = connector.post_invoices([InvoiceToPost(invoice, "EU" if invoice is new[2] else "US", "k")
+                                     for invoice in new])
+    assert again == answers[:3]  # found by reference: nothing created twice
+    assert all(len(erp.invoices(reference=invoice.source.external_id)) == 1 for invoice in new)
+
+
+def test_a_batch_the_server_refuses_falls_back_to_one_by_one(connector, erp, monkeypatch):
+    from connectors.base import InvoiceToPost
+
+    invoices = [make_invoice(), make_invoice()]
+    call = connector.client.call
+
+    def refuse_batch_posts(model, method, *args, **kwargs):
+        if (model, method) == ("account.invoice", "post") and len(args[0]) > 1:
+            raise Permanent("Tryton refused the batch: one invoice failed its validation")
+        return call(model, method, *args, **kwargs)
+
+    monkeypatch.setattr(connector.client, "call", refuse_batch_posts)
+    answers = connector.post_invoices([InvoiceToPost(invoice, "US", "k30") for invoice in invoices])
+
+    assert [answer.state for answer in answers] == ["posted", "posted"]
+    for invoice, answer in zip(invoices, answers, strict=True):
+        erp_invoice, = erp.invoices(reference=invoice.source.external_id)  # the batch's draft, posted alone
+        assert str(erp_invoice["id"]) == answer.external_id and erp_invoice["state"] == "posted"
