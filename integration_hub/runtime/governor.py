@@ -63,6 +63,8 @@ class Decision:
 # ---------------------------------------------------------------- pure logic
 
 
+# How the hold reason of a delivery held for a maintenance window begins.
+MAINTENANCE_HOLD = "maintenance window"
 # A delivery held by the concurrency cap is woken by the release of a slot; this is
 # only the fallback if that wake-up is lost.
 CAP_WAIT_SECONDS = 30.0
@@ -267,7 +269,7 @@ def governor_admit(connection_id: int, *, token: str, waiter: int | None = None,
     if window is not None:
         # Spread the backlog over the drain period so the target is not hit at once.
         drain = random.uniform(0, settings.HUB_MAINTENANCE_DRAIN_SECONDS)
-        reason = f"maintenance window until {window.ends_at:%Y-%m-%d %H:%M} UTC {window.reason}".strip()
+        reason = f"{MAINTENANCE_HOLD} until {window.ends_at:%Y-%m-%d %H:%M} UTC {window.reason}".strip()
         return Decision(False, reason, window.ends_at.timestamp() + drain)
     policy, lease = Policy.for_connection(connection_id), _slot_lease()
     return store().update(

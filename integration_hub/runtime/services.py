@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import math
+import random
 import time
 import traceback
 import uuid
@@ -27,6 +28,7 @@ from django.utils import timezone
 
 from connectors import registry
 from connectors.base import Batching, Connector, ExternalDocument, Ignored, ReceivedEvent
+from connectors.cache import TTL_SECONDS
 from connectors.errors import ConnectorError, NeedsConfiguration, Permanent, Retryable
 from connectors.models import Connection
 from connectors.payloads import check_event
@@ -34,7 +36,13 @@ from connectors.services import connection_vendor, connector_for
 from integration_hub.celery import app as celery_app
 from integration_hub.runtime import dispatch, metrics, routing
 from integration_hub.runtime.failures import DATA_OWNER, Failure, WorkerLost, failure_of, outcome_unknown
-from integration_hub.runtime.governor import GovernorUnavailable, Woken, governor_admit, governor_release
+from integration_hub.runtime.governor import (
+    MAINTENANCE_HOLD,
+    GovernorUnavailable,
+    Woken,
+    governor_admit,
+    governor_release,
+)
 from integration_hub.runtime.models import (
     AuditEntry,
     BusinessTransaction,
@@ -42,6 +50,7 @@ from integration_hub.runtime.models import (
     DeliveryAttempt,
     ExceptionRecord,
     InboundEvent,
+    MaintenanceWindow,
 )
 from integration_hub.runtime.retry import retry_delay
 from integration_hub.runtime.sql import insert_ignore, transaction_lock
@@ -426,6 +435,29 @@ def _attempt(delivery: Delivery | None, *, slot: str | None, hand_over: bool) ->
             if not released:
                 release("failure")
     return handed
+
+
+@transaction.atomic
+def maintenance_window_end(window: MaintenanceWindow, *, user, reason: str) -> int:
+    """The target is back before the window said: end the window now, and let the
+    deliveries it holds go as at a planned end, spread over the drain period (after
+    the few seconds other workers may still see the window in their cache). Returns
+    how many deliveries were released."""
+    now = timezone.now()
+    if window.ends_at > now:
+        window.ends_at = max(now, window.starts_at)
+        window.save(update_fields=["ends_at"])
+    audit_record(actor=user, action="end_maintenance", obj=window, reason=reason)
+    held = list(Delivery.objects.select_for_update(skip_locked=True).filter(
+        connection_id=window.connection_id, status=Delivery.Status.HELD, hold_reason__startswith=MAINTENANCE_HOLD))
+    for delivery in held:
+        delay = TTL_SECONDS + random.uniform(0, settings.HUB_MAINTENANCE_DRAIN_SECONDS)
+        delivery.next_attempt_at = delivery.enqueued_at = now + dt.timedelta(seconds=delay)
+        delivery.updated_at = now
+        _enqueue_delivery(delivery.pk, delivery.action, countdown=delay)
+    Delivery.objects.bulk_update(held, ["next_attempt_at", "enqueued_at", "updated_at"])
+    log.info("maintenance_window_ended", connection=window.connection_id, released=len(held), reason=reason)
+    return len(held)
 
 
 def delivery_wake(delivery_id: int) -> None:

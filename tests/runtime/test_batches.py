@@ -191,3 +191,29 @@ def test_through_the_broker_a_backlog_drains_in_batches(posts, sent_tasks):
     drain(sent_tasks)
     assert [len(batch) for batch in BATCHES] == [BATCH_SIZE, 2]
     assert Delivery.objects.filter(status="posted").count() == 5
+
+
+def test_ending_a_window_early_releases_what_it_holds_over_the_drain_period(posts, sent_tasks, settings, admin_client):
+    connection, deliveries = posts
+    now = timezone.now()
+    window = MaintenanceWindow.objects.create(connection=connection, starts_at=now - dt.timedelta(minutes=1),
+                                              ends_at=now + dt.timedelta(hours=2), reason="ERP upgrade")
+    for delivery in deliveries:
+        services.delivery_attempt(delivery.pk)
+    assert sent_tasks == []  # two hours away: left to the sweeper
+
+    response = admin_client.post("/admin/runtime/maintenancewindow/",
+                                 {"action": "end_now", "_selected_action": [window.pk]}, follow=True)
+    assert "5 held deliveries go out" in response.content.decode()
+
+    window.refresh_from_db()
+    assert window.ends_at <= timezone.now()
+    latest = timezone.now() + dt.timedelta(seconds=cache.TTL_SECONDS + settings.HUB_MAINTENANCE_DRAIN_SECONDS)
+    for delivery in Delivery.objects.all():
+        assert delivery.status == "held" and now < delivery.next_attempt_at <= latest
+    assert sorted(pk for _, pk, countdown in sent_tasks if countdown) == [d.pk for d in deliveries]
+    cache.clear()
+    Delivery.objects.update(next_attempt_at=timezone.now())  # as when the countdowns are over
+    drain(sent_tasks, include_delayed=True)
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"posted"}
+    assert [len(batch) for batch in BATCHES] == [BATCH_SIZE, 2]
