@@ -15,6 +15,7 @@ runs in a child process (``python -m benchmarks.run _<step>``) with that databas
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -55,6 +56,10 @@ ENCRYPTION_KEY = "mT0d8tqH8Y2t7kq4V2b0v5lS3aQ9cX1eR6uY4iO0pWk="  # bench only: a
 # most this multiple of the baseline's.
 INGEST_RPS_GOAL = 0.8
 INGEST_P99_GOAL = 1.5
+# Issue 17: a backlog drains into the real ERP at least this share of the fastest direct method.
+BACKLOG_GOAL = 0.9
+# The real Tryton of the backlog part runs on this PostgreSQL server (its own databases).
+TRYTON_POSTGRES = PG.replace("postgres://", "postgresql://", 1).rstrip("/") + "/"
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,13 @@ class Plan:
     isolation_events: int = 80
     # Scale-out: invoice and billing-customer events (half each), one worker vs two.
     scaleout_events: int = 1_000
+    # Backlog into the real ERP: invoices held by a maintenance window, drained into Tryton on
+    # PostgreSQL in batches of ``backlog_batch``; the direct script's sequential rate is timed on
+    # ``backlog_sequential`` of them (at under 1/s, all 500 would take ten minutes more).
+    backlog_invoices: int = 500
+    backlog_batch: int = 50
+    backlog_sequential: int = 60
+    backlog_pairs: int = 1
 
 
 FULL = Plan(
@@ -97,7 +109,7 @@ SMOKE = Plan(
     pipeline_events=150, worker_concurrency=2, slow_docs=12, slow_latency_ms=200, slow_cap=4,
     slow_worker_concurrency=8, history_rows=(100, 2_000), history_events=60, sweep_repeats=3,
     profile_events=0, usage_rows=20_000, catalog_skus=8, reconcile_invoices=2_000, isolation_events=12,
-    scaleout_events=60,
+    scaleout_events=60, backlog_invoices=24, backlog_batch=10, backlog_sequential=4,
 )
 
 # The figures every run must produce (bench-smoke checks they are all there).
@@ -110,6 +122,7 @@ FIGURES = [
     "catalog_full_sync_seconds",
     "reconcile_seconds",
     "finance_p95_under_bulk_ms", "scaleout_throughput",
+    "backlog_drain_rate",
 ]
 
 
@@ -1005,6 +1018,80 @@ class Suite:
                           f"-c {self.plan.worker_concurrency}; baseline: the same Tryton products and list prices "
                           "by one JSON-RPC client, no billing"))
 
+    # -- backlog into the real ERP -------------------------------------------------
+
+    def backlog(self) -> None:
+        """``backlog_invoices`` invoice events accepted while the ERP (a real Tryton on
+        PostgreSQL) is in a maintenance window, so every post is held; then the window is
+        ended (the admin's "End now") and the time is taken until the last one is posted,
+        with the worker -c ``worker_concurrency`` posting in batches of ``backlog_batch``.
+        Baseline: the fastest direct method on a fresh copy of the same server, in the same
+        run — one JSON-RPC client creating and posting the same invoices, one at a time
+        (timed on ``backlog_sequential`` of them) and in batches of ``backlog_batch``."""
+        from connectors.tryton.server import DEFAULT_CACHE_DIR, TrytonServer, build_template
+
+        plan = self.plan
+        template = build_template(DEFAULT_CACHE_DIR, progress=log, postgres=TRYTON_POSTGRES)
+        database = f"{NAMESPACE}_backlog"
+        runs: dict[str, list] = {"hub": [], "direct": []}
+
+        def erp_spec(erp) -> str:
+            # Fifty posts take Tryton some 20 s: a read timeout with room, inside a task's limits.
+            config = {**erp.connection_config(), "batch_size": plan.backlog_batch, "timeout": 120}
+            return json.dumps({"config": config, "credentials": erp.credentials()})
+
+        def direct(i: int) -> float:
+            seed = self.next_seed()
+            with TrytonServer(template, postgres=TRYTON_POSTGRES) as erp:
+                out = child("backlog_direct", "postgres", "--events", str(plan.backlog_invoices),
+                            "--tasks", str(plan.backlog_sequential), "--rows", str(plan.backlog_batch),
+                            "--seed", str(seed), "--config", erp_spec(erp), capture=True)
+            result = json.loads(out.strip().splitlines()[-1])
+            runs["direct"].append(result)
+            log(f"  direct: {result['sequential']:.2f} invoices/s one at a time, {result['batched']:.2f}/s in"
+                f" batches of {plan.backlog_batch}")
+            return max(result["sequential"], result["batched"])
+
+        def hub(i: int) -> float:
+            db_clone(database)
+            queue_purge()
+            try:
+                with TrytonServer(template, postgres=TRYTON_POSTGRES) as erp:
+                    child("backlog_setup", database, "--config", erp_spec(erp))
+                    with worker(database, plan.worker_concurrency, self.logdir, f"backlog-{i}"):
+                        self.feed(database, plan.backlog_invoices)
+                        out = child("backlog_drain", database, "--events", str(plan.backlog_invoices),
+                                    "--config", erp_spec(erp), capture=True)
+                result = json.loads(out.strip().splitlines()[-1])
+            finally:
+                queue_purge()
+                db_drop(database)
+            runs["hub"].append(result)
+            log(f"  hub   : {result['rate']:.2f} invoices/s ({result['seconds']:.0f} s; batches {result['batches']};"
+                f" in the ERP {result['erp_invoices']} invoices for {result['references']} references)")
+            if result["erp_invoices"] != plan.backlog_invoices or result["references"] != plan.backlog_invoices:
+                raise RuntimeError(f"backlog run {i} did not post each invoice exactly once: {result}")
+            return result["rate"]
+
+        log(f"backlog: {plan.backlog_invoices} invoices held by a maintenance window, drained into Tryton on"
+            f" PostgreSQL in batches of {plan.backlog_batch}, vs a direct JSON-RPC script")
+        direct_rates, hub_rates = interleave(plan.backlog_pairs, direct, hub)
+        ratio = statistics.median(hub_rates) / statistics.median(direct_rates)
+        self.extra["backlog_runs"] = runs
+        last = runs["direct"][-1]
+        self.figure("backlog_drain_rate",
+                    title=f"Backlog of {plan.backlog_invoices} invoices into Tryton on PostgreSQL, invoices/s",
+                    unit="/s", hub=hub_rates, baseline=direct_rates,
+                    goal=f"≥ {BACKLOG_GOAL} × the fastest direct method, each posted once",
+                    met=ratio >= BACKLOG_GOAL if plan.backlog_invoices >= 100 else None,
+                    note=(f"hub: from the window's end to the last post, worker -c {plan.worker_concurrency},"
+                          f" batches of {plan.backlog_batch}, governor cap 1 (Tryton's invoice sequence takes one"
+                          f" post at a time); baseline: the faster of one JSON-RPC client creating and posting"
+                          f" one at a time ({last['sequential']:.2f}/s over {plan.backlog_sequential}) and in"
+                          f" batches of {plan.backlog_batch} ({last['batched']:.2f}/s over"
+                          f" {plan.backlog_invoices}, their parties created in one call first), each invoice's"
+                          " values prepared before the clock"))
+
     # -- memory and profile ---------------------------------------------------------
 
     def memory(self) -> None:
@@ -1743,7 +1830,143 @@ def step_catalog_hub(args) -> None:
                       "release": end - approved, "versions": expected, "deliveries": Delivery.objects.count()}))
 
 
+def _tryton_connection(config: str):
+    """Point the hub's ERP role at the Tryton of ``--config``, with one post at a time (its
+    strict invoice sequence refuses concurrent posts), and return the connection."""
+    from connectors.models import Connection
+    from connectors.services import connection_upsert
+    from integration_hub.runtime.models import AdmissionPolicy
+
+    spec = json.loads(config)
+    Connection.objects.filter(role="erp").exclude(name="tryton").update(is_active=False)
+    tryton = connection_upsert(name="tryton", vendor="tryton", role="erp", config=spec["config"],
+                               credentials=spec["credentials"])
+    AdmissionPolicy.objects.update_or_create(connection=tryton, defaults={"max_concurrency": 1})
+    return tryton
+
+
+def step_backlog_setup(args) -> None:
+    """The Tryton connection, in a maintenance window for the next hour."""
+    _django()
+    from django.utils import timezone
+
+    from integration_hub.runtime.models import MaintenanceWindow
+
+    now = timezone.now()
+    MaintenanceWindow.objects.create(connection=_tryton_connection(args.config), starts_at=now - dt.timedelta(minutes=1),
+                                     ends_at=now + dt.timedelta(hours=1), reason="month-end ERP upgrade")
+
+
+def step_backlog_drain(args) -> None:
+    """Wait until the ``--events`` posts are held by the window, end it as the admin's "End
+    now" does, and time until the last is posted; then count the ERP's invoices by reference."""
+    _django()
+    from connectors.tryton.connector import TrytonConnector
+    from integration_hub.runtime.models import Delivery, DeliveryAttempt, MaintenanceWindow
+    from integration_hub.runtime.services import maintenance_window_end, sweep
+
+    posts = Delivery.objects.filter(action="invoice.post")
+    deadline = time.monotonic() + 600
+    while posts.filter(status="held").count() < args.events:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {posts.filter(status='held').count()} of {args.events} posts were held")
+        time.sleep(0.2)
+    window = MaintenanceWindow.objects.get()
+    start = time.perf_counter()
+    maintenance_window_end(window, user=None, reason="benchmark: the ERP is back")
+    deadline, swept = time.monotonic() + 3600, time.monotonic()
+    while posts.filter(status="posted").count() < args.events:
+        if posts.filter(status="dead").exists():
+            raise SystemExit(f"a post died: {posts.filter(status='dead').first().last_error}")
+        if time.monotonic() > deadline:
+            raise SystemExit("the backlog did not drain")
+        if time.monotonic() - swept > 15:  # beat's sweep, for what the broker may have lost
+            sweep()
+            swept = time.monotonic()
+        time.sleep(0.2)
+    seconds = time.perf_counter() - start
+    sizes = collections.Counter(
+        int(message.rsplit(" ", 1)[-1]) if message.startswith("posted in a batch of") else 1
+        for message in DeliveryAttempt.objects.filter(delivery__action="invoice.post", outcome="posted")
+        .values_list("message", flat=True))
+    spec = json.loads(args.config)
+    connector = TrytonConnector(config=spec["config"], credentials=spec["credentials"])
+    references = [row["reference"] for company in spec["config"]["companies"].values()
+                  for row in connector.client.call(
+                      "account.invoice", "search_read", [("company", "=", company), ("type", "=", "out")], 0, None,
+                      None, ["reference"], context={"company": company})]
+    print(json.dumps({"seconds": seconds, "rate": args.events / seconds, "erp_invoices": len(references),
+                      "references": len(set(references)),
+                      "batches": {size: count // size for size, count in sorted(sizes.items(), reverse=True)}}))
+
+
+def step_backlog_direct(args) -> None:
+    """The fastest a script can post the same invoices into Tryton (``--config``), each
+    invoice's values prepared before the clock starts (the hub's own mapping): ``--tasks``
+    of them created and posted one at a time (a party created when first seen), and all
+    ``--events`` with their parties created in one call, then in batches of ``--rows`` (one
+    create and one post call each). Prints both rates."""
+    _django()
+    from connectors.stripe.mapping import invoice_from_stripe
+    from connectors.tryton import mapping
+    from connectors.tryton.connector import TrytonConnector
+
+    spec = json.loads(args.config)
+    connector = TrytonConnector(config=spec["config"], credentials=spec["credentials"])
+    client = connector.client
+    feeder = _StripeFeeder(args.seed)
+    entity = {"USD": "US", "EUR": "EU", "JPY": "JP"}
+    invoices = []
+    for i in range(args.events + args.tasks):
+        payload = feeder.sandbox.finalize(feeder.sandbox.invoice(
+            feeder.customers[i % 200], [("Seats", 1 + i % 5, 2500), ("Support", 1, 1000)],
+            currency=(["usd"] * 7 + ["eur"] * 2 + ["jpy"])[i % 10]))
+        invoice = invoice_from_stripe(payload)
+        invoices.append(invoice.model_copy(update={
+            "customer": invoice.customer.model_copy(update={"canonical_id": 1 + i % 200})}))
+    # (company, invoice, the values but for the party), in the order they are posted.
+    prepared = [(connector._company(entity[invoice.currency]), invoice,
+                 connector._draft(connector._company(entity[invoice.currency]), invoice, entity[invoice.currency], None))
+                for invoice in invoices]
+    parties: dict[str, tuple[int, int]] = {}
+
+    def party(customer) -> tuple[int, int]:
+        code = mapping.party_code(customer)
+        if code not in parties:
+            party_id, = client.call("party.party", "create", [mapping.party_values(customer)])
+            record, = client.call("party.party", "read", [party_id], ["addresses"])
+            parties[code] = (party_id, record["addresses"][0])
+        return parties[code]
+
+    start = time.perf_counter()
+    for company, invoice, draft in prepared[args.events:]:
+        party_id, address_id = party(invoice.customer)
+        invoice_id, = client.call("account.invoice", "create", [draft(party_id=party_id, address_id=address_id)],
+                                  context={"company": company})
+        client.call("account.invoice", "post", [invoice_id], context={"company": company})
+    sequential = args.tasks / (time.perf_counter() - start)
+
+    start = time.perf_counter()
+    customers = {mapping.party_code(invoice.customer): invoice.customer for _, invoice, _ in prepared[:args.events]}
+    customers = {code: customer for code, customer in customers.items() if code not in parties}
+    client.call("party.party", "create", [mapping.party_values(customer) for customer in customers.values()])
+    parties.update({record["code"]: (record["id"], record["addresses"][0]) for record in client.call(
+        "party.party", "search_read", [("code", "in", list(customers))], 0, None, None, ["code", "addresses"])})
+    for first in range(0, args.events, args.rows):
+        by_company: dict[int, list] = {}
+        for company, invoice, draft in prepared[first:first + args.rows]:
+            party_id, address_id = parties[mapping.party_code(invoice.customer)]
+            by_company.setdefault(company, []).append(draft(party_id=party_id, address_id=address_id))
+        for company, values in by_company.items():
+            ids = client.call("account.invoice", "create", values, context={"company": company})
+            client.call("account.invoice", "post", ids, context={"company": company})
+    batched = args.events / (time.perf_counter() - start)
+    print(json.dumps({"sequential": sequential, "batched": batched}))
+
+
 STEPS = {
+    "_backlog_setup": step_backlog_setup, "_backlog_drain": step_backlog_drain,
+    "_backlog_direct": step_backlog_direct,
     "_catalog_baseline": step_catalog_baseline, "_catalog_hub": step_catalog_hub,
     "_usage_setup": step_usage_setup, "_usage_aggregate": step_usage_aggregate,
     "_setup": step_setup, "_slow_erp_setup": step_slow_erp_setup, "_feed": step_feed,
@@ -1783,7 +2006,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="events per pipeline run (the stated figure is 20000: about N / rate seconds per run)")
     parser.add_argument("--only", default="",
                         help="comma-separated: ingest,pipeline,slow,history,usage,catalog,reconcile,isolation,"
-                             "scaleout,profile")
+                             "scaleout,backlog,profile")
     parser.add_argument("--catalog-skus", type=int, default=0,
                         help="SKUs of the catalog full sync (the stated figure is 2000; the full plan runs 200)")
     parser.add_argument("--merge", action="store_true",
@@ -1812,7 +2035,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, run in (("ingest", suite.ingest), ("pipeline", suite.pipeline), ("slow", suite.slow_erp),
                           ("history", suite.history), ("usage", suite.usage), ("catalog", suite.catalog),
                           ("reconcile", suite.reconcile), ("isolation", suite.isolation),
-                          ("scaleout", suite.scaleout), ("profile", suite.profile)):
+                          ("scaleout", suite.scaleout), ("backlog", suite.backlog), ("profile", suite.profile)):
             if not only or name in only:
                 run()
         if not only or {"ingest", "pipeline"} <= only:
