@@ -359,7 +359,9 @@ def _serial_wake(delivery: Delivery) -> None:
 
 
 def delivery_attempt(delivery_id: int) -> None:
-    """Claim the delivery, call its connector once, and record what happened.
+    """Claim the delivery, call its connector once, and record what happened. Where the
+    action and the connector take batches, the call carries the due deliveries of the
+    same action to the same connection along (``_riders_claim``).
 
     When the call frees a concurrency slot another delivery is queued for, the
     governor hands the slot to that delivery in the same write, and this worker
@@ -403,7 +405,7 @@ def _attempt(delivery: Delivery | None, *, slot: str | None, hand_over: bool) ->
         return None
     with structlog.contextvars.bound_contextvars(txn=str(delivery.transaction_id), delivery=delivery.pk):
         batch = _batch_of(delivery)
-        calls = batch[2].calls if batch else 1
+        calls = batch.declared.calls if batch else 1
         token = slot or f"{delivery.pk}:{delivery.claimed_at.timestamp()}"
         if slot is None:
             try:
@@ -416,7 +418,7 @@ def _attempt(delivery: Delivery | None, *, slot: str | None, hand_over: bool) ->
                 delivery_hold(delivery, reason=decision.reason, until=decision.retry_at)
                 return None
         released, handed = False, None
-        deliveries = [delivery, *_riders_claim(delivery, batch[2].size - 1)] if batch else [delivery]
+        deliveries = [delivery, *_riders_claim(delivery, batch.declared.size - 1)] if batch else [delivery]
 
         def release(outcome: str, retry_after: float | None = None) -> None:
             # The slot is the target's: give it back the moment the call is over,
@@ -428,7 +430,7 @@ def _attempt(delivery: Delivery | None, *, slot: str | None, hand_over: bool) ->
 
         try:
             if batch:
-                _attempt_batch(deliveries, batch[0], batch[1], release)
+                _attempt_batch(deliveries, batch, release)
             else:
                 _attempt_call(delivery, release)
         finally:
@@ -491,18 +493,27 @@ def deliveries_retry_now(deliveries: Iterable[Delivery], *, reason: str) -> int:
     return sent
 
 
-def _batch_of(delivery: Delivery) -> tuple[dispatch.BatchSend, Connector, Batching] | None:
+@dataclass(frozen=True)
+class _Batch:
+    """A delivery's action in batches: the action's way, the connector, and its declaration."""
+
+    send: dispatch.BatchSend
+    connector: Connector
+    declared: Batching
+
+
+def _batch_of(delivery: Delivery) -> _Batch | None:
     """How the delivery's action batches on its connection's connector, if both offer it."""
-    batch = dispatch.delivery_action(delivery.action).batch
-    if batch is None:
+    send = dispatch.delivery_action(delivery.action).batch
+    if send is None:
         return None
     try:
         connector = connector_for(delivery.connection)
     except Exception:  # noqa: BLE001 - the single attempt records why the connector cannot be built
         return None
-    if not isinstance(connector, batch.capability):
+    if not isinstance(connector, send.capability):
         return None
-    return batch, connector, batch.batching(connector)
+    return _Batch(send, connector, send.batching(connector))
 
 
 @transaction.atomic
@@ -539,15 +550,14 @@ def _riders_claim(lead: Delivery, limit: int) -> list[Delivery]:
     return riders
 
 
-def _attempt_batch(deliveries: list[Delivery], batch: dispatch.BatchSend, connector: Connector,
-                   release: Callable[..., None]) -> None:
+def _attempt_batch(deliveries: list[Delivery], batch: _Batch, release: Callable[..., None]) -> None:
     """One batch operation through the connector for claimed deliveries: tell the
     governor how it went, then record each delivery's own answer as its attempt. A
     failure of the whole batch is every delivery's failure (after an unknown outcome,
     each is looked up first next time: the batch send looks every document up)."""
     started, clock = timezone.now(), time.monotonic()
     try:
-        answers = list(batch.send(connector, deliveries))
+        answers = list(batch.send.send(batch.connector, deliveries))
         if len(answers) != len(deliveries):
             raise RuntimeError(f"the batch send answered {len(answers)} times for {len(deliveries)} deliveries")
     except SoftTimeLimitExceeded:

@@ -92,6 +92,52 @@ def test_the_erps_answer_to_a_create_is_lost(stack):
     assert any(c.method == SEARCH and reference in c.body for c in stack.proxy.calls if c.at > lost.at)
 
 
+def test_worker_killed_while_a_batch_of_the_backlog_is_posting(stack, monkeypatch):
+    """A maintenance window holds the posts; when it ends they go out in batches, and the
+    worker is killed after the ERP posted a batch, before the hub recorded it. Every
+    invoice of the batch is recovered (in-flight lease, then looked up first) and posted
+    once; the others drain as before."""
+    import datetime as dt
+    import json
+
+    from django.utils import timezone
+
+    from connectors.models import Connection
+    from integration_hub.celery import app
+    from integration_hub.runtime.models import MaintenanceWindow
+    from integration_hub.runtime.services import maintenance_window_end
+
+    tryton = Connection.objects.get(name="tryton")
+    tryton.config = {**tryton.config, "batch_size": 3}  # a batch's post well inside the suite's 3 s timeout
+    tryton.save()
+    now = timezone.now()
+    window = MaintenanceWindow.objects.create(connection=tryton, starts_at=now - dt.timedelta(minutes=1),
+                                              ends_at=now + dt.timedelta(hours=1), reason="fault suite")
+    answered, release = threading.Event(), threading.Event()
+
+    def hold_first_batch_answer(method, body):
+        if method == POST and len(json.loads(body)["params"][0]) > 1 and not answered.is_set():
+            return {"after_forward": lambda: (answered.set(), release.wait(30))}
+        return None
+
+    stack.proxy.fault = hold_first_batch_answer
+    stack.send(finalized(stack, 6))
+    wait_until(lambda: Delivery.objects.filter(status="held").count() == 6, what="the window to hold every post")
+    # Ended as the admin's "End now" does; this process's broker is not the stack's, so
+    # the released posts' messages are left to the stack's sweeper.
+    monkeypatch.setattr(app, "send_task", lambda *args, **kwargs: None)
+    maintenance_window_end(window, user=None, reason="fault suite: the ERP is back")
+    wait_until(answered.is_set, what="the ERP to post a batch while its answer is held")
+    stack.processes.signal("worker", signal.SIGKILL)
+    stack.processes.wait("worker")
+    release.set()
+    stack.fault_ended_at = time.monotonic()
+    stack.processes.worker("worker2")
+    stack.check(drain=stack.settle())
+    assert DeliveryAttempt.objects.filter(outcome="lost").count() > 1  # the whole batch was in flight
+    assert DeliveryAttempt.objects.filter(message__startswith="posted in a batch of").exists()
+
+
 def test_redis_flushed_mid_run(stack):
     stack.send(finalized(stack, 6))
     wait_until(lambda: Delivery.objects.filter(status="posted").exists(), what="a first posting")
