@@ -90,10 +90,13 @@ class Plan:
     # Scale-out: invoice and billing-customer events (half each), one worker vs two.
     scaleout_events: int = 1_000
     # Backlog into the real ERP: invoices held by a maintenance window, drained into Tryton on
-    # PostgreSQL in batches of ``backlog_batch``; the direct script's sequential rate is timed on
-    # ``backlog_sequential`` of them (at under 1/s, all 500 would take ten minutes more).
+    # PostgreSQL in the connector's batches (25 by default: a batch must fit a task's time
+    # limit on a loaded server too); the direct script posts in batches of ``backlog_batch`` and
+    # of ``backlog_big_batch``, and one at a time on ``backlog_sequential`` of them (at under
+    # 1/s, all 500 would take ten minutes more).
     backlog_invoices: int = 500
-    backlog_batch: int = 50
+    backlog_batch: int = 25
+    backlog_big_batch: int = 100
     backlog_sequential: int = 60
     backlog_pairs: int = 1
 
@@ -109,7 +112,7 @@ SMOKE = Plan(
     pipeline_events=150, worker_concurrency=2, slow_docs=12, slow_latency_ms=200, slow_cap=4,
     slow_worker_concurrency=8, history_rows=(100, 2_000), history_events=60, sweep_repeats=3,
     profile_events=0, usage_rows=20_000, catalog_skus=8, reconcile_invoices=2_000, isolation_events=12,
-    scaleout_events=60, backlog_invoices=24, backlog_batch=10, backlog_sequential=4,
+    scaleout_events=60, backlog_invoices=24, backlog_batch=10, backlog_big_batch=24, backlog_sequential=4,
 )
 
 # The figures every run must produce (bench-smoke checks they are all there).
@@ -1035,22 +1038,22 @@ class Suite:
         database = f"{NAMESPACE}_backlog"
         runs: dict[str, list] = {"hub": [], "direct": []}
 
-        def erp_spec(erp) -> str:
-            # Fifty posts take Tryton some 20 s: a read timeout with room, inside a task's limits.
-            config = {**erp.connection_config(), "batch_size": plan.backlog_batch, "timeout": 120}
+        def erp_spec(erp, timeout: float = 30) -> str:
+            config = {**erp.connection_config(), "batch_size": plan.backlog_batch, "timeout": timeout}
             return json.dumps({"config": config, "credentials": erp.credentials()})
 
         def direct(i: int) -> float:
             seed = self.next_seed()
             with TrytonServer(template, postgres=TRYTON_POSTGRES) as erp:
                 out = child("backlog_direct", "postgres", "--events", str(plan.backlog_invoices),
-                            "--tasks", str(plan.backlog_sequential), "--rows", str(plan.backlog_batch),
-                            "--seed", str(seed), "--config", erp_spec(erp), capture=True)
+                            "--tasks", str(plan.backlog_sequential),
+                            "--marks", json.dumps([plan.backlog_batch, plan.backlog_big_batch]),
+                            "--seed", str(seed), "--config", erp_spec(erp, timeout=600), capture=True)
             result = json.loads(out.strip().splitlines()[-1])
             runs["direct"].append(result)
-            log(f"  direct: {result['sequential']:.2f} invoices/s one at a time, {result['batched']:.2f}/s in"
-                f" batches of {plan.backlog_batch}")
-            return max(result["sequential"], result["batched"])
+            log(f"  direct: {result['sequential']:.2f} invoices/s one at a time, "
+                + ", ".join(f"{rate:.2f}/s in batches of {size}" for size, rate in result["batched"].items()))
+            return max(result["sequential"], *result["batched"].values())
 
         def hub(i: int) -> float:
             db_clone(database)
@@ -1086,11 +1089,11 @@ class Suite:
                     met=ratio >= BACKLOG_GOAL if plan.backlog_invoices >= 100 else None,
                     note=(f"hub: from the window's end to the last post, worker -c {plan.worker_concurrency},"
                           f" batches of {plan.backlog_batch}, governor cap 1 (Tryton's invoice sequence takes one"
-                          f" post at a time); baseline: the faster of one JSON-RPC client creating and posting"
+                          f" post at a time); baseline: the fastest of one JSON-RPC client creating and posting"
                           f" one at a time ({last['sequential']:.2f}/s over {plan.backlog_sequential}) and in"
-                          f" batches of {plan.backlog_batch} ({last['batched']:.2f}/s over"
-                          f" {plan.backlog_invoices}, their parties created in one call first), each invoice's"
-                          " values prepared before the clock"))
+                          " batches (" + ", ".join(f"of {size}: {rate:.2f}/s" for size, rate in last["batched"].items())
+                          + f", each over {plan.backlog_invoices // 2} with their parties created in one call"
+                          " first), each invoice's values prepared before the clock"))
 
     # -- memory and profile ---------------------------------------------------------
 
@@ -1904,8 +1907,9 @@ def step_backlog_direct(args) -> None:
     """The fastest a script can post the same invoices into Tryton (``--config``), each
     invoice's values prepared before the clock starts (the hub's own mapping): ``--tasks``
     of them created and posted one at a time (a party created when first seen), and all
-    ``--events`` with their parties created in one call, then in batches of ``--rows`` (one
-    create and one post call each). Prints both rates."""
+    ``--events`` with their parties created in one call, then in batches (one create and one
+    post call each) of each size in ``--marks``, each size on its share of the ``--events``.
+    Prints the rates."""
     _django()
     from connectors.stripe.mapping import invoice_from_stripe
     from connectors.tryton import mapping
@@ -1946,21 +1950,28 @@ def step_backlog_direct(args) -> None:
         client.call("account.invoice", "post", [invoice_id], context={"company": company})
     sequential = args.tasks / (time.perf_counter() - start)
 
-    start = time.perf_counter()
-    customers = {mapping.party_code(invoice.customer): invoice.customer for _, invoice, _ in prepared[:args.events]}
-    customers = {code: customer for code, customer in customers.items() if code not in parties}
-    client.call("party.party", "create", [mapping.party_values(customer) for customer in customers.values()])
-    parties.update({record["code"]: (record["id"], record["addresses"][0]) for record in client.call(
-        "party.party", "search_read", [("code", "in", list(customers))], 0, None, None, ["code", "addresses"])})
-    for first in range(0, args.events, args.rows):
-        by_company: dict[int, list] = {}
-        for company, invoice, draft in prepared[first:first + args.rows]:
-            party_id, address_id = parties[mapping.party_code(invoice.customer)]
-            by_company.setdefault(company, []).append(draft(party_id=party_id, address_id=address_id))
-        for company, values in by_company.items():
-            ids = client.call("account.invoice", "create", values, context={"company": company})
-            client.call("account.invoice", "post", ids, context={"company": company})
-    batched = args.events / (time.perf_counter() - start)
+    sizes: list[int] = json.loads(args.marks)
+    share = args.events // len(sizes)
+    batched: dict[int, float] = {}
+    for number, size in enumerate(sizes):
+        mine = prepared[number * share:(number + 1) * share]
+        start = time.perf_counter()
+        customers = {mapping.party_code(invoice.customer): invoice.customer for _, invoice, _ in mine}
+        customers = {code: customer for code, customer in customers.items() if code not in parties}
+        if customers:
+            client.call("party.party", "create", [mapping.party_values(customer) for customer in customers.values()])
+            parties.update({record["code"]: (record["id"], record["addresses"][0]) for record in client.call(
+                "party.party", "search_read", [("code", "in", list(customers))], 0, None, None,
+                ["code", "addresses"])})
+        for first in range(0, share, size):
+            by_company: dict[int, list] = {}
+            for company, invoice, draft in mine[first:first + size]:
+                party_id, address_id = parties[mapping.party_code(invoice.customer)]
+                by_company.setdefault(company, []).append(draft(party_id=party_id, address_id=address_id))
+            for company, values in by_company.items():
+                ids = client.call("account.invoice", "create", values, context={"company": company})
+                client.call("account.invoice", "post", ids, context={"company": company})
+        batched[size] = share / (time.perf_counter() - start)
     print(json.dumps({"sequential": sequential, "batched": batched}))
 
 

@@ -232,8 +232,7 @@ class TrytonConnector(TrytonInvoiceBatch, TrytonAdjustments, TrytonRates, Connec
     def _documents(self, company: int, records: Sequence[Mapping[str, Any]]) -> list[ExternalDocument]:
         """``_with_company_amounts`` of several invoices of one company, in three calls."""
         context = {"company": company}
-        invoices = self.client.call(INVOICE, "read", [int(record["id"]) for record in records],
-                                    ["move", "account", "taxes"], context=context)
+        invoices = self._read_invoices(company, [int(record["id"]) for record in records], ["move", "account", "taxes"])
         moves = [invoice["move"] for invoice in invoices if invoice["move"]]
         move_lines = self.client.call("account.move.line", "search_read", [("move", "in", moves)], 0, None, None,
                                       ["move", "account", "debit", "credit"], context=context) if moves else []
@@ -412,7 +411,10 @@ class TrytonConnector(TrytonInvoiceBatch, TrytonAdjustments, TrytonRates, Connec
         return record
 
     def _read_invoices(self, company: int, ids: Sequence[int], fields: list[str] | None = None) -> list[dict[str, Any]]:
-        return self.client.call(INVOICE, "read", list(ids), fields or _INVOICE_FIELDS, context={"company": company})
+        """The invoices, in the order of ``ids`` (Tryton's ``read`` answers in its own order)."""
+        records = {record["id"]: record for record in self.client.call(
+            INVOICE, "read", list(ids), fields or _INVOICE_FIELDS, context={"company": company})}
+        return [records[invoice_id] for invoice_id in ids]
 
     def _check_total(self, company: int, record: Mapping[str, Any], invoice: InvoiceV1) -> None:
         if mapping.totals_match(record["total_amount"], invoice):

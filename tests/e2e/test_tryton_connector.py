@@ -161,7 +161,9 @@ def test_a_batch_posts_each_invoice_once_with_its_own_answer(connector, erp):
     from connectors.base import InvoiceToPost
 
     customer = uuid.uuid4().int % 10**9
-    new = [make_invoice(customer_id=customer), make_invoice(customer_id=customer), make_invoice("EUR")]
+    # Totals that differ, so an answer given to the wrong invoice shows (Tryton reads in its own order).
+    new = [make_invoice(customer_id=customer, lines=((1, 1000, 100),)), make_invoice(customer_id=customer),
+           make_invoice("EUR")]
     done = make_invoice()
     done_document = connector.post_invoice(done, legal_entity="US", idempotency_key="k20")
     no_tax = make_invoice(lines=((1, 1000, 160),))  # no ERP tax of 16 %: fails on mapping
@@ -209,3 +211,24 @@ def test_a_batch_the_server_refuses_falls_back_to_one_by_one(connector, erp, mon
     for invoice, answer in zip(invoices, answers, strict=True):
         erp_invoice, = erp.invoices(reference=invoice.source.external_id)  # the batch's draft, posted alone
         assert str(erp_invoice["id"]) == answer.external_id and erp_invoice["state"] == "posted"
+
+
+def test_a_batch_does_not_depend_on_the_order_tryton_reads_in(connector, erp, monkeypatch):
+    """Tryton's ``read`` answers in its own order (on PostgreSQL, not the ids' order):
+    here every read comes back reversed, and each invoice still gets its own answer."""
+    from connectors.base import InvoiceToPost
+
+    invoices = [make_invoice(lines=((1, 1000 * n, 100 * n),)) for n in (1, 2, 3)]
+    call = connector.client.call
+
+    def reversed_reads(model, method, *args, **kwargs):
+        answer = call(model, method, *args, **kwargs)
+        return list(reversed(answer)) if method == "read" else answer
+
+    monkeypatch.setattr(connector.client, "call", reversed_reads)
+    answers = connector.post_invoices([InvoiceToPost(invoice, "US", "k40") for invoice in invoices])
+
+    for invoice, answer in zip(invoices, answers, strict=True):
+        erp_invoice, = erp.invoices(reference=invoice.source.external_id)
+        assert (answer.state, answer.external_id) == ("posted", str(erp_invoice["id"]))
+        assert answer.related["company_total"] == str(invoice.total)
