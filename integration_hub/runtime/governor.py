@@ -65,9 +65,11 @@ class Decision:
 
 # How the hold reason of a delivery held for a maintenance window begins.
 MAINTENANCE_HOLD = "maintenance window"
-# A delivery held by the concurrency cap is woken by the release of a slot; this is
-# only the fallback if that wake-up is lost.
-CAP_WAIT_SECONDS = 30.0
+# A delivery held by the concurrency cap is woken by the release of a slot (or rides in
+# a batch); this is only the fallback if that wake-up is lost (a worker killed holding
+# the slot). Longer than the re-enqueue window, so the sweeper sends it rather than a
+# countdown: a backlog of hundreds waiting on one slot costs no churn of held messages.
+CAP_WAIT_SECONDS = 120.0
 
 
 def admit(state: State, policy: Policy, *, now: float, token: str, lease: float,
