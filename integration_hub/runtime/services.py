@@ -23,6 +23,7 @@ import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db import connection as database
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -53,7 +54,7 @@ from integration_hub.runtime.models import (
     MaintenanceWindow,
 )
 from integration_hub.runtime.retry import retry_delay
-from integration_hub.runtime.sql import insert_ignore, transaction_lock
+from integration_hub.runtime.sql import insert_ignore, insert_ignore_with_parent, transaction_lock
 
 log = structlog.get_logger(__name__)
 
@@ -153,27 +154,50 @@ def inbound_accept(*, source: str, event: ReceivedEvent) -> tuple[InboundEvent, 
     """Store a verified vendor event in the inbox. Returns (row, created); a
     duplicate (same source and event id) returns the existing row untouched.
     Raises MalformedPayload, before touching the database, for an event the inbox
-    cannot hold (``connectors.payloads.check_event``)."""
+    cannot hold (``connectors.payloads.check_event``).
+
+    The row is committed when this returns (or with the caller's transaction, if one
+    is open), and its ``hub.process_inbound`` is sent after that commit; a send that
+    fails leaves the row to the sweeper."""
     check_event(source, event)
-    subject = f"{source}:{event.subject}"
     now = timezone.now()
+    kind = event.subject.split(":", 1)[0]
+    txn_values = {"id": uuid.uuid4(), "kind": kind, "subject": f"{source}:{event.subject}", "created_at": now}
+    values = {
+        "source": source, "external_id": event.external_id, "event_type": event.type,
+        "payload": dict(event.payload), "occurred_at": event.occurred_at,
+        "status": InboundEvent.Status.RECEIVED, "attempts": 0, "note": "", "received_at": now, "enqueued_at": now,
+    }
+    stored = _inbox_insert(txn_values, values)
+    if stored is None:
+        return InboundEvent.objects.get(source=source, external_id=event.external_id), False
+    row_id, txn_id = stored
+    _enqueue_event(row_id, kind)  # outside a transaction the row is committed: sent at once
+    return InboundEvent(pk=row_id, transaction_id=txn_id, **values), True
+
+
+def _inbox_insert(txn_values: dict, values: dict) -> tuple[int, uuid.UUID] | None:
+    """Insert the business transaction (unless its subject has one) and the inbox row,
+    atomically; returns (row id, business transaction id), or None for a duplicate.
+
+    On PostgreSQL, outside a transaction, both go in one autocommitted statement: one
+    round trip instead of BEGIN, two INSERTs and COMMIT, which was most of a webhook's
+    database time. Inside a caller's transaction a savepoint keeps a refused value from
+    breaking it, as before. SQLite (no INSERT in a WITH) takes the two-statement path,
+    and so does PostgreSQL when the statement inserted nothing: a duplicate (the path
+    finds it again) or a business transaction another request committed while the
+    statement ran, which a separate statement can see."""
+    if database.vendor == "postgresql":
+        with transaction.atomic() if database.in_atomic_block else contextlib.nullcontext():
+            stored = insert_ignore_with_parent(BusinessTransaction, txn_values, "subject",
+                                               InboundEvent, values, "transaction")
+        if stored is not None:
+            return stored
     with transaction.atomic():
-        kind = event.subject.split(":", 1)[0]
-        txn_id = insert_ignore(BusinessTransaction, {
-            "id": uuid.uuid4(), "kind": kind, "subject": subject, "created_at": now,
-        }) or BusinessTransaction.objects.values_list("pk", flat=True).get(subject=subject)
-        values = {
-            "transaction": txn_id, "source": source, "external_id": event.external_id, "event_type": event.type,
-            "payload": dict(event.payload), "occurred_at": event.occurred_at,
-            "status": InboundEvent.Status.RECEIVED, "attempts": 0, "note": "", "received_at": now,
-            "enqueued_at": now,
-        }
-        row_id = insert_ignore(InboundEvent, values)
-        if row_id is None:
-            return InboundEvent.objects.get(source=source, external_id=event.external_id), False
-        _enqueue_event(row_id, kind)
-    values["transaction_id"] = values.pop("transaction")
-    return InboundEvent(pk=row_id, **values), True
+        txn_id = insert_ignore(BusinessTransaction, txn_values) or BusinessTransaction.objects.values_list(
+            "pk", flat=True).get(subject=txn_values["subject"])
+        row_id = insert_ignore(InboundEvent, {"transaction": txn_id, **values})
+    return None if row_id is None else (row_id, txn_id)
 
 
 def _inbound_start(event_id: int) -> InboundEvent | None:

@@ -5,12 +5,22 @@ import datetime as dt
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from canonical.contracts import INT64_MAX
 from connectors.base import ReceivedEvent
 from connectors.errors import InvalidSignature, MalformedPayload, MappingError
 from connectors.hubspot.mapping import parse_time
-from connectors.payloads import MAX_DEPTH, check_event, epoch_datetime, header_epoch, json_loads
+from connectors.payloads import (
+    MAX_DEPTH,
+    _storable,
+    _storable_failure,
+    check_event,
+    epoch_datetime,
+    header_epoch,
+    json_loads,
+)
 from connectors.stripe.mapping import invoice_from_stripe
 
 
@@ -87,3 +97,41 @@ def test_hubspot_epoch_properties_out_of_range_are_mapping_errors():
         parse_time("9" * 15 + "0")
     with pytest.raises(MappingError, match="hubspot timestamp"):
         parse_time("9" * 400)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(alphabet="ab\x00", max_size=3),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(alphabet="k\x00", max_size=2), children,
+                                                                      max_size=3),
+    max_leaves=40,
+)
+
+
+def _nested(depth: int, leaf):
+    value = leaf
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+@given(_json_values)
+def test_the_quick_walk_refuses_exactly_what_the_reference_walk_refuses(value):
+    try:
+        _storable_failure(value)
+        refused = False
+    except MalformedPayload:
+        refused = True
+    assert _storable(value) is not refused
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1])
+@pytest.mark.parametrize("leaf", [1, "x", [], {}, ("t",)])
+def test_the_depth_limit_is_the_same_on_both_walks(depth, leaf):
+    value = _nested(depth, leaf)
+    try:
+        _storable_failure(value)
+        refused = False
+    except MalformedPayload:
+        refused = True
+    assert _storable(value) is not refused
+    assert refused == (depth + (1 if leaf == ("t",) else 0) > MAX_DEPTH)
