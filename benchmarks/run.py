@@ -45,6 +45,9 @@ REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/5")
 BROKER = os.environ.get("BENCH_BROKER", REDIS)
 # Database names and the queue start with this, so two runs on one machine can keep apart.
 NAMESPACE = os.environ.get("BENCH_NAMESPACE", "bench")
+# Finance isolation (--bulk-nice): the bulk side's processes (the usage worker; the catalog
+# queues' worker and the release's driver) run at this CPU niceness, the finance worker at 0.
+BULK_NICE = 0
 QUEUE = f"hub-{NAMESPACE}"
 WEBHOOK_SECRET = "whsec_bench_0123456789abcdef"
 # Issue 17: the slow ERP carries at least this share of its ceiling, never above its cap.
@@ -321,10 +324,15 @@ def stop(process: subprocess.Popen, timeout: float = 20) -> None:
             process.wait()
 
 
-def _worker_start(database: str, concurrency: int, logdir: Path, tag: str, queues: str) -> subprocess.Popen:
+def _niced(nice: int) -> list[str]:
+    return ["nice", "-n", str(nice)] if nice else []
+
+
+def _worker_start(database: str, concurrency: int, logdir: Path, tag: str, queues: str,
+                  nice: int = 0) -> subprocess.Popen:
     with (logdir / f"worker-{tag}.log").open("w") as log_file:
         return subprocess.Popen(
-            [PYTHON, "-m", "celery", "-A", "integration_hub", "worker", *(["-Q", queues] if queues else []),
+            [*_niced(nice), PYTHON, "-m", "celery", "-A", "integration_hub", "worker", *(["-Q", queues] if queues else []),
              "-c", str(concurrency), "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO",
              "-n", f"bench-{os.getpid()}-{tag}@%h"],
             cwd=ROOT, env=hub_env(database), stdout=log_file, stderr=subprocess.STDOUT,
@@ -332,12 +340,13 @@ def _worker_start(database: str, concurrency: int, logdir: Path, tag: str, queue
 
 
 @contextlib.contextmanager
-def workers(database: str, specs: list[tuple[str, int, str]], logdir: Path
+def workers(database: str, specs: list[tuple], logdir: Path
             ) -> Iterator[tuple[float, dict[str, subprocess.Popen]]]:
-    """Celery workers on ``database``, one per (tag, concurrency, queues) — queues "" for
-    every hub queue, as a worker without -Q — started together; yields the moment the
+    """Celery workers on ``database``, one per (tag, concurrency, queues[, niceness]) — queues
+    "" for every hub queue, as a worker without -Q — started together; yields the moment the
     first one was ready (timing from it gives the others no head start) and the processes."""
-    processes = {tag: _worker_start(database, concurrency, logdir, tag, queues) for tag, concurrency, queues in specs}
+    processes = {tag: _worker_start(database, concurrency, logdir, tag, queues, *nice)
+                 for tag, concurrency, queues, *nice in specs}
     try:
         first, waiting, deadline = 0.0, set(processes), time.monotonic() + 60
         while waiting:
@@ -384,6 +393,10 @@ def gunicorn(database: str, logdir: Path) -> Iterator[tuple[subprocess.Popen, in
             yield process, port
         finally:
             stop(process)
+
+
+def _nice_note() -> str:
+    return f"; the bulk processes at niceness {BULK_NICE} (--bulk-nice)" if BULK_NICE else ""
 
 
 # --------------------------------------------------------------------- statistics
@@ -826,7 +839,7 @@ class Suite:
         db_clone(database)
         queue_purge()
         child("usage_setup", database)
-        specs = [(f"{tag}-finance", plan.worker_concurrency, QUEUES["finance"]), (f"{tag}-usage", 1, QUEUES["usage"])]
+        specs = [(f"{tag}-finance", plan.worker_concurrency, QUEUES["finance"]), (f"{tag}-usage", 1, QUEUES["usage"], BULK_NICE)]
         with workers(database, specs, self.logdir):
             if bulk:
                 child("usage_receive", database, "--path", str(self.usage_file()))
@@ -870,12 +883,12 @@ class Suite:
         events = max(2, round(plan.isolation_rate * plan.isolation_catalog_seconds))
         with (self.logdir / f"catalog-release-{tag}.log").open("w") as log_file:
             release = subprocess.Popen(
-                [PYTHON, "-m", "benchmarks.run", "_catalog_release", "--events", str(plan.catalog_skus if bulk else 0)],
+                [*_niced(BULK_NICE), PYTHON, "-m", "benchmarks.run", "_catalog_release", "--events", str(plan.catalog_skus if bulk else 0)],
                 cwd=ROOT, env=hub_env(database), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
                 text=True)
         rest = ",".join([QUEUE, QUEUES["customer"], QUEUES["catalog"]])
         specs = [(f"{tag}-finance", plan.worker_concurrency, QUEUES["finance"]),
-                 (f"{tag}-rest", plan.worker_concurrency, rest)]
+                 (f"{tag}-rest", plan.worker_concurrency, rest, BULK_NICE)]
         try:
             self._expect(release, "connected", tag)
             with workers(database, specs, self.logdir):
@@ -939,7 +952,8 @@ class Suite:
                     higher_is_better=False,
                     note=f"baseline: the same hub idle; {plan.usage_rows:,}-row usage load on the usage worker"
                          f" (-Q usage, -c 1), invoices on the finance worker (-Q finance, -c {plan.worker_concurrency})"
-                         f", instant ERP; load average {statistics.median(loads):.1f} on {os.cpu_count()} cores")
+                         f", instant ERP{_nice_note()}; load average {statistics.median(loads):.1f} on"
+                         f" {os.cpu_count()} cores")
         self.extra["isolation_runs"] = runs
         self.isolation_catalog()
 
@@ -972,7 +986,8 @@ class Suite:
                          f" {plan.catalog_skus:,}-SKU release ({plan.catalog_skus * 5:,} versions approved in bulk,"
                          f" {posted:,.0f} catalog deliveries posted meanwhile) on the worker of the default, customer"
                          f" and catalog queues (-c {plan.worker_concurrency}), invoices on the finance worker (-Q"
-                         f" finance, -c {plan.worker_concurrency}), instant ERP, Stripe API sandbox; load average"
+                         f" finance, -c {plan.worker_concurrency}), instant ERP, Stripe API sandbox{_nice_note()};"
+                         " load average"
                          f" {statistics.median(loads):.1f} on {os.cpu_count()} cores")
         self.extra["isolation_catalog_runs"] = runs
 
@@ -2163,9 +2178,11 @@ def main(argv: list[str] | None = None) -> int:
                         " run's log folder for --smoke)")
     parser.add_argument("--broker", default="", help="the Celery broker's URL (default: BENCH_REDIS); amqp://…"
                         " runs on RabbitMQ with quorum queues (docs/scaling.md)")
+    parser.add_argument("--bulk-nice", type=int, default=0, help="finance isolation: run the bulk side's processes"
+                        " at this CPU niceness (0-19; the finance worker stays at 0)")
     args = parser.parse_args(argv)
-    global BROKER
-    BROKER = args.broker or BROKER
+    global BROKER, BULK_NICE
+    BROKER, BULK_NICE = args.broker or BROKER, args.bulk_nice
     plan = SMOKE if args.smoke else FULL
     if args.pipeline_events:
         plan = dataclasses.replace(plan, pipeline_events=args.pipeline_events)
