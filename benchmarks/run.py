@@ -332,7 +332,8 @@ def _worker_start(database: str, concurrency: int, logdir: Path, tag: str, queue
                   nice: int = 0) -> subprocess.Popen:
     with (logdir / f"worker-{tag}.log").open("w") as log_file:
         return subprocess.Popen(
-            [*_niced(nice), PYTHON, "-m", "celery", "-A", "integration_hub", "worker", *(["-Q", queues] if queues else []),
+            [*_niced(nice), PYTHON, "-m", "celery", "-A", "integration_hub", "worker",
+             *(["-Q", queues] if queues else []),
              "-c", str(concurrency), "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO",
              "-n", f"bench-{os.getpid()}-{tag}@%h"],
             cwd=ROOT, env=hub_env(database), stdout=log_file, stderr=subprocess.STDOUT,
@@ -839,7 +840,8 @@ class Suite:
         db_clone(database)
         queue_purge()
         child("usage_setup", database)
-        specs = [(f"{tag}-finance", plan.worker_concurrency, QUEUES["finance"]), (f"{tag}-usage", 1, QUEUES["usage"], BULK_NICE)]
+        specs = [(f"{tag}-finance", plan.worker_concurrency, QUEUES["finance"]),
+                 (f"{tag}-usage", 1, QUEUES["usage"], BULK_NICE)]
         with workers(database, specs, self.logdir):
             if bulk:
                 child("usage_receive", database, "--path", str(self.usage_file()))
