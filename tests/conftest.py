@@ -3,9 +3,10 @@ unit tests, and an in-memory ERP connector whose behaviour a test scripts."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 # The test run gets its own queue so leftovers of other runs never reach its worker.
@@ -220,13 +221,38 @@ def _database_url(db_settings: dict) -> str:
     return f"postgres://{auth}{db_settings.get('HOST') or '127.0.0.1'}:{db_settings.get('PORT') or 5432}/{db_settings['NAME']}"
 
 
-@pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
-    """A real Celery worker process on the configured broker and the test database.
+# CI's RabbitMQ (the machine's own, .ci/run); a developer may point it at a vhost of their own.
+AMQP_URL = os.environ.get("HUB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
-    Fails (never skips) if the worker does not come up: a green run means the real
-    broker was exercised.
-    """
+
+def require_rabbitmq(url: str = AMQP_URL) -> str:
+    """``url`` once RabbitMQ answers there; fails (never skips) when it does not, like
+    CI's other services: a green run means the hub ran on RabbitMQ."""
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=5) as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the broker
+        pytest.fail(f"RabbitMQ is unreachable at HUB_TEST_AMQP_URL={url}: {exc}", pytrace=False)
+    return url
+
+
+def _purge_hub_queues() -> None:
+    """Declare every hub queue as this process's settings do (quorum queues on RabbitMQ)
+    and empty it: leftovers of an earlier run must not reach the new worker."""
+    from integration_hub.celery import app
+
+    with app.connection_for_write() as connection:
+        for queue in app.amqp.queues.values():
+            queue(connection.default_channel).declare()
+            queue(connection.default_channel).purge()
+
+
+def _start_worker(log_dir, tag: str, env: dict[str, str]):
+    """A real Celery worker process on the test database, with ``env`` over this
+    process's environment; returns once it is ready. Fails (never skips) if it does
+    not come up."""
     import subprocess
     import sys
     import time
@@ -234,25 +260,12 @@ def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
 
     from django.conf import settings
 
-    from integration_hub.celery import app
-
-    queue = settings.CELERY_TASK_DEFAULT_QUEUE
-    with app.connection_for_write() as connection:
-        for name in set(settings.HUB_QUEUES.values()):
-            connection.default_channel.queue_declare(queue=name, durable=True, auto_delete=False)
-            connection.default_channel.queue_purge(name)  # leftovers of an earlier run
-
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    env = {
-        **os.environ,
-        "DATABASE_URL": _database_url(settings.DATABASES["default"]),
-        "HUB_QUEUE": queue,
-        "PYTHONUNBUFFERED": "1",
-    }
+    log_path = log_dir / "worker.log"
+    env = {**os.environ, "DATABASE_URL": _database_url(settings.DATABASES["default"]), "PYTHONUNBUFFERED": "1", **env}
     command = [
         # No -Q: one worker consumes every hub queue (settings.CELERY_TASK_QUEUES), as `make worker`.
         sys.executable, "-m", "celery", "-A", "integration_hub", "worker", "-c", "2",
-        "--without-gossip", "--without-mingle", "-l", "INFO", "-n", f"test-{os.getpid()}@%h",
+        "--without-gossip", "--without-mingle", "-l", "INFO", "-n", f"test-{os.getpid()}-{tag}@%h",
     ]
     log_file = open(log_path, "w")
     process = subprocess.Popen(
@@ -262,16 +275,112 @@ def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
     while "ready." not in log_path.read_text():
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            pytest.fail(f"the Celery worker did not start; its log:\n{log_path.read_text()[-4000:]}")
+            log_file.close()
+            pytest.fail(f"the Celery worker ({tag}) did not start; its log:\n{log_path.read_text()[-4000:]}")
         time.sleep(0.2)
-    process.log_path = log_path
-    yield process
+    process.log_path, process.log_file = log_path, log_file
+    return process
+
+
+def _stop_worker(process) -> None:
+    import subprocess
+
     process.terminate()
     try:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
-    log_file.close()
+    process.log_file.close()
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A real Celery worker process on the configured broker and the test database.
+
+    Fails (never skips) if the worker does not come up: a green run means the real
+    broker was exercised.
+    """
+    from django.conf import settings
+
+    _purge_hub_queues()
+    process = _start_worker(tmp_path_factory.mktemp("worker"), "configured",
+                            {"HUB_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE})
+    yield process
+    _stop_worker(process)
+
+
+def _broker_scheme() -> str:
+    return os.environ.get("CELERY_BROKER_URL", "filesystem://").split(":", 1)[0]
+
+
+@contextlib.contextmanager
+def _hub_on_broker(broker_url: str, queue: str) -> Iterator[None]:
+    """This process's hub on another broker, as the hub's own processes are set up for
+    it: settings.py evaluated again with ``CELERY_BROKER_URL=broker_url`` and
+    ``HUB_QUEUE=queue``, and every ``CELERY_*``/``HUB_*`` setting that differs (the broker,
+    the queues and their declarations — quorum queues on topic exchanges for RabbitMQ —,
+    publisher confirms, delayed delivery) put in Django's settings and the Celery app's
+    configuration, with its connections dropped. What a test sends (a webhook's event,
+    the sweeper's re-enqueue) then goes where the worker listens. Celery reads the
+    broker URL from the environment before its configuration, so that is set too."""
+    import runpy
+    from unittest import mock
+
+    from django.conf import settings
+    from django.test import override_settings
+
+    import integration_hub.settings as settings_module
+    from integration_hub.celery import app
+
+    missing = object()
+    environment = {"CELERY_BROKER_URL": broker_url, "HUB_QUEUE": queue,
+                   "HUB_REDIS_URL": settings.HUB_REDIS_URL}  # one governor state for the test and its worker
+    with mock.patch.dict(os.environ, environment):
+        evaluated = runpy.run_path(settings_module.__file__)
+    changed = {name: value for name, value in evaluated.items()
+               if name.isupper() and name.startswith(("CELERY_", "HUB_")) and getattr(settings, name, missing) != value}
+    celery_keys = {name: name.removeprefix("CELERY_").lower() for name in changed if name.startswith("CELERY_")}
+    earlier = {key: app.conf.get(key) for key in celery_keys.values()}
+
+    def reconnect() -> None:
+        if app._pool is not None:
+            app._pool.force_close_all()
+        app._pool = None
+        app.__dict__.pop("amqp", None)  # its queues, router and producer pool are built from the configuration
+
+    with mock.patch.dict(os.environ, {"CELERY_BROKER_URL": broker_url}), override_settings(**changed):
+        app.conf.update({key: changed[name] for name, key in celery_keys.items()})
+        reconnect()
+        try:
+            yield
+        finally:
+            app.conf.update(earlier)
+            reconnect()
+
+
+@pytest.fixture(scope="module", params=[pytest.param("configured", id=_broker_scheme()),
+                                        pytest.param("rabbitmq", id="rabbitmq")])
+def stack_worker(request, tmp_path_factory):
+    """A real Celery worker process on each broker the hub supports, the test module's
+    tests run once per broker: the configured one (CI: Redis; the session's worker) and
+    RabbitMQ (``HUB_TEST_AMQP_URL``, quorum queues; a missing RabbitMQ fails the test). On
+    RabbitMQ this process sends on RabbitMQ too, on queues of its own (``<HUB_QUEUE>-amqp``)."""
+    if request.param == "configured":
+        yield request.getfixturevalue("celery_worker_process")
+        return
+    from django.conf import settings
+
+    request.getfixturevalue("django_db_setup")
+    url, queue = require_rabbitmq(), f"{settings.CELERY_TASK_DEFAULT_QUEUE}-amqp"
+    with _hub_on_broker(url, queue):
+        _purge_hub_queues()
+        process = _start_worker(tmp_path_factory.mktemp("worker-amqp"), "amqp",
+                                {"CELERY_BROKER_URL": url, "HUB_QUEUE": queue, "HUB_REDIS_URL": settings.HUB_REDIS_URL})
+        try:
+            yield process
+        finally:
+            _stop_worker(process)
+            _purge_hub_queues()
 
 
 def wait_for(predicate: Callable[[], object], *, timeout: float = 60, interval: float = 0.2, what: str = "condition"):

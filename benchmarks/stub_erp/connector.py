@@ -1,6 +1,8 @@
 """Two ERP stand-ins for the benchmarks (no network):
 
-``bench-erp`` posts instantly, so the pipeline benchmark measures the hub alone.
+``bench-erp`` posts instantly, so the pipeline benchmark measures the hub alone. It takes
+catalog releases (products, list prices) the same way, for the finance-isolation run during
+a catalog release.
 
 ``bench-slow-erp`` is an ERP that takes ``latency_ms`` per call and serves at most
 ``max_concurrency`` calls at once, like an ERP API with a per-client limit: a call
@@ -12,6 +14,7 @@ once, refusals and documents posted.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
@@ -19,8 +22,8 @@ import redis
 
 # The baseline's no-op task rides along so the bench worker registers it.
 from benchmarks.stub_erp import tasks  # noqa: F401
-from canonical.contracts import InvoiceV1, PaymentV1
-from connectors.base import Connector, ExternalDocument
+from canonical.contracts import InvoiceV1, PaymentV1, PriceV1, ProductV1
+from connectors.base import Connector, ExternalDocument, TargetProduct
 from connectors.errors import RateLimited
 from connectors.registry import register
 
@@ -39,7 +42,7 @@ def _document(reference: str) -> ExternalDocument:
 
 @register("bench-erp")
 class InstantErpConnector(Connector):
-    """An ERP that accepts every document at once."""
+    """An ERP that accepts every document at once (invoices, payments, products, list prices)."""
 
     def find_invoice(self, invoice: InvoiceV1, *, legal_entity: str) -> ExternalDocument | None:
         return None
@@ -53,6 +56,15 @@ class InstantErpConnector(Connector):
 
     def void_invoice(self, invoice: InvoiceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
         return _document(invoice.source.external_id)
+
+    def upsert_product(self, product: ProductV1, *, idempotency_key: str) -> ExternalDocument:
+        return _document(product.sku)
+
+    def catalog_snapshot(self, skus: Sequence[str]) -> dict[str, TargetProduct]:
+        return {}  # it keeps nothing: reconciliation is not what the benchmark measures
+
+    def set_list_price(self, price: PriceV1, *, legal_entity: str, idempotency_key: str) -> ExternalDocument:
+        return _document(f"{price.sku}-{legal_entity}")
 
 
 @cache

@@ -26,14 +26,12 @@ from cryptography.fernet import Fernet
 from django.conf import settings
 
 from connectors.stripe.sandbox import StripeSandbox
-from tests.conftest import WEBHOOK_SECRET, wait_for
+from tests.conftest import WEBHOOK_SECRET, require_rabbitmq, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-# CI's RabbitMQ (the machine's own); a developer may point it at a vhost of their own.
-AMQP_URL = os.environ.get("HUB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 
 def _compose() -> dict:
@@ -82,16 +80,9 @@ def production_database():
 
 @pytest.fixture
 def rabbitmq():
-    """The RabbitMQ broker's URL; fails (never skips) when it is unreachable, like CI's
-    other services."""
-    from kombu import Connection
-
-    try:
-        with Connection(AMQP_URL, connect_timeout=5) as connection:
-            connection.ensure_connection(max_retries=1)
-    except Exception as exc:  # noqa: BLE001 - any failure to reach the broker
-        pytest.fail(f"RabbitMQ is unreachable at HUB_TEST_AMQP_URL={AMQP_URL}: {exc}", pytrace=False)
-    return AMQP_URL
+    """The RabbitMQ broker's URL (``HUB_TEST_AMQP_URL``); fails (never skips) when it is
+    unreachable, like CI's other services."""
+    return require_rabbitmq()
 
 
 class FlakyProxy:

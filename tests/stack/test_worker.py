@@ -1,4 +1,5 @@
-"""The real spine: webhook → inbox → broker → Celery worker process → database."""
+"""The real spine: webhook → inbox → broker → Celery worker process → database, on each
+broker the hub supports (``stack_worker``: the configured one and RabbitMQ with quorum queues)."""
 
 import datetime as dt
 
@@ -13,17 +14,19 @@ from tests.conftest import wait_for
 pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
 
 
-def test_a_worker_process_handles_an_accepted_event(celery_worker_process, stripe_connection, sandbox, post_webhook):
+def test_a_worker_process_handles_an_accepted_event(stack_worker, stripe_connection, sandbox, post_webhook):
     customer = sandbox.customer("Katherine Johnson", "kj@example.com", country="US")
     assert post_webhook(sandbox.event("customer.created", customer)).status_code == 200
 
     wait_for(lambda: InboundEvent.objects.filter(status="processed").exists(), what="the worker to process the event")
     canonical_id = CrossReference.objects.get(system="stripe", object_type="customer", external_id=customer["id"])
     assert Customer.objects.get(pk=canonical_id.canonical_id).email == "kj@example.com"
+    # This broker's worker ran it (on RabbitMQ, the configured broker's worker also runs, idle).
+    assert "hub.process_inbound" in stack_worker.log_path.read_text()
 
 
 def test_a_message_lost_by_the_broker_is_found_by_the_sweeper(
-    celery_worker_process, stripe_connection, sandbox, post_webhook, settings, monkeypatch
+    stack_worker, stripe_connection, sandbox, post_webhook, settings, monkeypatch
 ):
     from integration_hub.celery import app
 
