@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from functools import partial
 
 import structlog
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.db.models import Count, OuterRef, Q, Subquery
 from django.dispatch import receiver
 from django.utils import timezone
@@ -224,10 +224,7 @@ def _post_bind(delivery: Delivery, document: ExternalDocument) -> None:
     if customer_id := document.related.get("customer"):
         invoice = Invoice.objects.only("customer_id").get(pk=delivery.object_id)
         try:
-            with transaction.atomic():
-                xref_bind(
-                    system=system, object_type="customer", canonical_id=invoice.customer_id, external_id=customer_id
-                )
+            xref_bind(system=system, object_type="customer", canonical_id=invoice.customer_id, external_id=customer_id)
         except IntegrityError as exc:
             # The invoice is posted either way; a clash of party bindings is for a
             # person to look at, not a reason to undo the posting.
