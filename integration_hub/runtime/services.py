@@ -228,8 +228,9 @@ def inbound_process(event_id: int) -> None:
             with transaction.atomic():
                 # Events about one business object are applied one at a time, in
                 # whatever order they arrive; the canonical upserts make order moot.
-                BusinessTransaction.objects.select_for_update().get(pk=event.transaction_id)
-                locked = InboundEvent.objects.select_for_update().get(pk=event.pk)
+                # One statement locks the event and its business transaction.
+                locked = (InboundEvent.objects.select_for_update(of=("self", "transaction"))
+                          .select_related("transaction").get(pk=event.pk))
                 if locked.status != InboundEvent.Status.RECEIVED:
                     return
                 handled = [fact for fact in facts if not isinstance(fact, Ignored)]
