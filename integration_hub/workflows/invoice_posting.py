@@ -126,11 +126,15 @@ def invoice_voided(fact: InvoiceVoided, event: InboundEvent) -> None:
     adjustments.plan_on_invoice(invoice, event, action=VOID, object_type="invoice", object_id=invoice.pk, after=post)
 
 
-def _invoice_to_send(delivery: Delivery) -> Invoice:
-    """The delivery's invoice with what sending it reads (entity, customer, stored
-    decision, lines), in two statements rather than one per relation."""
+def _invoices_to_send():
+    """Invoices with what sending one reads (entity, customer, stored decision, lines):
+    two statements for any number of them, rather than a few for each."""
     return (Invoice.objects.select_related("legal_entity", "customer", "posting_decision__policy_version")
-            .prefetch_related("lines").get(pk=delivery.object_id))
+            .prefetch_related("lines"))
+
+
+def _invoice_to_send(delivery: Delivery) -> Invoice:
+    return _invoices_to_send().get(pk=delivery.object_id)
 
 
 def _post_lookup(connector: InvoicePoster, delivery: Delivery) -> ExternalDocument | None:
@@ -206,8 +210,7 @@ def _post_send(connector: InvoicePoster, delivery: Delivery) -> ExternalDocument
 def _post_send_batch(connector: InvoiceBatchPoster, deliveries: Sequence[Delivery]) -> list[ExternalDocument | Exception]:
     """A backlog of posts in batches the ERP takes (a month-end run, the end of a maintenance
     window). Safe to repeat: the connector looks every invoice up by its source reference first."""
-    invoices = Invoice.objects.select_related("legal_entity", "customer").in_bulk(
-        [delivery.object_id for delivery in deliveries])
+    invoices = _invoices_to_send().in_bulk([delivery.object_id for delivery in deliveries])
     return connector.post_invoices([
         InvoiceToPost(invoice_contract(invoice), legal_entity=invoice.legal_entity.code,
                       idempotency_key=delivery.idempotency_key,
