@@ -41,6 +41,7 @@ from canonical.policy import (
     decide,
     tax_status_of,
 )
+from canonical.sql import insert_ignore
 
 APPROVE_PERMISSION = "canonical.approve_postingpolicyversion"
 
@@ -251,17 +252,17 @@ def posting_decide(contract: InvoiceV1) -> tuple[PostingPolicyVersion, DocumentF
 
 
 def posting_decision_record(invoice: Invoice, version: PostingPolicyVersion, facts: DocumentFacts,
-                            decision: Decision) -> PostingDecision:
-    """Store the decision for the invoice once; an existing one is kept as is."""
-    record, _ = PostingDecision.objects.get_or_create(
-        invoice=invoice,
-        defaults={
-            "policy_version": version, "legal_entity": LegalEntity.objects.get(code=decision.legal_entity),
-            "currency_treatment": decision.currency_treatment, "facts": facts.to_json(),
-            "lines": decision.lines_json(),
-        },
-    )
-    return record
+                            decision: Decision) -> None:
+    """Store the decision for the invoice once; an existing one is kept as is (one
+    statement, and no savepoint: a conflict raises nothing)."""
+    entity = invoice.legal_entity
+    if entity.code != decision.legal_entity:  # an invoice held, undecided, since before policies
+        entity = LegalEntity.objects.get(code=decision.legal_entity)
+    insert_ignore(PostingDecision, {
+        "invoice": invoice.pk, "policy_version": version.pk, "legal_entity": entity.pk,
+        "currency_treatment": decision.currency_treatment, "facts": facts.to_json(), "lines": decision.lines_json(),
+        "company_currency": "", "company_total": None, "company_tax": None, "created_at": timezone.now(),
+    })
 
 
 def posting_company_amounts_record(invoice_id: int, *, currency: str, total: int, tax: int) -> None:

@@ -28,17 +28,25 @@ from canonical.models import (
 )
 from canonical.policy import PolicyMissing  # noqa: F401 - where workflows have always imported it from
 from canonical.sor import DEFAULT_OWNERS, FIELD_GROUPS, sor_decide
+from canonical.sql import insert_ignore
 
 
 def xref_bind(*, system: str, object_type: str, canonical_id: int, external_id: str, number: str = "") -> CrossReference:
     """Record that ``canonical_id`` is ``external_id`` in ``system``. Re-binding the
-    same pair is a no-op; binding either side to something else raises IntegrityError."""
-    xref, created = CrossReference.objects.get_or_create(
-        system=system,
-        object_type=object_type,
-        external_id=external_id,
-        defaults={"canonical_id": canonical_id, "external_number": number},
-    )
+    same pair is a no-op; binding either side to something else raises IntegrityError.
+    That error is raised here, never by the database, so the caller's transaction
+    stays usable after it without a savepoint."""
+    key = {"system": system, "object_type": object_type, "external_id": external_id}
+    xref = CrossReference.objects.filter(**key).first()
+    if xref is None:
+        values = {**key, "canonical_id": canonical_id, "external_number": number, "created_at": timezone.now()}
+        created = insert_ignore(CrossReference, values)
+        if created is not None:
+            return CrossReference(pk=created, **values)
+        # A unique constraint held: the id was bound meanwhile, or the record is bound to another id there.
+        xref = CrossReference.objects.filter(**key).first()
+        if xref is None:
+            raise IntegrityError(f"{object_type} {canonical_id} is already bound to another id in {system}")
     if xref.canonical_id != canonical_id:
         raise IntegrityError(
             f"{system}:{object_type}:{external_id} is already bound to {object_type} {xref.canonical_id}"
@@ -79,7 +87,9 @@ def _refresh_keys(customer: Customer) -> None:
         setattr(customer, name, value)
 
 
-@transaction.atomic
+# No savepoint: nothing inside is caught and recovered from, so a failure may as well
+# undo the caller's whole transaction (the event's, which is retried as one).
+@transaction.atomic(savepoint=False)
 def invoice_upsert(
     contract: InvoiceV1, *, customer: Customer, legal_entity: LegalEntity, transaction_id: uuid.UUID | None = None
 ) -> Invoice:
@@ -414,12 +424,12 @@ def customer_ingest(
             customer = customer_resolve(system=source.system, external_id=source.external_id)
             if customer is None:
                 raise
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # as invoice_upsert: nothing in it is recovered from
         if customer.aliases.filter(system=source.system, external_id=source.external_id).exists():
             return CustomerIntake(customer, merged_alias=True)
         if second_hand:
-            changed = _customer_fill(customer, contract, transaction_id=transaction_id)
-            return CustomerIntake(Customer.objects.get(pk=customer.pk), changed=changed)
+            customer, changed = _customer_fill(customer, contract, transaction_id=transaction_id)
+            return CustomerIntake(customer, changed=changed)
         changed, conflicts = customer_apply(
             customer, contract, source_role=source_role, transaction_id=transaction_id
         )
@@ -452,7 +462,10 @@ def _customer_first_sighting(contract: CustomerV1, *, transaction_id: uuid.UUID 
     return CustomerIntake(customer, created=True, held=True)
 
 
-def _customer_fill(customer: Customer, contract: CustomerV1, *, transaction_id: uuid.UUID | None) -> bool:
+def _customer_fill(customer: Customer, contract: CustomerV1, *,
+                   transaction_id: uuid.UUID | None) -> tuple[Customer, bool]:
+    """Fill the customer's empty fields from ``contract``; returns the record as it
+    now is (read under its lock) and whether anything changed."""
     customer = Customer.objects.select_for_update().get(pk=customer.pk)
     filled = {
         name: value for name, value in _customer_fields(contract).items()
@@ -460,7 +473,7 @@ def _customer_fill(customer: Customer, contract: CustomerV1, *, transaction_id: 
     }
     if filled:
         _customer_change(customer, filled, transaction_id=transaction_id)
-    return bool(filled)
+    return customer, bool(filled)
 
 
 def _customer_change(customer: Customer, changes: dict, *, transaction_id: uuid.UUID | None) -> None:

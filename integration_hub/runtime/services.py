@@ -24,9 +24,11 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db import connection as database
-from django.db.models import F, Q
+from django.db.models import Count, F, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from canonical.sql import insert_ignore
 from connectors import registry
 from connectors.base import Batching, Connector, ExternalDocument, Ignored, ReceivedEvent
 from connectors.cache import TTL_SECONDS
@@ -54,7 +56,7 @@ from integration_hub.runtime.models import (
     MaintenanceWindow,
 )
 from integration_hub.runtime.retry import retry_delay
-from integration_hub.runtime.sql import insert_ignore, insert_ignore_with_parent, transaction_lock
+from integration_hub.runtime.sql import insert_ignore_with_parent, transaction_lock
 
 log = structlog.get_logger(__name__)
 
@@ -226,8 +228,9 @@ def inbound_process(event_id: int) -> None:
             with transaction.atomic():
                 # Events about one business object are applied one at a time, in
                 # whatever order they arrive; the canonical upserts make order moot.
-                BusinessTransaction.objects.select_for_update().get(pk=event.transaction_id)
-                locked = InboundEvent.objects.select_for_update().get(pk=event.pk)
+                # One statement locks the event and its business transaction.
+                locked = (InboundEvent.objects.select_for_update(of=("self", "transaction"))
+                          .select_related("transaction").get(pk=event.pk))
                 if locked.status != InboundEvent.Status.RECEIVED:
                     return
                 handled = [fact for fact in facts if not isinstance(fact, Ignored)]
@@ -677,10 +680,15 @@ def delivery_hold(delivery: Delivery, *, reason: str, until: float) -> Delivery:
 
 
 def _attempt_row(delivery: Delivery, *, started: dt.datetime, seconds: float, outcome: str, **fields) -> None:
+    """Append the attempt to the delivery's log (the caller holds the delivery's row
+    lock). Its number counts the log, not ``attempts``: a replay restarts that budget,
+    and a hold gives back an attempt that never happened."""
     metrics.attempt_observe(delivery.connection.name, outcome, seconds)
+    logged = DeliveryAttempt.objects.filter(delivery=delivery.pk).order_by().values("delivery")
     DeliveryAttempt.objects.create(
         delivery=delivery,
-        number=delivery.attempt_log.count() + 1,
+        # Counted inside the INSERT, not by a round trip of its own.
+        number=Coalesce(Subquery(logged.annotate(count=Count("pk")).values("count")), 0) + 1,
         started_at=started,
         duration_ms=round(seconds * 1000),
         outcome=outcome,
@@ -705,11 +713,12 @@ def delivery_record_success(
     dispatch.delivery_action(locked.action).bind(locked, document)
     metrics.delivery_observe(locked.connection.name, locked.action, "posted")
     _serial_wake(locked)
-    now = timezone.now()
-    for dependent in locked.dependents.filter(status=Delivery.Status.PENDING):
-        dependent.enqueued_at = now
-        dependent.save(update_fields=["enqueued_at", "updated_at"])
-        _enqueue_delivery(dependent.pk, dependent.action)
+    dependents = list(locked.dependents.filter(status=Delivery.Status.PENDING).values_list("pk", "action"))
+    if dependents:
+        now = timezone.now()
+        Delivery.objects.filter(pk__in=[pk for pk, _ in dependents]).update(enqueued_at=now, updated_at=now)
+        for pk, action in dependents:
+            _enqueue_delivery(pk, action)
     log.info("delivery_posted", action=locked.action, external_id=locked.external_id, number=locked.external_number)
     return locked
 

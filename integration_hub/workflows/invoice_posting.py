@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from functools import partial
 
 import structlog
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.db.models import Count, OuterRef, Q, Subquery
 from django.dispatch import receiver
 from django.utils import timezone
@@ -42,7 +42,6 @@ from canonical.models import (
     Invoice,
     LegalEntity,
     Payment,
-    PostingDecision,
     PostingPolicyVersion,
 )
 from canonical.policy import PolicyMissing
@@ -127,8 +126,19 @@ def invoice_voided(fact: InvoiceVoided, event: InboundEvent) -> None:
     adjustments.plan_on_invoice(invoice, event, action=VOID, object_type="invoice", object_id=invoice.pk, after=post)
 
 
+def _invoices_to_send():
+    """Invoices with what sending one reads (entity, customer, stored decision, lines):
+    two statements for any number of them, rather than a few for each."""
+    return (Invoice.objects.select_related("legal_entity", "customer", "posting_decision__policy_version")
+            .prefetch_related("lines"))
+
+
+def _invoice_to_send(delivery: Delivery) -> Invoice:
+    return _invoices_to_send().get(pk=delivery.object_id)
+
+
 def _post_lookup(connector: InvoicePoster, delivery: Delivery) -> ExternalDocument | None:
-    invoice = Invoice.objects.select_related("legal_entity", "customer").get(pk=delivery.object_id)
+    invoice = _invoice_to_send(delivery)
     return connector.find_invoice(invoice_contract(invoice), legal_entity=invoice.legal_entity.code)
 
 
@@ -136,7 +146,7 @@ def line_products(invoice: Invoice, *, erp: str) -> list[str]:
     """Per line, the SKU of the catalog product its billing price belongs to ("" for
     a price the catalog does not know). Raises ProductMissing for a catalog SKU not
     released to ``erp`` yet (no binding of the product there)."""
-    lines = list(invoice.lines.order_by("position", "pk").values_list("price_ref", flat=True))
+    lines = [line.price_ref for line in invoice.lines.all()]  # in position order (the model's)
     products = catalog_products_of_prices(set(lines), system=invoice.source_system)
     if not products:
         return [""] * len(lines)
@@ -175,7 +185,7 @@ def _product_released(sender, *, product_id: int, system: str, **kwargs) -> None
 def posting_instructions(invoice: Invoice, *, erp: str) -> PostingInstructions | None:
     """The stored policy decision in the connector's terms, with each line's catalog
     product (None for an invoice decided before posting policies existed)."""
-    decision = PostingDecision.objects.select_related("policy_version").filter(invoice=invoice).first()
+    decision = getattr(invoice, "posting_decision", None)
     if decision is None:
         return None
     products = line_products(invoice, erp=erp)
@@ -190,7 +200,7 @@ def posting_instructions(invoice: Invoice, *, erp: str) -> PostingInstructions |
 
 
 def _post_send(connector: InvoicePoster, delivery: Delivery) -> ExternalDocument:
-    invoice = Invoice.objects.select_related("legal_entity", "customer").get(pk=delivery.object_id)
+    invoice = _invoice_to_send(delivery)
     return connector.post_invoice(
         invoice_contract(invoice), legal_entity=invoice.legal_entity.code, idempotency_key=delivery.idempotency_key,
         posting=posting_instructions(invoice, erp=delivery.connection.name),
@@ -200,8 +210,7 @@ def _post_send(connector: InvoicePoster, delivery: Delivery) -> ExternalDocument
 def _post_send_batch(connector: InvoiceBatchPoster, deliveries: Sequence[Delivery]) -> list[ExternalDocument | Exception]:
     """A backlog of posts in batches the ERP takes (a month-end run, the end of a maintenance
     window). Safe to repeat: the connector looks every invoice up by its source reference first."""
-    invoices = Invoice.objects.select_related("legal_entity", "customer").in_bulk(
-        [delivery.object_id for delivery in deliveries])
+    invoices = _invoices_to_send().in_bulk([delivery.object_id for delivery in deliveries])
     return connector.post_invoices([
         InvoiceToPost(invoice_contract(invoice), legal_entity=invoice.legal_entity.code,
                       idempotency_key=delivery.idempotency_key,
@@ -224,10 +233,7 @@ def _post_bind(delivery: Delivery, document: ExternalDocument) -> None:
     if customer_id := document.related.get("customer"):
         invoice = Invoice.objects.only("customer_id").get(pk=delivery.object_id)
         try:
-            with transaction.atomic():
-                xref_bind(
-                    system=system, object_type="customer", canonical_id=invoice.customer_id, external_id=customer_id
-                )
+            xref_bind(system=system, object_type="customer", canonical_id=invoice.customer_id, external_id=customer_id)
         except IntegrityError as exc:
             # The invoice is posted either way; a clash of party bindings is for a
             # person to look at, not a reason to undo the posting.
