@@ -22,7 +22,7 @@ from connectors.errors import ConnectorError, Permanent
 from connectors.tryton import mapping
 
 INVOICE = "account.invoice"
-_PARTY_CODE_TAKEN = "code on party must be unique"
+PARTY_CODE_TAKEN = "code on party must be unique"
 
 Answer = ExternalDocument | ConnectorError
 
@@ -131,7 +131,7 @@ class TrytonInvoiceBatch:
                 self.client.call("party.party", "create",
                                  [mapping.party_values(customers[code].customer) for code in missing])
             except Permanent as exc:
-                if _PARTY_CODE_TAKEN not in str(exc):
+                if PARTY_CODE_TAKEN not in str(exc):
                     raise
                 # Created concurrently: one at a time, as the single post does.
                 return {code: self._ensure_party(invoice) for code, invoice in customers.items()}

@@ -29,14 +29,12 @@ from connectors.errors import MappingError, NeedsConfiguration, Permanent, Produ
 from connectors.registry import register
 from connectors.tryton import mapping
 from connectors.tryton.adjustments import TrytonAdjustments
-from connectors.tryton.batch import TrytonInvoiceBatch
+from connectors.tryton.batch import INVOICE, PARTY_CODE_TAKEN, TrytonInvoiceBatch
 from connectors.tryton.client import TrytonClient, TrytonWarning
 from connectors.tryton.products import ProductMaster
 from connectors.tryton.rates import TrytonRates
 
-INVOICE = "account.invoice"
 _INVOICE_FIELDS = ["id", "number", "state", "party", "total_amount", "reference", "currency"]
-_PARTY_CODE_TAKEN = "code on party must be unique"
 _DEFAULT_TAXES_WARNING = ".invoice_taxes"  # "the invoice does not have the default taxes" of its products
 
 
@@ -274,7 +272,7 @@ class TrytonConnector(TrytonInvoiceBatch, TrytonAdjustments, TrytonRates, Connec
             try:
                 party_id, = self.client.call("party.party", "create", [values])
             except Permanent as exc:
-                if _PARTY_CODE_TAKEN not in str(exc) or (party_id := self._party_by_code(code)) is None:
+                if PARTY_CODE_TAKEN not in str(exc) or (party_id := self._party_by_code(code)) is None:
                     raise
             else:
                 return ExternalDocument(external_id=str(party_id), number=code, state="created")
@@ -530,7 +528,7 @@ class TrytonConnector(TrytonInvoiceBatch, TrytonAdjustments, TrytonRates, Connec
             try:
                 party_id, = self.client.call("party.party", "create", [mapping.party_values(invoice.customer)])
             except Permanent as exc:
-                if _PARTY_CODE_TAKEN not in str(exc):
+                if PARTY_CODE_TAKEN not in str(exc):
                     raise
                 party_id = self._party_by_code(code)  # created concurrently
                 if party_id is None:

@@ -123,6 +123,21 @@ def _pg_create(postgres: str, name: str, *, template: str | None = None) -> None
         conn.execute(statement)
 
 
+def _pg_comment(postgres: str, name: str) -> str | None:
+    """The database's comment, or None when it has none (or does not exist)."""
+    with _pg(postgres) as conn:
+        row = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                           [name]).fetchone()
+    return row[0] if row else None
+
+
+def _pg_set_comment(postgres: str, name: str, comment: str) -> None:
+    from psycopg import sql
+
+    with _pg(postgres) as conn:
+        conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(comment)))
+
+
 def _write_config(path: Path, *, db_dir: Path, port: int | None = None, postgres: str | None = None) -> None:
     lines = [
         "[database]",
@@ -185,8 +200,9 @@ def build_template(cache_dir: Path, *, progress: Callable[[str], Any] = print,
     ``template_path``; ``postgres`` builds it on that server).
 
     The build (trytond-admin init, module activation, setup_db) happens in a
-    private temp directory (on PostgreSQL: into the template database, whose marker
-    file is written last); the result is renamed into ``cache_dir`` only when
+    private temp directory (on PostgreSQL: into the template database, whose comment
+    and marker file are written last, so another checkout on the same server adopts
+    it instead of building it again); the result is renamed into ``cache_dir`` only when
     complete, so an interrupted build never leaves a usable-looking template.
     The setup JSON is stored as ``<template>.json``. Concurrent builders serialise
     on a lock file. Raises TrytonNotInstalled or TrytonServerError.
@@ -197,6 +213,13 @@ def build_template(cache_dir: Path, *, progress: Callable[[str], Any] = print,
     info_target = target.with_suffix(".json")
 
     def ready() -> bool:
+        if postgres and not (target.exists() and info_target.exists()):
+            # Built on this server from another checkout: its setup JSON is the
+            # database's comment, set as the build's last step.
+            info = _pg_comment(postgres, target.stem)
+            if info:
+                info_target.write_text(info)
+                target.touch()
         return target.exists() and info_target.exists() and (not postgres or _pg_exists(postgres, target.stem))
 
     if ready():
@@ -246,6 +269,7 @@ def build_template(cache_dir: Path, *, progress: Callable[[str], Any] = print,
             info_tmp = work / "info.json"
             info_tmp.write_text(json.dumps(info, indent=1))
             if postgres:
+                _pg_set_comment(postgres, db_name, info_tmp.read_text())
                 os.replace(info_tmp, info_target)
                 target.touch()
             else:

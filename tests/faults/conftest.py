@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import signal
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -94,6 +96,15 @@ class Scenario:
             responses = [post(event) for event in events]
         self.responses += responses
         return responses
+
+    def kill_worker(self, release: threading.Event) -> None:
+        """SIGKILL the worker while the ERP traffic it waits on is held, then let that
+        traffic go (the fault ends there) and start a second worker."""
+        self.processes.signal("worker", signal.SIGKILL)
+        self.processes.wait("worker")
+        release.set()
+        self.fault_ended_at = time.monotonic()
+        self.processes.worker("worker2")
 
     def unfinished(self) -> int:
         from integration_hub.runtime.models import Delivery, InboundEvent

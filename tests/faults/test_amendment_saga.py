@@ -3,7 +3,6 @@ after billing applied an amendment and before the hub recorded it, so before the
 step. After recovery the saga resumes (billing is found changed, not changed again)
 and goes on to the ERP: the proration invoice posts exactly once."""
 
-import signal
 import threading
 import time
 
@@ -86,11 +85,7 @@ def test_worker_killed_after_billing_applied_an_amendment_before_the_erp_step(st
                                                                     "Hub_Price_Ref__c": team.price.source_id}])
     assert crm.deliver(crm.last_event(upgrade["Id"]), f"{stack.web_url}/api/webhooks/salesforce/").status_code == 200
     wait_until(billing.applied.is_set, what="billing to apply the upgrade")
-    stack.processes.signal("worker", signal.SIGKILL)
-    stack.processes.wait("worker")
-    billing.release.set()
-    stack.fault_ended_at = time.monotonic()
-    stack.processes.worker("worker2")
+    stack.kill_worker(billing.release)
 
     wait_until(lambda: Amendment.objects.filter(status="done").exists(), timeout=120, what="the saga to finish")
     amendment = Amendment.objects.get()

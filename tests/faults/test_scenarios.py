@@ -35,11 +35,7 @@ def test_worker_killed_while_the_erp_call_is_in_flight(stack):
     stack.proxy.fault = hold_first_create
     stack.send(finalized(stack, 3))
     wait_until(caught.is_set, what="a create call to be in flight")
-    stack.processes.signal("worker", signal.SIGKILL)
-    stack.processes.wait("worker")
-    release.set()
-    stack.fault_ended_at = time.monotonic()
-    stack.processes.worker("worker2")
+    stack.kill_worker(release)
     stack.check(drain=stack.settle())
 
 
@@ -54,11 +50,7 @@ def test_worker_killed_after_the_erp_answered_before_the_hub_committed(stack):
     stack.proxy.fault = hold_first_post_answer
     stack.send(finalized(stack, 3, "eur"))
     wait_until(answered.is_set, what="the ERP to post while the answer is held")
-    stack.processes.signal("worker", signal.SIGKILL)
-    stack.processes.wait("worker")
-    release.set()
-    stack.fault_ended_at = time.monotonic()
-    stack.processes.worker("worker2")
+    stack.kill_worker(release)
     stack.check(drain=stack.settle())
     assert Delivery.objects.filter(attempt_log__outcome="lost").exists()
 
@@ -128,11 +120,7 @@ def test_worker_killed_while_a_batch_of_the_backlog_is_posting(stack, monkeypatc
     monkeypatch.setattr(app, "send_task", lambda *args, **kwargs: None)
     maintenance_window_end(window, user=None, reason="fault suite: the ERP is back")
     wait_until(answered.is_set, what="the ERP to post a batch while its answer is held")
-    stack.processes.signal("worker", signal.SIGKILL)
-    stack.processes.wait("worker")
-    release.set()
-    stack.fault_ended_at = time.monotonic()
-    stack.processes.worker("worker2")
+    stack.kill_worker(release)
     stack.check(drain=stack.settle())
     assert DeliveryAttempt.objects.filter(outcome="lost").count() > 1  # the whole batch was in flight
     assert DeliveryAttempt.objects.filter(message__startswith="posted in a batch of").exists()

@@ -16,7 +16,7 @@ from integration_hub.runtime import services
 from integration_hub.runtime.governor import Policy, admit, governor_status, release
 from integration_hub.runtime.models import AdmissionPolicy, Delivery, MaintenanceWindow
 from tests.conftest import SCRIPT, MemoryErpConnector
-from tests.helpers import drain
+from tests.helpers import drain, planned_invoice_posts
 
 LEASE = 60.0
 BATCH_SIZE = 3
@@ -56,14 +56,7 @@ def posts(stripe_connection, legal_entities, memory_erp, sandbox, post_webhook, 
     REFUSED.clear()
     connection = connection_upsert(name="erp", vendor="memory-batch-erp", role="erp", config={}, credentials={})
     cache.clear()
-    for _ in range(5):
-        invoice = sandbox.finalize(sandbox.invoice("cus_1", [("Plan", 1, 1000)], currency="eur"))
-        post_webhook(sandbox.event("invoice.finalized", invoice))
-    for name, event_id, _ in list(sent_tasks):
-        if name == services.PROCESS_TASK:
-            services.inbound_process(event_id)
-    sent_tasks.clear()
-    return connection, list(Delivery.objects.order_by("pk"))
+    return connection, planned_invoice_posts(5, sandbox=sandbox, post_webhook=post_webhook, sent_tasks=sent_tasks)
 
 
 def _reference(delivery: Delivery) -> str:

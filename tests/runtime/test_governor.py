@@ -24,7 +24,7 @@ from integration_hub.runtime.governor import (
     release,
 )
 from integration_hub.runtime.models import AdmissionPolicy, Delivery, MaintenanceWindow
-from tests.helpers import drain
+from tests.helpers import drain, planned_invoice_posts
 
 LEASE = 60.0
 
@@ -132,14 +132,7 @@ pytestmark_db = pytest.mark.django_db(transaction=True)
 def invoice_deliveries(stripe_connection, legal_entities, memory_erp, sandbox, post_webhook, sent_tasks):
     """Planned post deliveries for three invoices, not yet attempted."""
     connection = Connection.objects.get(name="erp")
-    for _ in range(3):
-        invoice = sandbox.finalize(sandbox.invoice("cus_1", [("Plan", 1, 1000)], currency="eur"))
-        post_webhook(sandbox.event("invoice.finalized", invoice))
-    for name, event_id, _ in list(sent_tasks):
-        if name == services.PROCESS_TASK:
-            services.inbound_process(event_id)
-    sent_tasks.clear()
-    return connection, list(Delivery.objects.order_by("pk"))
+    return connection, planned_invoice_posts(3, sandbox=sandbox, post_webhook=post_webhook, sent_tasks=sent_tasks)
 
 
 @pytestmark_db
