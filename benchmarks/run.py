@@ -96,14 +96,15 @@ class Plan:
     # Scale-out: invoice and billing-customer events (half each), one worker vs two.
     scaleout_events: int = 1_000
     # Backlog into the real ERP: invoices held by a maintenance window, drained into Tryton on
-    # PostgreSQL in the connector's batches (25 by default: a batch must fit a task's time
-    # limit on a loaded server too); the direct script posts in batches of ``backlog_batch`` and
-    # of ``backlog_big_batch``, and one at a time on ``backlog_sequential`` of them (at under
-    # 1/s, all 500 would take ten minutes more).
+    # PostgreSQL in the connector's batches (its default ``batch_size``, sized by the runtime to
+    # the pace of the last ones, unless ``hub_batch``); the direct script posts in batches of
+    # ``backlog_batch`` and of ``backlog_big_batch``, and one at a time on ``backlog_sequential``
+    # of them (at under 1/s, all 500 would take ten minutes more).
     backlog_invoices: int = 500
     backlog_batch: int = 25
     backlog_big_batch: int = 100
     backlog_sequential: int = 60
+    hub_batch: int = 0
     backlog_pairs: int = 1
 
 
@@ -118,7 +119,7 @@ SMOKE = Plan(
     pipeline_events=150, worker_concurrency=2, slow_docs=12, slow_latency_ms=200, slow_cap=4,
     slow_worker_concurrency=8, history_rows=(100, 2_000), history_events=60, sweep_repeats=3,
     profile_events=0, usage_rows=20_000, catalog_skus=8, reconcile_invoices=2_000, isolation_events=12,
-    isolation_catalog_seconds=4.0, scaleout_events=60, backlog_invoices=24, backlog_batch=10, backlog_big_batch=24,
+    isolation_catalog_seconds=4.0, scaleout_events=60, backlog_invoices=24, backlog_batch=10, backlog_big_batch=24, hub_batch=10,
     backlog_sequential=4,
 )
 
@@ -134,6 +135,13 @@ FIGURES = [
     "finance_p95_under_bulk_ms", "finance_p95_under_catalog_ms", "scaleout_throughput",
     "backlog_drain_rate",
 ]
+
+
+def _batch_note(batches: dict) -> str:
+    """The batch sizes a backlog run posted in, ``{size: count}``, as "of 25, 81 and 4 × 100"."""
+    parts = [f"{count} × {size}" if count > 1 else str(size)
+             for size, count in sorted((int(size), count) for size, count in batches.items())]
+    return "of " + (", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0])
 
 
 def log(message: str) -> None:
@@ -1138,7 +1146,7 @@ class Suite:
         """``backlog_invoices`` invoice events accepted while the ERP (a real Tryton on
         PostgreSQL) is in a maintenance window, so every post is held; then the window is
         ended (the admin's "End now") and the time is taken until the last one is posted,
-        with the worker -c ``worker_concurrency`` posting in batches of ``backlog_batch``.
+        with the worker -c ``worker_concurrency`` posting in the connector's batches.
         Baseline: the fastest direct method on a fresh copy of the same server, in the same
         run — one JSON-RPC client creating and posting the same invoices, one at a time
         (timed on ``backlog_sequential`` of them) and in batches of ``backlog_batch``."""
@@ -1149,9 +1157,11 @@ class Suite:
         database = f"{NAMESPACE}_backlog"
         runs: dict[str, list] = {"hub": [], "direct": []}
 
-        def erp_spec(erp, timeout: float = max(30, plan.backlog_batch)) -> str:  # a post takes < 0.5 s an invoice
-            config = {**erp.connection_config(), "batch_size": plan.backlog_batch, "timeout": timeout}
+        def erp_spec(erp, **config) -> str:
+            config = {**erp.connection_config(), **config}
             return json.dumps({"config": config, "credentials": erp.credentials()})
+
+        hub_config = {"batch_size": plan.hub_batch} if plan.hub_batch else {}  # else the connector's default
 
         def direct(i: int) -> float:
             seed = self.next_seed()
@@ -1171,11 +1181,11 @@ class Suite:
             queue_purge()
             try:
                 with TrytonServer(template, postgres=TRYTON_POSTGRES) as erp:
-                    child("backlog_setup", database, "--config", erp_spec(erp))
+                    child("backlog_setup", database, "--config", erp_spec(erp, **hub_config))
                     with worker(database, plan.worker_concurrency, self.logdir, f"backlog-{i}"):
                         self.feed(database, plan.backlog_invoices)
                         out = child("backlog_drain", database, "--events", str(plan.backlog_invoices),
-                                    "--config", erp_spec(erp), capture=True)
+                                    "--config", erp_spec(erp, **hub_config), capture=True)
                 result = json.loads(out.strip().splitlines()[-1])
             finally:
                 queue_purge()
@@ -1188,7 +1198,8 @@ class Suite:
             return result["rate"]
 
         log(f"backlog: {plan.backlog_invoices} invoices held by a maintenance window, drained into Tryton on"
-            f" PostgreSQL in batches of {plan.backlog_batch}, vs a direct JSON-RPC script")
+            f" PostgreSQL in {f'batches of up to {plan.hub_batch}' if plan.hub_batch else 'the connector’s batches'},"
+            " vs a direct JSON-RPC script")
         direct_rates, hub_rates = interleave(plan.backlog_pairs, direct, hub)
         ratio = statistics.median(hub_rates) / statistics.median(direct_rates)
         self.extra["backlog_runs"] = runs
@@ -1199,7 +1210,8 @@ class Suite:
                     goal=f"≥ {BACKLOG_GOAL} × the fastest direct method, each posted once",
                     met=ratio >= BACKLOG_GOAL if plan.backlog_invoices >= 100 else None,
                     note=(f"hub: from the window's end to the last post, worker -c {plan.worker_concurrency},"
-                          f" batches of {plan.backlog_batch}, governor cap 1 (Tryton's invoice sequence takes one"
+                          f" batches {_batch_note(runs['hub'][-1]['batches'])}, governor cap 1 (Tryton's invoice"
+                          " sequence takes one"
                           f" post at a time); baseline: the fastest of one JSON-RPC client creating and posting"
                           f" one at a time ({last['sequential']:.2f}/s over {plan.backlog_sequential}) and in"
                           " batches (" + ", ".join(f"of {size}: {rate:.2f}/s" for size, rate in last["batched"].items())
@@ -2175,8 +2187,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--catalog-skus", type=int, default=0,
                         help="SKUs of the catalog full sync and release (the stated figure and the full plan: 2000; smoke 8)")
     parser.add_argument("--backlog-batch", type=int, default=0,
-                        help="the hub's batch size in the backlog part (default 25, the connector's; a larger"
-                             " batch needs HUB_TASK_SOFT_TIME_LIMIT to match: docs/scaling.md)")
+                        help="the largest batch of the hub in the backlog part (default: the Tryton connector's"
+                             " batch_size, 100)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the earlier results' figures this run does not measure (with --only)")
     parser.add_argument("--output", default="", help="where the results go (default: benchmarks/, or the"
@@ -2194,7 +2206,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.catalog_skus:
         plan = dataclasses.replace(plan, catalog_skus=args.catalog_skus)
     if args.backlog_batch:
-        plan = dataclasses.replace(plan, backlog_batch=args.backlog_batch)
+        plan = dataclasses.replace(plan, hub_batch=args.backlog_batch)
     only = {part for part in args.only.split(",") if part}
     logdir = Path(tempfile.mkdtemp(prefix="hub-bench-"))
     out = Path(args.output or (logdir if args.smoke else BENCH_DIR))

@@ -217,10 +217,14 @@ class Batching:
     """A connector's offer to carry out several documents of one kind in one go: up
     to ``size`` of them, costing the target about ``calls`` requests whatever their
     number. The governor admits a batch as those calls (one concurrency slot, ``calls``
-    tokens of the rate)."""
+    tokens of the rate). The runtime sizes each batch to the pace of the last ones
+    (a worker process's first carries ``first``, default ``size``), so that it takes at
+    most ``seconds`` (None: only the task's time limit bounds it)."""
 
     size: int
     calls: int
+    seconds: float | None = None
+    first: int | None = None
 
 
 @dataclass(frozen=True)

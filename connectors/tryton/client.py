@@ -186,6 +186,7 @@ class TrytonClient:
         self.login_name = login
         self._password = password
         self.language = language
+        self.read_timeout = read_timeout
         self._http = http.client(timeout=read_timeout, connect_timeout=connect_timeout, transport=transport)
         self._ids = itertools.count(1)
         self._auth: str | None = None

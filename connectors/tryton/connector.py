@@ -8,7 +8,7 @@ stopped instead of creating a second invoice.
 Config: ``url``, ``database``, ``companies`` (legal-entity code -> Tryton company
 id), optional ``timeout`` (read seconds, or ``{"connect": s, "read": s}``),
 ``rate_reference`` (the currency at rate 1; see ``rates.py``) and ``batch_size``
-(invoices per batch post, default 25; see ``batch.py``).
+(the largest batch post, default 100; see ``batch.py``).
 Credentials: ``login``, ``password``.
 """
 

@@ -394,19 +394,20 @@ def delivery_attempt(delivery_id: int) -> None:
     governor hands the slot to that delivery in the same write, and this worker
     takes it next: no broker round trip, no second admission. It does so for
     ``HUB_HANDOVER_SECONDS`` into the task; later waiters are woken through the broker."""
-    hand_over_until = time.monotonic() + settings.HUB_HANDOVER_SECONDS
+    started = time.monotonic()
+    deadline = started + settings.CELERY_TASK_SOFT_TIME_LIMIT  # a batch is sized to fit before it
 
     def hand_over() -> bool:
-        return time.monotonic() < hand_over_until
+        return time.monotonic() < started + settings.HUB_HANDOVER_SECONDS
 
-    woken = _attempt(delivery_claim(delivery_id), slot=None, hand_over=hand_over())
+    woken = _attempt(delivery_claim(delivery_id), slot=None, hand_over=hand_over(), deadline=deadline)
     while woken is not None:
         delivery = delivery_claim(woken.delivery_id, handed=True)
         if delivery is None:
             # Taken or changed meanwhile: its slot goes back (and on, to the next waiter).
             woken = _slot_release(woken.connection_id, woken.token, outcome="neutral", hand_over=hand_over())
             continue
-        woken = _attempt(delivery, slot=woken.token, hand_over=hand_over())
+        woken = _attempt(delivery, slot=woken.token, hand_over=hand_over(), deadline=deadline)
 
 
 def _slot_release(connection_id: int, token: str, *, outcome: str, retry_after: float | None = None,
@@ -424,10 +425,11 @@ def _slot_release(connection_id: int, token: str, *, outcome: str, retry_after: 
     return woken
 
 
-def _attempt(delivery: Delivery | None, *, slot: str | None, hand_over: bool) -> Woken | None:
+def _attempt(delivery: Delivery | None, *, slot: str | None, hand_over: bool, deadline: float) -> Woken | None:
     """One attempt of a claimed delivery; ``slot`` is a concurrency slot handed over to
-    it, else the governor is asked first. Returns a delivery whose slot this call
-    handed over (``hand_over``), for the caller to take next."""
+    it, else the governor is asked first. A batch is sized to end well before
+    ``deadline`` (monotonic). Returns a delivery whose slot this call handed over
+    (``hand_over``), for the caller to take next."""
     if delivery is None:
         return None
     with structlog.contextvars.bound_contextvars(txn=str(delivery.transaction_id), delivery=delivery.pk):
@@ -445,7 +447,8 @@ def _attempt(delivery: Delivery | None, *, slot: str | None, hand_over: bool) ->
                 delivery_hold(delivery, reason=decision.reason, until=decision.retry_at)
                 return None
         released, handed = False, None
-        deliveries = [delivery, *_riders_claim(delivery, batch.declared.size - 1)] if batch else [delivery]
+        deliveries = ([delivery, *_riders_claim(delivery, _batch_size(delivery, batch.declared, deadline) - 1)]
+                      if batch else [delivery])
 
         def release(outcome: str, retry_after: float | None = None) -> None:
             # The slot is the target's: give it back the moment the call is over,
@@ -543,6 +546,38 @@ def _batch_of(delivery: Delivery) -> _Batch | None:
     return _Batch(send, connector, send.batching(connector))
 
 
+# Seconds a delivery of the last batches took, per (connection, action), in this worker
+# process: the next batch carries as many as fit its time at that pace (``_batch_size``).
+_batch_pace: dict[tuple[int, str], float] = {}
+# A batch may take this share of the time its task has left before the soft time limit.
+BATCH_TIME_SHARE = 2 / 3
+
+
+def _batch_size(lead: Delivery, declared: Batching, deadline: float) -> int:
+    """How many deliveries the batch ``lead`` leads carries: as many as fit in
+    ``BATCH_TIME_SHARE`` of the time left before ``deadline`` and in the connector's
+    ``seconds``, at the pace of the last batches; the declared ``first`` before any."""
+    pace = _batch_pace.get((lead.connection_id, lead.action))
+    if pace is None:
+        return max(1, min(declared.size, declared.first or declared.size))
+    budget = (deadline - time.monotonic()) * BATCH_TIME_SHARE
+    if declared.seconds is not None:
+        budget = min(budget, declared.seconds)
+    return max(1, min(declared.size, int(budget / pace)))
+
+
+def _batch_timed(lead: Delivery, seconds: float, count: int, *, cut_short: bool) -> None:
+    """Learn the pace from a batch's time (averaged with the last). A batch cut short
+    (time limit, timeout) would have taken longer than ``seconds``: the pace doubles."""
+    key = (lead.connection_id, lead.action)
+    pace, last = seconds / count, _batch_pace.get(key)
+    if cut_short:
+        pace = 2 * max(pace, last or pace)
+    elif last is not None:
+        pace = (pace + last) / 2
+    _batch_pace[key] = pace
+
+
 @transaction.atomic
 def _riders_claim(lead: Delivery, limit: int) -> list[Delivery]:
     """Claim up to ``limit`` more deliveries to go in the lead's batch: the same action
@@ -583,21 +618,25 @@ def _attempt_batch(deliveries: list[Delivery], batch: _Batch, release: Callable[
     failure of the whole batch is every delivery's failure (after an unknown outcome,
     each is looked up first next time: the batch send looks every document up)."""
     started, clock = timezone.now(), time.monotonic()
+    cut_short = False
     try:
         answers = list(batch.send.send(batch.connector, deliveries))
         if len(answers) != len(deliveries):
             raise RuntimeError(f"the batch send answered {len(answers)} times for {len(deliveries)} deliveries")
     except SoftTimeLimitExceeded:
         release("failure")
+        cut_short = True
         answers = [Retryable("the task's time limit cut the batch short", outcome_unknown=True)] * len(deliveries)
     except Exception as exc:  # noqa: BLE001 - classified and recorded, never swallowed silently
         release(failure_of(exc).governor, getattr(exc, "retry_after", None))
         if not isinstance(exc, ConnectorError):
             log.exception("delivery_batch_unexpected_error", deliveries=len(deliveries))
+        cut_short = bool(getattr(exc, "outcome_unknown", False))  # a timeout: it took longer than this
         answers = [exc] * len(deliveries)
     else:
         release("success")
     seconds = time.monotonic() - clock
+    _batch_timed(deliveries[0], seconds, len(deliveries), cut_short=cut_short)
     note = f"posted in a batch of {len(deliveries)}" if len(deliveries) > 1 else ""
     for delivery, answer in zip(deliveries, answers, strict=True):
         with structlog.contextvars.bound_contextvars(txn=str(delivery.transaction_id), delivery=delivery.pk):

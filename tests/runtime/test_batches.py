@@ -2,6 +2,8 @@
 operation, where the connector declares it, admitted by the governor as its calls."""
 
 import datetime as dt
+import time
+from types import SimpleNamespace
 
 import pytest
 from django.utils import timezone
@@ -54,6 +56,7 @@ def posts(stripe_connection, legal_entities, memory_erp, sandbox, post_webhook, 
     """Five planned invoice posts to an ERP that batches, none attempted yet."""
     BATCHES.clear()
     REFUSED.clear()
+    services._batch_pace.clear()
     connection = connection_upsert(name="erp", vendor="memory-batch-erp", role="erp", config={}, credentials={})
     cache.clear()
     return connection, planned_invoice_posts(5, sandbox=sandbox, post_webhook=post_webhook, sent_tasks=sent_tasks)
@@ -210,3 +213,47 @@ def test_ending_a_window_early_releases_what_it_holds_over_the_drain_period(post
     drain(sent_tasks, include_delayed=True)
     assert set(Delivery.objects.values_list("status", flat=True)) == {"posted"}
     assert [len(batch) for batch in BATCHES] == [BATCH_SIZE, 2]
+
+
+def test_a_batch_carries_what_fits_its_time_at_the_pace_of_the_last_ones(posts, settings):
+    connection, deliveries = posts
+    settings.CELERY_TASK_SOFT_TIME_LIMIT = 60  # a batch may take two thirds of it: 40 s
+    services._batch_pace[(connection.pk, "invoice.post")] = 19.0  # seconds a delivery: 2 fit
+
+    services.delivery_attempt(deliveries[0].pk)
+
+    assert [len(batch) for batch in BATCHES] == [2]
+    assert Delivery.objects.filter(status="posted").count() == 2
+
+
+def test_batch_sizes_follow_the_declaration_the_pace_and_the_time_left():
+    lead = SimpleNamespace(connection_id=1, action="invoice.post")
+    declared = Batching(size=100, calls=12, seconds=30, first=25)
+    services._batch_pace.clear()
+    later = time.monotonic() + 61
+    assert services._batch_size(lead, declared, later) == 25  # nothing timed yet: the declared first
+
+    services._batch_timed(lead, 12.5, 25, cut_short=False)  # 0.5 s a delivery
+    assert services._batch_size(lead, declared, later) == 60  # the connector's 30 s, not the task's 40
+    assert services._batch_size(lead, Batching(size=100, calls=12), later) == 81  # two thirds of 61 s
+    assert services._batch_size(lead, declared, time.monotonic() + 3.3) == 4  # little time left
+    assert services._batch_size(lead, declared, time.monotonic()) == 1  # never none
+
+    services._batch_timed(lead, 5, 25, cut_short=False)  # 0.2 s: averaged with the last, 0.35
+    assert services._batch_size(lead, declared, later) == 85
+    services._batch_timed(lead, 30, 75, cut_short=True)  # timed out: slower than it looked
+    assert services._batch_pace[(1, "invoice.post")] == pytest.approx(0.8)
+    assert services._batch_size(lead, declared, later) == 37
+    services._batch_pace.clear()
+
+
+def test_a_batch_cut_short_by_a_timeout_makes_the_next_one_smaller(posts, settings):
+    connection, deliveries = posts
+    settings.CELERY_TASK_SOFT_TIME_LIMIT = 60
+    services._batch_pace[(connection.pk, "invoice.post")] = 10.0  # 4 would fit; 3 are declared
+    SCRIPT.failures.append(Retryable("read timeout", outcome_unknown=True))
+
+    services.delivery_attempt(deliveries[0].pk)
+
+    assert [len(batch) for batch in BATCHES] == [BATCH_SIZE]
+    assert services._batch_pace[(connection.pk, "invoice.post")] >= 20.0  # doubled: 2 fit now
