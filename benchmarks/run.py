@@ -105,6 +105,7 @@ class Plan:
     backlog_big_batch: int = 100
     backlog_sequential: int = 60
     hub_batch: int = 0
+    hub_timeout: float = 0.0
     backlog_pairs: int = 1
 
 
@@ -1161,7 +1162,9 @@ class Suite:
             config = {**erp.connection_config(), **config}
             return json.dumps({"config": config, "credentials": erp.credentials()})
 
-        hub_config = {"batch_size": plan.hub_batch} if plan.hub_batch else {}  # else the connector's default
+        # The connector's defaults unless the run sets them.
+        hub_config = {**({"batch_size": plan.hub_batch} if plan.hub_batch else {}),
+                      **({"timeout": plan.hub_timeout} if plan.hub_timeout else {})}
 
         def direct(i: int) -> float:
             seed = self.next_seed()
@@ -2189,6 +2192,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backlog-batch", type=int, default=0,
                         help="the largest batch of the hub in the backlog part (default: the Tryton connector's"
                              " batch_size, 100)")
+    parser.add_argument("--backlog-timeout", type=float, default=0,
+                        help="the hub's Tryton read timeout in the backlog part, seconds (default: the connector's, 30)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the earlier results' figures this run does not measure (with --only)")
     parser.add_argument("--output", default="", help="where the results go (default: benchmarks/, or the"
@@ -2205,8 +2210,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = dataclasses.replace(plan, pipeline_events=args.pipeline_events)
     if args.catalog_skus:
         plan = dataclasses.replace(plan, catalog_skus=args.catalog_skus)
-    if args.backlog_batch:
-        plan = dataclasses.replace(plan, hub_batch=args.backlog_batch)
+    if args.backlog_batch or args.backlog_timeout:
+        plan = dataclasses.replace(plan, hub_batch=args.backlog_batch, hub_timeout=args.backlog_timeout)
     only = {part for part in args.only.split(",") if part}
     logdir = Path(tempfile.mkdtemp(prefix="hub-bench-"))
     out = Path(args.output or (logdir if args.smoke else BENCH_DIR))
