@@ -1312,7 +1312,10 @@ def machine() -> dict[str, str]:
     import django
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True)
+    # What a run writes itself (results, the profile) does not make the measured code differ.
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", ":!benchmarks/results*.json",
+                            ":!benchmarks/RESULTS*.md", ":!benchmarks/profiles"],
+                           cwd=ROOT, capture_output=True, text=True)
     return {
         "cpu": f"{os.cpu_count()} × {cpu}", "memory": f"{int(mem) // 1024 // 1024} GiB",
         "python": platform.python_version(), "django": django.get_version(), "celery": celery.__version__,
@@ -1372,9 +1375,9 @@ def write_report(suite: Suite, out_md: Path, out_json: Path, seconds: float) -> 
     lines = [
         "# Benchmark results",
         "",
-        (f"Written by `make {'bench' if plan.name == 'full' else 'bench-smoke'}` ({plan.name} plan) in {seconds:.0f} s."
-         if len(earlier) < len(suite.figures) else
-         "Assembled by `--merge` from the runs listed under the table (each figure's date and commit).")
+        f"Written by `make {'bench' if plan.name == 'full' else 'bench-smoke'}` ({plan.name} plan) in {seconds:.0f} s"
+        + (f"; {len(earlier)} of the {len(suite.figures)} figures carried over by `--merge` from the earlier runs"
+           " listed under the table." if earlier else ".")
         + " Every figure is the median of interleaved runs (baseline, hub, baseline, hub, …) in the same run, on the"
         " same services and settings; spread is (max − min) / median over the runs. See docs/benchmarks.md."
         f" Celery broker: {broker}.",
