@@ -618,7 +618,7 @@ def _attempt_batch(deliveries: list[Delivery], batch: _Batch, release: Callable[
     failure of the whole batch is every delivery's failure (after an unknown outcome,
     each is looked up first next time: the batch send looks every document up)."""
     started, clock = timezone.now(), time.monotonic()
-    cut_short = False
+    timed, cut_short = True, False  # a batch that failed fast says nothing about the pace
     try:
         answers = list(batch.send.send(batch.connector, deliveries))
         if len(answers) != len(deliveries):
@@ -631,12 +631,13 @@ def _attempt_batch(deliveries: list[Delivery], batch: _Batch, release: Callable[
         release(failure_of(exc).governor, getattr(exc, "retry_after", None))
         if not isinstance(exc, ConnectorError):
             log.exception("delivery_batch_unexpected_error", deliveries=len(deliveries))
-        cut_short = bool(getattr(exc, "outcome_unknown", False))  # a timeout: it took longer than this
+        timed = cut_short = bool(getattr(exc, "outcome_unknown", False))  # a timeout: it took longer than this
         answers = [exc] * len(deliveries)
     else:
         release("success")
     seconds = time.monotonic() - clock
-    _batch_timed(deliveries[0], seconds, len(deliveries), cut_short=cut_short)
+    if timed:
+        _batch_timed(deliveries[0], seconds, len(deliveries), cut_short=cut_short)
     note = f"posted in a batch of {len(deliveries)}" if len(deliveries) > 1 else ""
     for delivery, answer in zip(deliveries, answers, strict=True):
         with structlog.contextvars.bound_contextvars(txn=str(delivery.transaction_id), delivery=delivery.pk):

@@ -257,3 +257,15 @@ def test_a_batch_cut_short_by_a_timeout_makes_the_next_one_smaller(posts, settin
 
     assert [len(batch) for batch in BATCHES] == [BATCH_SIZE]
     assert services._batch_pace[(connection.pk, "invoice.post")] >= 20.0  # doubled: 2 fit now
+
+
+def test_a_batch_refused_at_once_leaves_the_pace_as_it_was(posts, settings):
+    connection, deliveries = posts
+    settings.CELERY_TASK_SOFT_TIME_LIMIT = 60
+    services._batch_pace[(connection.pk, "invoice.post")] = 19.0  # 2 fit
+    SCRIPT.failures.append(Retryable("503 Service Unavailable", http_status=503))
+
+    services.delivery_attempt(deliveries[0].pk)
+
+    assert [len(batch) for batch in BATCHES] == [2]
+    assert services._batch_pace[(connection.pk, "invoice.post")] == 19.0  # not a near-zero pace from a quick no
